@@ -1,0 +1,18 @@
+//! Custody keys for Coinhub.
+//!
+//! - [`mnemonic`]: BIP39 mnemonics and seeds (generate, parse, seed with passphrase).
+//! - [`derivation`]: BIP32/BIP44 keys for EVM chains (`m/44'/60'/0'`), EIP-55 addresses,
+//!   deposit addresses from the account xpub alone.
+//! - [`keystore`]: envelope encryption of a seed's BIP39 entropy under an OpenBao/Vault
+//!   transit data key (AES-256-GCM), and the Vault client that talks to transit.
+//! - `testing` (cargo feature `testing`): a throwaway OpenBao dev server for tests.
+//!
+//! Secret material (mnemonics, seeds, private keys, data keys) lives in zeroizing buffers,
+//! has a redacted `Debug`, no `Display`, and is never logged or put in an error message.
+//! This crate does no node I/O; its only network peer is Vault.
+
+pub mod derivation;
+pub mod keystore;
+pub mod mnemonic;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,103 @@
+//! Names and declarations of the AMQP exchanges and queues (DESIGN.md, "Events").
+//!
+//! - `coinhub.events` (topic, durable): everything coinhubd reports.
+//! - `coinhub.commands` (direct, durable): requests to coinhubd, answered via `reply_to`.
+//! - `coinhub.dead-letter` (topic, durable) with the queue `coinhub.dead-letter` bound to
+//!   `#`: poison messages with the reason in the `x-coinhub-reason` header.
+//!
+//! Declarations are idempotent; every process declares what it uses at start.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, ExchangeKind};
+
+/// Topic exchange of coinhubd's events.
+pub const EVENTS_EXCHANGE: &str = "coinhub.events";
+/// Direct exchange of commands to coinhubd.
+pub const COMMANDS_EXCHANGE: &str = "coinhub.commands";
+/// Topic exchange that receives poison messages, keyed by their original routing key.
+pub const DEAD_LETTER_EXCHANGE: &str = "coinhub.dead-letter";
+/// Durable queue that keeps every dead-lettered message for an operator.
+pub const DEAD_LETTER_QUEUE: &str = "coinhub.dead-letter";
+/// coinhubd's queue for `address.request` commands.
+pub const ADDRESS_REQUEST_QUEUE: &str = "coinhubd.address.request";
+
+/// Routing keys (DESIGN.md, "Events").
+pub mod routing {
+    /// A deposit was seen in the best chain, not yet final.
+    pub const DEPOSIT_DETECTED: &str = "deposit.detected";
+    /// A deposit reached its asset's `confirmations_min`.
+    pub const DEPOSIT_CONFIRMED: &str = "deposit.confirmed";
+    /// A deposit's block left the best chain.
+    pub const DEPOSIT_ORPHANED: &str = "deposit.orphaned";
+    /// Command: hand out a member's deposit address.
+    pub const ADDRESS_REQUEST: &str = "address.request";
+
+    /// Whether losing an event with this routing key would lose money, so the publisher
+    /// must see it routed to at least one queue (AMQP `mandatory`) before it counts as sent.
+    /// `deposit.detected` is informational and may have no consumer.
+    pub fn requires_consumer(routing_key: &str) -> bool {
+        matches!(routing_key, DEPOSIT_CONFIRMED | DEPOSIT_ORPHANED)
+    }
+}
+
+/// Header names coinhub sets on dead-lettered messages.
+pub mod headers {
+    /// Why the message was refused (the consumer's error text).
+    pub const REASON: &str = "x-coinhub-reason";
+    /// The queue the message was refused from.
+    pub const QUEUE: &str = "x-coinhub-queue";
+    /// The exchange the message was first published to.
+    pub const ORIGINAL_EXCHANGE: &str = "x-coinhub-original-exchange";
+}
+
+/// Declares the three exchanges and the dead-letter queue. Idempotent.
+///
+/// Errors: the broker's, e.g. an exchange already declared with another type.
+pub async fn declare_exchanges(channel: &Channel) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for (name, kind) in [
+        (EVENTS_EXCHANGE, ExchangeKind::Topic),
+        (COMMANDS_EXCHANGE, ExchangeKind::Direct),
+        (DEAD_LETTER_EXCHANGE, ExchangeKind::Topic),
+    ] {
+        channel
+            .exchange_declare(name.into(), kind, durable, FieldTable::default())
+            .await?;
+    }
+    declare_queue(channel, DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, &["#"]).await
+}
+
+/// Declares a durable queue and binds it to `exchange` with each of `routing_keys`.
+/// Idempotent.
+///
+/// Errors: the broker's, e.g. the queue exists with other arguments.
+pub async fn declare_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_keys: &[&str],
+) -> Result<(), lapin::Error> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await?;
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}

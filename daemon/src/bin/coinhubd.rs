@@ -1,0 +1,96 @@
+//! `coinhubd`: the Coinhub gateway and custody daemon.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use coinhub_daemon::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "coinhubd",
+    about = "Coinhub blockchain gateway and custody daemon",
+    version
+)]
+struct Cli {
+    /// Configuration file (TOML); `COINHUB__SECTION__KEY` environment variables override it.
+    #[arg(long, env = "COINHUB_CONFIG", default_value = "coinhub.toml")]
+    config: PathBuf,
+    /// Log as JSON lines (production).
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates custody key A (24-word BIP39 seed, envelope-encrypted with the Vault transit
+    /// key) and prints its account xpub. Refuses if key A exists.
+    Init,
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Runs the watchers, outbox relay, command consumers and admin API.
+    Run,
+    /// Validates the configuration and exits.
+    CheckConfig,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("coinhubd: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => {
+            println!(
+                "configuration ok: {} chain(s), {} asset(s)",
+                config.chains.len(),
+                config.assets.len()
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            coinhub_daemon::db::connect_and_migrate(&config.database).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Init => {
+            let pool = coinhub_daemon::db::connect_and_migrate(&config.database).await?;
+            let xpub = coinhub_daemon::custody::init_key_a(&pool, &config.vault).await?;
+            println!("xpub {xpub}");
+            Ok(())
+        }
+        Command::Run => coinhub_daemon::daemon::run(config).await,
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // lapin logs every returned (unroutable) message with its whole body at warn; the
+        // outbox relay reports those itself, once, in a readable line.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,lapin::returned_messages=error")
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,291 @@
+//! Configuration: a TOML file plus `COINHUB_EXCHANGE__SECTION__KEY` environment overrides,
+//! checked at start.
+//!
+//! ```toml
+//! [database]
+//! url = "postgres://coinhub@127.0.0.1:5432/coinhub_exchange"   # required
+//! max_connections = 5
+//! acquire_timeout_ms = 5000
+//!
+//! [amqp]
+//! url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+//! prefetch = 16
+//! retry_delay_ms = 1000
+//! reconnect_delay_max_ms = 30000
+//! connect_timeout_ms = 10000
+//! ```
+//!
+//! `COINHUB_EXCHANGE__DATABASE__URL=...` overrides `[database] url`.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Prefix of environment overrides: `COINHUB_EXCHANGE__DATABASE__URL` sets `database.url`.
+pub const ENV_PREFIX: &str = "COINHUB_EXCHANGE__";
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[database]`.
+    pub database: DatabaseConfig,
+    /// `[amqp]`.
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+}
+
+/// `[database]`: the ledger's PostgreSQL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database` (secret: may hold a password).
+    pub url: SecretString,
+    /// Pool size, 1 to 100.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection before failing, in milliseconds.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+}
+
+/// `[amqp]`: the RabbitMQ broker that carries coinhubd's events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// `amqp://user:password@host:port/vhost` (secret: holds a password); the default vhost
+    /// `/` is written `%2f`.
+    #[serde(default = "default_amqp_url")]
+    pub url: SecretString,
+    /// Unacked deliveries the broker may send ahead, 1 to 1000.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Pause before a message that failed on a transient error (database down) is requeued,
+    /// in milliseconds; consecutive failures back off from here up to
+    /// `reconnect_delay_max_ms`.
+    #[serde(default = "default_retry_delay_ms")]
+    pub retry_delay_ms: u64,
+    /// Longest pause between reconnect attempts to the broker, in milliseconds.
+    #[serde(default = "default_reconnect_delay_max_ms")]
+    pub reconnect_delay_max_ms: u64,
+    /// Timeout of one connection attempt, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: default_amqp_url(),
+            prefetch: default_prefetch(),
+            retry_delay_ms: default_retry_delay_ms(),
+            reconnect_delay_max_ms: default_reconnect_delay_max_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+        }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    5
+}
+fn default_acquire_timeout_ms() -> u64 {
+    5_000
+}
+fn default_amqp_url() -> SecretString {
+    SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+fn default_prefetch() -> u16 {
+    16
+}
+fn default_retry_delay_ms() -> u64 {
+    1_000
+}
+fn default_reconnect_delay_max_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+/// Why the configuration was refused. The message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The `--config` file does not exist.
+    #[error("config file {path} does not exist")]
+    FileMissing {
+        /// The path given.
+        path: String,
+    },
+    /// A key is missing, unknown, of the wrong type or out of range.
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `database.url`.
+        key: String,
+        /// What is wrong, and where the value came from when known.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads `path` (if given) and the `COINHUB_EXCHANGE__*` environment, then checks values.
+    ///
+    /// Errors: [`ConfigError`], naming the offending key.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::FileMissing {
+                    path: path.display().to_string(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Extracts and checks a configuration from any figment (tests build one from strings).
+    ///
+    /// Errors: [`ConfigError::Invalid`], naming the offending key.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(first_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason,
+        };
+        sqlx::postgres::PgConnectOptions::from_str(self.database.url.expose_secret())
+            .map_err(|e| invalid("database.url", format!("not a PostgreSQL URL: {e}")))?;
+        let scheme_ok = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| self.database.url.expose_secret().starts_with(scheme));
+        if !scheme_ok {
+            return Err(invalid(
+                "database.url",
+                "must start with postgres://".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.database.max_connections) {
+            return Err(invalid(
+                "database.max_connections",
+                "must be 1 to 100".into(),
+            ));
+        }
+        if !(100..=600_000).contains(&self.database.acquire_timeout_ms) {
+            return Err(invalid(
+                "database.acquire_timeout_ms",
+                "must be 100 to 600000".into(),
+            ));
+        }
+        lapin::uri::AMQPUri::from_str(self.amqp.url.expose_secret())
+            .map_err(|e| invalid("amqp.url", format!("not an AMQP URL: {e}")))?;
+        if !(1..=1000).contains(&self.amqp.prefetch) {
+            return Err(invalid("amqp.prefetch", "must be 1 to 1000".into()));
+        }
+        if !(1..=600_000).contains(&self.amqp.retry_delay_ms) {
+            return Err(invalid("amqp.retry_delay_ms", "must be 1 to 600000".into()));
+        }
+        if !(self.amqp.retry_delay_ms..=3_600_000).contains(&self.amqp.reconnect_delay_max_ms) {
+            return Err(invalid(
+                "amqp.reconnect_delay_max_ms",
+                "must be at least amqp.retry_delay_ms and at most 3600000".into(),
+            ));
+        }
+        if !(100..=600_000).contains(&self.amqp.connect_timeout_ms) {
+            return Err(invalid(
+                "amqp.connect_timeout_ms",
+                "must be 100 to 600000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The first figment error as [`ConfigError::Invalid`] with its dotted key.
+fn first_error(error: figment::Error) -> ConfigError {
+    let error = error
+        .into_iter()
+        .next()
+        .expect("a figment error holds at least one error");
+    let mut path = error.path.clone();
+    if let figment::error::Kind::MissingField(field) = &error.kind {
+        path.push(field.to_string());
+    }
+    let mut reason = error.kind.to_string();
+    if let Some(metadata) = &error.metadata {
+        match &metadata.source {
+            Some(source) => reason.push_str(&format!(" (from {} {source})", metadata.name)),
+            None => reason.push_str(&format!(" (from {})", metadata.name)),
+        }
+    }
+    ConfigError::Invalid {
+        key: if path.is_empty() {
+            "(root)".into()
+        } else {
+            path.join(".")
+        },
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(text)))
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_database_url() {
+        let config = from_toml("[database]\nurl = \"postgres://postgres@127.0.0.1/x\"\n")
+            .expect("valid config");
+        assert_eq!(
+            config.amqp.url.expose_secret(),
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(config.amqp.prefetch, 16);
+        assert_eq!(config.database.max_connections, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let missing = from_toml("[amqp]\nprefetch = 4\n").expect_err("no database");
+        assert!(missing.to_string().contains("database"), "{missing}");
+        let missing_url = from_toml("[database]\nmax_connections = 3\n").expect_err("no url");
+        assert!(
+            missing_url.to_string().contains("`database.url`"),
+            "{missing_url}"
+        );
+        let wrong_type =
+            from_toml("[database]\nurl = \"postgres://h/x\"\n[amqp]\nprefetch = \"many\"\n")
+                .expect_err("bad type");
+        assert!(
+            wrong_type.to_string().contains("`amqp.prefetch`"),
+            "{wrong_type}"
+        );
+        let bad_url = from_toml("[database]\nurl = \"mysql://h/x\"\n").expect_err("bad scheme");
+        assert!(bad_url.to_string().contains("`database.url`"), "{bad_url}");
+        let unknown =
+            from_toml("[database]\nurl = \"postgres://h/x\"\nport = 1\n").expect_err("typo");
+        assert!(unknown.to_string().contains("`database.port`"), "{unknown}");
+        let zero = from_toml("[database]\nurl = \"postgres://h/x\"\n[amqp]\nprefetch = 0\n")
+            .expect_err("zero prefetch");
+        assert!(zero.to_string().contains("`amqp.prefetch`"), "{zero}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let config = from_toml("[database]\nurl = \"postgres://u:hunter2@h/x\"\n").expect("valid");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

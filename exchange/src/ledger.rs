@@ -1,0 +1,586 @@
+//! The journal's rules, without I/O (DESIGN.md, "Exchange").
+//!
+//! Accounts are keyed by (owner, asset, kind): members own `available` and `locked`
+//! (credit-normal liabilities), the platform owns `hot_wallet` (debit-normal: what we hold on
+//! chain) and `fee_revenue` (credit-normal) per asset. A [`Transfer`] moves value between
+//! accounts with [`Leg`]s; it is valid only if, per asset, its debits equal its credits.
+//! [`crate::journal`] stores transfers; PostgreSQL enforces the same rules again.
+//!
+//! The later matcher posts lock (`available` → `locked`), unlock, trade and fee transfers on
+//! the same accounts with [`Transfer::new`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use bigdecimal::num_bigint::BigInt;
+use coinhub_events::{BaseUnits, MemberId};
+use uuid::Uuid;
+
+use coinhub_events::numeric;
+
+/// An asset's symbol as configured in coinhubd, e.g. `"ETH"` or `"USDT"`: 1 to 32 ASCII
+/// letters, digits, `.`, `_` or `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssetSymbol(String);
+
+impl AssetSymbol {
+    /// The symbol as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AssetSymbol {
+    type Err = LedgerError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if value.is_empty() || value.len() > 32 || !value.chars().all(valid_char) {
+            return Err(LedgerError::InvalidAsset {
+                asset: value.to_owned(),
+            });
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Display for AssetSymbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The side of a leg, and an account's normal side (the side that increases its balance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Stored as a positive entry amount.
+    Debit,
+    /// Stored as a negative entry amount.
+    Credit,
+}
+
+impl Side {
+    /// `"debit"` or `"credit"`, as stored in `account_kinds.normal_side`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debit => "debit",
+            Self::Credit => "credit",
+        }
+    }
+}
+
+/// What an account is for. Its owner type and normal side follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum AccountKind {
+    /// A member's spendable balance (credit-normal liability).
+    Available,
+    /// A member's balance held for open orders or pending withdrawals (credit-normal).
+    Locked,
+    /// What the platform holds on chain for an asset (debit-normal asset).
+    HotWallet,
+    /// Fees the platform earned in an asset (credit-normal revenue).
+    FeeRevenue,
+}
+
+impl AccountKind {
+    /// Every kind, in display order.
+    pub const ALL: [Self; 4] = [
+        Self::Available,
+        Self::Locked,
+        Self::HotWallet,
+        Self::FeeRevenue,
+    ];
+
+    /// The name stored in the database, e.g. `"hot_wallet"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Locked => "locked",
+            Self::HotWallet => "hot_wallet",
+            Self::FeeRevenue => "fee_revenue",
+        }
+    }
+
+    /// The side that increases this kind of account's balance.
+    pub fn normal_side(self) -> Side {
+        match self {
+            Self::HotWallet => Side::Debit,
+            Self::Available | Self::Locked | Self::FeeRevenue => Side::Credit,
+        }
+    }
+
+    /// Whether members (true) or the platform (false) own accounts of this kind.
+    pub fn is_member_owned(self) -> bool {
+        matches!(self, Self::Available | Self::Locked)
+    }
+}
+
+impl FromStr for AccountKind {
+    type Err = LedgerError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+            .ok_or_else(|| LedgerError::UnknownAccountKind {
+                kind: value.to_owned(),
+            })
+    }
+}
+
+impl fmt::Display for AccountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who owns an account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// The exchange itself.
+    Platform,
+    /// An exchange member.
+    Member(MemberId),
+}
+
+impl Owner {
+    /// The member, for member accounts.
+    pub fn member(&self) -> Option<&MemberId> {
+        match self {
+            Self::Member(member) => Some(member),
+            Self::Platform => None,
+        }
+    }
+}
+
+/// An account's key: (owner, asset, kind). The constructors only build valid pairs of owner
+/// and kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountKey {
+    owner: Owner,
+    asset: AssetSymbol,
+    kind: AccountKind,
+}
+
+impl AccountKey {
+    /// `member`'s spendable `asset`.
+    pub fn available(member: MemberId, asset: AssetSymbol) -> Self {
+        Self {
+            owner: Owner::Member(member),
+            asset,
+            kind: AccountKind::Available,
+        }
+    }
+
+    /// `member`'s `asset` held for orders or withdrawals.
+    pub fn locked(member: MemberId, asset: AssetSymbol) -> Self {
+        Self {
+            owner: Owner::Member(member),
+            asset,
+            kind: AccountKind::Locked,
+        }
+    }
+
+    /// The platform's on-chain holdings of `asset`.
+    pub fn hot_wallet(asset: AssetSymbol) -> Self {
+        Self {
+            owner: Owner::Platform,
+            asset,
+            kind: AccountKind::HotWallet,
+        }
+    }
+
+    /// The platform's fee revenue in `asset`.
+    pub fn fee_revenue(asset: AssetSymbol) -> Self {
+        Self {
+            owner: Owner::Platform,
+            asset,
+            kind: AccountKind::FeeRevenue,
+        }
+    }
+
+    /// Builds a key from stored parts.
+    ///
+    /// Errors: [`LedgerError::OwnerDoesNotMatchKind`] for a member-owned kind without a member
+    /// or a platform kind with one.
+    pub fn new(owner: Owner, asset: AssetSymbol, kind: AccountKind) -> Result<Self, LedgerError> {
+        if kind.is_member_owned() != matches!(owner, Owner::Member(_)) {
+            return Err(LedgerError::OwnerDoesNotMatchKind { kind });
+        }
+        Ok(Self { owner, asset, kind })
+    }
+
+    /// The owner.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// The asset.
+    pub fn asset(&self) -> &AssetSymbol {
+        &self.asset
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> AccountKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner {
+            Owner::Platform => write!(f, "platform/{}/{}", self.asset, self.kind),
+            Owner::Member(member) => write!(f, "member {member}/{}/{}", self.asset, self.kind),
+        }
+    }
+}
+
+/// One leg of a transfer: `amount` base units of the account's asset on `side`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The account moved.
+    pub account: AccountKey,
+    /// Debit or credit.
+    pub side: Side,
+    /// Base units, greater than zero.
+    pub amount: BaseUnits,
+}
+
+impl Leg {
+    /// A debit of `amount` to `account`.
+    pub fn debit(account: AccountKey, amount: BaseUnits) -> Self {
+        Self {
+            account,
+            side: Side::Debit,
+            amount,
+        }
+    }
+
+    /// A credit of `amount` to `account`.
+    pub fn credit(account: AccountKey, amount: BaseUnits) -> Self {
+        Self {
+            account,
+            side: Side::Credit,
+            amount,
+        }
+    }
+
+    /// The entry amount as stored: positive for a debit, negative for a credit.
+    pub fn signed_amount(&self) -> BigInt {
+        let amount = numeric::to_bigint(&self.amount);
+        match self.side {
+            Side::Debit => amount,
+            Side::Credit => -amount,
+        }
+    }
+}
+
+/// A balanced set of legs with an id, a kind (e.g. `"deposit"`) and the external reference
+/// it answers to (e.g. the deposit id). (kind, reference) is unique in the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    id: Uuid,
+    kind: String,
+    reference: String,
+    legs: Vec<Leg>,
+}
+
+impl Transfer {
+    /// Kind of the transfer that credits a confirmed deposit.
+    pub const DEPOSIT: &'static str = "deposit";
+
+    /// Namespace of [`Transfer::deposit_transfer_id`]'s UUID v5 (fixed forever).
+    const DEPOSIT_TRANSFER_NAMESPACE: Uuid =
+        Uuid::from_u128(0x0a9d_5c7e_31b4_4f62_9e08_d4c2_7b1f_5a63);
+
+    /// Checks and builds a transfer.
+    ///
+    /// Errors: [`LedgerError::InvalidTransferKind`] unless `kind` is 1-32 of `a-z` and `_`;
+    /// [`LedgerError::InvalidReference`] unless `reference` is 1-200 bytes;
+    /// [`LedgerError::TooFewLegs`] for fewer than two legs; [`LedgerError::ZeroAmount`] for a
+    /// zero leg; [`LedgerError::Unbalanced`] if debits and credits differ for an asset.
+    pub fn new(id: Uuid, kind: &str, reference: &str, legs: Vec<Leg>) -> Result<Self, LedgerError> {
+        let kind_ok = (1..=32).contains(&kind.len())
+            && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !kind_ok {
+            return Err(LedgerError::InvalidTransferKind {
+                kind: kind.to_owned(),
+            });
+        }
+        if !(1..=200).contains(&reference.len()) {
+            return Err(LedgerError::InvalidReference {
+                reference: reference.to_owned(),
+            });
+        }
+        check_legs(&legs)?;
+        Ok(Self {
+            id,
+            kind: kind.to_owned(),
+            reference: reference.to_owned(),
+            legs,
+        })
+    }
+
+    /// The transfer that credits a confirmed deposit: debit the platform's hot wallet,
+    /// credit the member's available balance, both by `amount`. Its id is derived from
+    /// `deposit_id` ([`Transfer::deposit_transfer_id`]) and its reference is `deposit_id`.
+    ///
+    /// Errors: [`LedgerError::ZeroAmount`] if `amount` is zero.
+    pub fn deposit(
+        deposit_id: Uuid,
+        member: MemberId,
+        asset: AssetSymbol,
+        amount: BaseUnits,
+    ) -> Result<Self, LedgerError> {
+        let legs = vec![
+            Leg::debit(AccountKey::hot_wallet(asset.clone()), amount.clone()),
+            Leg::credit(AccountKey::available(member, asset), amount),
+        ];
+        Self::new(
+            Self::deposit_transfer_id(deposit_id),
+            Self::DEPOSIT,
+            &deposit_id.to_string(),
+            legs,
+        )
+    }
+
+    /// The id of the transfer that credits deposit `deposit_id` (UUID v5, stable).
+    pub fn deposit_transfer_id(deposit_id: Uuid) -> Uuid {
+        Uuid::new_v5(&Self::DEPOSIT_TRANSFER_NAMESPACE, deposit_id.as_bytes())
+    }
+
+    /// The transfer's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The kind, e.g. `"deposit"`.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The external reference, e.g. a deposit id.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// The legs, in the order given (at least two, balanced per asset).
+    pub fn legs(&self) -> &[Leg] {
+        &self.legs
+    }
+}
+
+/// At least two legs, none zero, and per asset the signed amounts sum to zero.
+fn check_legs(legs: &[Leg]) -> Result<(), LedgerError> {
+    if legs.len() < 2 {
+        return Err(LedgerError::TooFewLegs { count: legs.len() });
+    }
+    let mut sums: BTreeMap<&AssetSymbol, BigInt> = BTreeMap::new();
+    for leg in legs {
+        if leg.amount.is_zero() {
+            return Err(LedgerError::ZeroAmount {
+                account: leg.account.to_string(),
+            });
+        }
+        *sums.entry(leg.account.asset()).or_default() += leg.signed_amount();
+    }
+    match sums.into_iter().find(|(_, sum)| *sum != BigInt::ZERO) {
+        Some((asset, sum)) => Err(LedgerError::Unbalanced {
+            asset: asset.to_string(),
+            debits_minus_credits: sum.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A broken ledger rule. These never succeed on retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// An asset symbol that is not 1-32 of `A-Za-z0-9._-`.
+    #[error("invalid asset symbol {asset:?}")]
+    InvalidAsset {
+        /// The refused symbol.
+        asset: String,
+    },
+    /// An account kind this version does not know.
+    #[error("unknown account kind {kind:?}")]
+    UnknownAccountKind {
+        /// The stored kind.
+        kind: String,
+    },
+    /// A member kind without a member, or a platform kind with one.
+    #[error("account kind {kind} does not match its owner")]
+    OwnerDoesNotMatchKind {
+        /// The kind.
+        kind: AccountKind,
+    },
+    /// A transfer kind that is not 1-32 of `a-z` and `_`.
+    #[error("invalid transfer kind {kind:?}")]
+    InvalidTransferKind {
+        /// The refused kind.
+        kind: String,
+    },
+    /// A reference that is empty or longer than 200 bytes.
+    #[error("invalid transfer reference {reference:?}")]
+    InvalidReference {
+        /// The refused reference.
+        reference: String,
+    },
+    /// A transfer needs at least two legs.
+    #[error("a transfer needs at least two legs, got {count}")]
+    TooFewLegs {
+        /// How many legs it had.
+        count: usize,
+    },
+    /// A leg of zero base units.
+    #[error("zero amount on {account}")]
+    ZeroAmount {
+        /// The leg's account.
+        account: String,
+    },
+    /// Debits and credits differ for an asset.
+    #[error("transfer does not balance in {asset}: debits - credits = {debits_minus_credits}")]
+    Unbalanced {
+        /// The asset.
+        asset: String,
+        /// Debits minus credits, in base units.
+        debits_minus_credits: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> MemberId {
+        id.parse().expect("valid member id")
+    }
+
+    fn asset(symbol: &str) -> AssetSymbol {
+        symbol.parse().expect("valid asset")
+    }
+
+    fn units(value: &str) -> BaseUnits {
+        value.parse().expect("valid amount")
+    }
+
+    #[test]
+    fn deposit_debits_hot_wallet_and_credits_member() {
+        let deposit_id = Uuid::from_u128(7);
+        let amount = units("340282366920938463463374607431768211457"); // 2^128 + 1
+        let transfer = Transfer::deposit(deposit_id, member("alice"), asset("ETH"), amount.clone())
+            .expect("balanced");
+        assert_eq!(transfer.kind(), "deposit");
+        assert_eq!(transfer.reference(), deposit_id.to_string());
+        assert_eq!(transfer.id(), Transfer::deposit_transfer_id(deposit_id));
+        let legs = transfer.legs();
+        assert_eq!(
+            legs[0],
+            Leg::debit(AccountKey::hot_wallet(asset("ETH")), amount.clone())
+        );
+        assert_eq!(
+            legs[1],
+            Leg::credit(AccountKey::available(member("alice"), asset("ETH")), amount)
+        );
+        let sum: BigInt = legs.iter().map(Leg::signed_amount).sum();
+        assert_eq!(sum, BigInt::ZERO);
+    }
+
+    #[test]
+    fn refuses_unbalanced_zero_and_single_legs() {
+        let alice = AccountKey::available(member("alice"), asset("BTC"));
+        let hot = AccountKey::hot_wallet(asset("BTC"));
+        let unbalanced = Transfer::new(
+            Uuid::from_u128(1),
+            "deposit",
+            "r",
+            vec![
+                Leg::debit(hot.clone(), units("5")),
+                Leg::credit(alice.clone(), units("4")),
+            ],
+        );
+        assert_eq!(
+            unbalanced,
+            Err(LedgerError::Unbalanced {
+                asset: "BTC".into(),
+                debits_minus_credits: "1".into()
+            })
+        );
+        let zero = Transfer::new(
+            Uuid::from_u128(1),
+            "deposit",
+            "r",
+            vec![
+                Leg::debit(hot.clone(), units("0")),
+                Leg::credit(alice.clone(), units("0")),
+            ],
+        );
+        assert!(matches!(zero, Err(LedgerError::ZeroAmount { .. })));
+        let single = Transfer::new(
+            Uuid::from_u128(1),
+            "deposit",
+            "r",
+            vec![Leg::debit(hot, units("1"))],
+        );
+        assert_eq!(single, Err(LedgerError::TooFewLegs { count: 1 }));
+        assert!(matches!(
+            Transfer::new(Uuid::from_u128(1), "Deposit!", "r", vec![]),
+            Err(LedgerError::InvalidTransferKind { .. })
+        ));
+    }
+
+    #[test]
+    fn balances_per_asset_not_across_assets() {
+        // 5 BTC debited against 5 ETH credited is not balanced, although the numbers match.
+        let legs = vec![
+            Leg::debit(AccountKey::hot_wallet(asset("BTC")), units("5")),
+            Leg::credit(
+                AccountKey::available(member("bob"), asset("ETH")),
+                units("5"),
+            ),
+        ];
+        assert!(matches!(
+            Transfer::new(Uuid::from_u128(2), "trade", "t1", legs),
+            Err(LedgerError::Unbalanced { .. })
+        ));
+        // A trade: bob pays 3 ETH for 1 BTC from carol, each side balanced.
+        let legs = vec![
+            Leg::debit(AccountKey::locked(member("bob"), asset("ETH")), units("3")),
+            Leg::credit(
+                AccountKey::available(member("carol"), asset("ETH")),
+                units("3"),
+            ),
+            Leg::debit(
+                AccountKey::locked(member("carol"), asset("BTC")),
+                units("1"),
+            ),
+            Leg::credit(
+                AccountKey::available(member("bob"), asset("BTC")),
+                units("1"),
+            ),
+        ];
+        assert!(Transfer::new(Uuid::from_u128(3), "trade", "t2", legs).is_ok());
+    }
+
+    #[test]
+    fn account_kinds_round_trip_and_match_owners() {
+        for kind in AccountKind::ALL {
+            assert_eq!(kind.as_str().parse::<AccountKind>(), Ok(kind));
+        }
+        assert_eq!(AccountKind::HotWallet.normal_side(), Side::Debit);
+        assert_eq!(AccountKind::Available.normal_side(), Side::Credit);
+        assert!(AccountKey::new(Owner::Platform, asset("ETH"), AccountKind::Available).is_err());
+        assert!(
+            AccountKey::new(
+                Owner::Member(member("a")),
+                asset("ETH"),
+                AccountKind::HotWallet
+            )
+            .is_err()
+        );
+        assert!("E TH".parse::<AssetSymbol>().is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! `coinhub-exchange`: the exchange's ledger, fed by coinhubd's deposit events over AMQP.
+//!
+//! - [`ledger`]: the journal's rules without I/O (accounts, transfers, balancing).
+//! - [`journal`]: the journal in PostgreSQL (posting transfers, reading balances).
+//! - [`deposits`]: the `deposit.confirmed` / `deposit.orphaned` handler (exactly-once credit).
+//! - [`service`]: the AMQP consumer with reconnects and graceful shutdown.
+//! - [`config`], [`db`], [`cli`]: configuration, database pool and migrations,
+//!   and the command line of the `coinhub-exchange` binary.
+//!
+//! Run the deposit consumer in-process:
+//!
+//! ```no_run
+//! # async fn example(config: coinhub_exchange::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use coinhub_exchange::{db, service};
+//! let pool = db::connect_lazy(&config.database)?;
+//! db::migrate(&pool).await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! service::run_deposit_consumer(pool, service::ConsumerSettings::from(&config.amqp), shutdown)
+//!     .await;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod deposits;
+pub mod journal;
+pub mod ledger;
+pub mod service;

@@ -1,0 +1,108 @@
+//! `coinhub-exchange`: migrate the ledger, run the deposit consumer, print balances.
+//! See `coinhub-exchange --help`.
+
+use anyhow::Context;
+use clap::Parser;
+use coinhub_exchange::cli::{self, BalancesArgs, Cli, Command};
+use coinhub_exchange::config::Config;
+use coinhub_exchange::service::{self, ConsumerSettings};
+use coinhub_exchange::{db, journal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.command {
+        Command::Migrate => migrate(&config).await,
+        Command::Run => run(&config).await,
+        Command::Balances(args) => balances(&config, &args).await,
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    db::migrate(&pool).await.context("migrating the database")?;
+    tracing::info!("database migrated");
+    pool.close().await;
+    Ok(())
+}
+
+async fn run(config: &Config) -> anyhow::Result<()> {
+    let pool = db::connect_lazy(&config.database).context("configuring the database pool")?;
+    let settings = ConsumerSettings::from(&config.amqp);
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if service::migrate_with_retry(&pool, &settings, &shutdown).await {
+        tracing::info!("database migrated; starting the deposit consumer");
+        service::run_deposit_consumer(pool.clone(), settings, shutdown.clone()).await;
+    }
+    signals.abort();
+    pool.close().await;
+    tracing::info!("coinhub-exchange stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+                shutdown.cancel();
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.cancel();
+}
+
+async fn balances(config: &Config, args: &BalancesArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let (owner, balances) = match &args.member {
+        Some(member) => (
+            member.to_string(),
+            journal::member_balances(&pool, member).await,
+        ),
+        None => (
+            "platform".to_owned(),
+            journal::platform_balances(&pool).await,
+        ),
+    };
+    let balances = balances.context("reading balances")?;
+    pool.close().await;
+    if args.json {
+        let json = serde_json::to_string_pretty(&cli::balances_json(&owner, &balances))
+            .context("serializing balances")?;
+        println!("{json}");
+    } else if balances.is_empty() {
+        eprintln!("no accounts for {owner}");
+    } else {
+        print!("{}", cli::balances_text(&balances));
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The `coinhub-exchange` binary: configuration, `migrate`, `balances`, and `run` with a
+//! graceful stop on SIGTERM. Real PostgreSQL and RabbitMQ; see `common/mod.rs`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use coinhub_exchange::deposits;
+use common::{TestDb, TestVhost, confirmed, declare, publish, wait_for_outcome};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coinhub-exchange"));
+    // Keep the caller's overrides out of the test.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("COINHUB_EXCHANGE") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Writes `text` to a fresh temporary TOML file.
+fn config_file(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "coinhub-exchange-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, text).expect("write config file");
+    path
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Proves: `balances --member` prints one line per asset and kind with the exact base units
+/// and the decimal amount, `--json` gives the same as an object, and
+/// `COINHUB_EXCHANGE__DATABASE__URL` overrides the file's `[database] url`.
+///
+/// Steps: credit alice 1.5 ETH (18 decimals) and 5 satoshi (8 decimals) with
+/// `deposits::apply`; write a config file whose database URL points nowhere; run
+/// `balances --member alice` with the real URL in the environment (text, then `--json`),
+/// and `balances --platform`; compare the output exactly.
+#[tokio::test]
+async fn balances_show_base_units_and_decimals() {
+    let db = TestDb::new().await;
+    deposits::apply(
+        &db.pool,
+        &confirmed("alice", "ETH", "1500000000000000000", 18),
+    )
+    .await
+    .expect("credit ETH");
+    deposits::apply(&db.pool, &confirmed("alice", "BTC", "5", 8))
+        .await
+        .expect("credit BTC");
+    let config = config_file("[database]\nurl = \"postgres://nobody@127.0.0.1:1/nowhere\"\n");
+
+    let text = run(binary()
+        .arg("--config")
+        .arg(&config)
+        .args(["balances", "--member", "alice"])
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url));
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert_eq!(
+        stdout(&text),
+        "BTC available 5 (0.00000005)\nETH available 1500000000000000000 (1.5)\n"
+    );
+
+    let json = run(binary()
+        .arg("--config")
+        .arg(&config)
+        .args(["balances", "--member", "alice", "--json"])
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url));
+    assert!(json.status.success(), "{}", stderr(&json));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(
+        value,
+        serde_json::json!({
+            "owner": "alice",
+            "balances": [
+                { "asset": "BTC", "kind": "available", "base_units": "5", "decimals": 8, "amount": "0.00000005" },
+                { "asset": "ETH", "kind": "available", "base_units": "1500000000000000000", "decimals": 18, "amount": "1.5" },
+            ]
+        })
+    );
+
+    let platform = run(binary()
+        .args(["balances", "--platform"])
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url));
+    assert!(platform.status.success(), "{}", stderr(&platform));
+    assert_eq!(
+        stdout(&platform),
+        "BTC hot_wallet 5 (0.00000005)\nETH hot_wallet 1500000000000000000 (1.5)\n"
+    );
+    std::fs::remove_file(config).expect("remove config file");
+}
+
+/// Proves: an invalid configuration stops the binary at start with a message naming the
+/// key, and a missing config file is reported.
+///
+/// Steps: run `migrate` with `[database] url = 5`, with `[amqp] prefetch = 0`, with an
+/// unknown key, with an invalid environment override, and with a missing file; each exits
+/// non-zero and stderr names the key or file.
+#[test]
+fn invalid_config_fails_at_start_naming_the_key() {
+    let cases = [
+        ("[database]\nurl = 5\n", None, "`database.url`"),
+        (
+            "[database]\nurl = \"postgres://h/x\"\n[amqp]\nprefetch = 0\n",
+            None,
+            "`amqp.prefetch`",
+        ),
+        (
+            "[database]\nurl = \"postgres://h/x\"\nurll = \"x\"\n",
+            None,
+            "`database.urll`",
+        ),
+        (
+            "[database]\nurl = \"postgres://h/x\"\n",
+            Some(("COINHUB_EXCHANGE__AMQP__URL", "http://x")),
+            "`amqp.url`",
+        ),
+        ("", None, "`database`"),
+    ];
+    for (text, env, expected) in cases {
+        let config = config_file(text);
+        let mut command = binary();
+        command.arg("--config").arg(&config).arg("migrate");
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        let output = run(&mut command);
+        assert!(!output.status.success(), "{text:?} must be refused");
+        assert!(
+            stderr(&output).contains(expected),
+            "{text:?}: {}",
+            stderr(&output)
+        );
+        std::fs::remove_file(config).expect("remove config file");
+    }
+    let output = run(binary().args(["--config", "/nonexistent/coinhub.toml", "migrate"]));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("/nonexistent/coinhub.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Proves: `migrate` creates the schema and is idempotent, and `run` migrates, credits a
+/// deposit from RabbitMQ and stops cleanly (exit 0) on SIGTERM.
+///
+/// Steps: create an empty database and a vhost; run `migrate` twice; start `run` with both
+/// URLs from the environment; publish a deposit; wait for the credit; send SIGTERM; wait
+/// for a zero exit and the shutdown log line.
+#[tokio::test]
+async fn migrate_then_run_until_sigterm() {
+    let db = TestDb::create_empty().await;
+    let vhost = TestVhost::new();
+    for _ in 0..2 {
+        let output = run(binary()
+            .arg("migrate")
+            .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url));
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let child = binary()
+        .arg("run")
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
+        .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coinhub-exchange run");
+    let pid = child.id().to_string();
+
+    let connection = vhost.connect().await;
+    declare(&connection).await;
+    let event = confirmed("frank", "ETH", "123456789", 18);
+    publish(&connection, &event).await;
+    assert_eq!(wait_for_outcome(&db, event.id).await, "credited");
+    assert_eq!(db.available("frank", "ETH").await, "123456789");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    assert!(killed.success());
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("exits within 30 s of SIGTERM")
+    .expect("join")
+    .expect("wait for the child");
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("coinhub-exchange stopped"), "{log}");
+}

@@ -1,0 +1,350 @@
+//! The journal and the deposit rules against a real PostgreSQL (a fresh database per test;
+//! see `common/mod.rs` for the environment). No broker involved: events are applied with
+//! `deposits::apply`, as the consumer does.
+
+mod common;
+
+use coinhub_exchange::deposits::{self, Outcome};
+use coinhub_exchange::journal::{self, JournalError, Posted};
+use coinhub_exchange::ledger::{AccountKey, Leg, Transfer};
+use common::{TestDb, asset_symbol, confirmed, orphaned};
+use uuid::Uuid;
+
+fn units(value: &str) -> coinhub_events::BaseUnits {
+    value.parse().expect("valid amount")
+}
+
+/// Proves: a transfer that would take an account below zero is refused by the database and
+/// nothing of it is applied — through the API, and with raw SQL that skips every check in
+/// Rust.
+///
+/// Steps: credit alice 100 by a deposit; try to move 150 from her `available` to `locked`
+/// via `journal::post` (expect `InsufficientBalance`, roll back); insert the same transfer
+/// with raw SQL (expect a check violation); try to set a balance directly; then check that
+/// balances, transfers and entries are exactly as after the deposit.
+#[tokio::test]
+async fn overdraw_is_refused_by_the_database_and_nothing_is_applied() {
+    let db = TestDb::new().await;
+    let deposit = confirmed("alice", "BTC", "100", 8);
+    assert!(matches!(
+        deposits::apply(&db.pool, &deposit).await,
+        Ok(Outcome::Credited { .. })
+    ));
+    let available = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
+    let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
+
+    // Through the API: the code check passes (it is balanced), the database refuses.
+    let lock = Transfer::new(
+        Uuid::new_v4(),
+        "lock",
+        "order-1",
+        vec![
+            Leg::debit(available.clone(), units("150")),
+            Leg::credit(locked.clone(), units("150")),
+        ],
+    )
+    .expect("balanced transfer");
+    let mut tx = db.pool.begin().await.expect("begin");
+    let refused = journal::post(&mut tx, &lock).await;
+    match refused {
+        Err(JournalError::InsufficientBalance { account }) => {
+            assert!(
+                account.contains("alice") && account.contains("available"),
+                "{account}"
+            );
+        }
+        other => panic!("expected InsufficientBalance, got {other:?}"),
+    }
+    tx.rollback().await.expect("rollback");
+
+    // Raw SQL, bypassing Rust: debit available by 150, credit locked by 150.
+    let mut tx = db.pool.begin().await.expect("begin");
+    let account_id = |key: &AccountKey| {
+        let key = key.clone();
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("connection");
+            journal::ensure_account(&mut conn, &key)
+                .await
+                .expect("account")
+        }
+    };
+    let available_id = account_id(&available).await;
+    let locked_id = account_id(&locked).await;
+    let raw = async {
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'lock', 'raw')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO entries (transfer_id, account_id, amount) VALUES ($1, $2, 150), ($1, $3, -150)")
+            .bind(id)
+            .bind(available_id)
+            .bind(locked_id)
+            .execute(&mut *tx)
+            .await
+    }
+    .await;
+    let error = raw.expect_err("database refuses the overdraw");
+    let db_error = error.as_database_error().expect("a database error");
+    assert_eq!(db_error.code().as_deref(), Some("23514"), "{db_error}");
+    assert_eq!(db_error.constraint(), Some("accounts_balance_non_negative"));
+    tx.rollback().await.expect("rollback");
+
+    // A direct balance edit is refused too.
+    let edit = sqlx::query("UPDATE accounts SET balance = 1000 WHERE id = $1")
+        .bind(available_id)
+        .execute(&db.pool)
+        .await;
+    assert!(edit.is_err(), "balances change only through entries");
+
+    assert_eq!(db.available("alice", "BTC").await, "100");
+    assert_eq!(
+        journal::balance(&db.pool, &locked)
+            .await
+            .expect("balance")
+            .to_string(),
+        "0"
+    );
+    assert_eq!(db.hot_wallet("BTC").await, "100");
+    assert_eq!(db.count("transfers").await, 1);
+    assert_eq!(db.count("entries").await, 2);
+    db.assert_consistent().await;
+}
+
+/// Proves: the database itself refuses transfers that do not sum to zero per asset, with a
+/// single entry, or with entries added later, and refuses editing the journal.
+///
+/// Steps: fund the hot wallet via a deposit; with raw SQL commit a transfer whose entries
+/// are +5/-4 (expect the deferred `transfers_balanced` check to fail at commit); a transfer
+/// with one entry; a balanced pair appended to the deposit's transfer; an UPDATE and a
+/// DELETE of an entry. Afterwards only the deposit is in the journal.
+#[tokio::test]
+async fn database_refuses_unbalanced_and_edited_transfers() {
+    let db = TestDb::new().await;
+    let deposit = confirmed("bob", "ETH", "1000", 18);
+    let Ok(Outcome::Credited {
+        transfer_id: deposit_transfer,
+    }) = deposits::apply(&db.pool, &deposit).await
+    else {
+        panic!("deposit credited");
+    };
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM accounts ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("accounts");
+    let (hot, bob) = (ids[0], ids[1]);
+
+    let try_commit = |entries: Vec<(i64, i64)>, transfer: Option<Uuid>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await?;
+            let id = match transfer {
+                Some(id) => id,
+                None => {
+                    let id = Uuid::new_v4();
+                    sqlx::query(
+                        "INSERT INTO transfers (id, kind, reference) VALUES ($1, 'test', $2)",
+                    )
+                    .bind(id)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+            for (account, amount) in entries {
+                // Bind NUMERIC: sqlx caches this statement text, prepared by `journal::post`
+                // with a NUMERIC parameter, per connection.
+                sqlx::query(
+                    "INSERT INTO entries (transfer_id, account_id, amount) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(account)
+                .bind(bigdecimal::BigDecimal::from(amount))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+    };
+
+    // Hot wallet -5 (credit, allowed: it holds 1000), bob +4 available... sums to -1.
+    let unbalanced = try_commit(vec![(hot, -5), (bob, 4)], None)
+        .await
+        .expect_err("unbalanced");
+    assert_eq!(
+        unbalanced.as_database_error().and_then(|e| e.constraint()),
+        Some("transfers_balanced")
+    );
+    let single = try_commit(vec![(hot, 5)], None)
+        .await
+        .expect_err("single entry");
+    assert_eq!(
+        single.as_database_error().and_then(|e| e.constraint()),
+        Some("transfers_balanced")
+    );
+    let appended = try_commit(vec![(hot, 5), (bob, -5)], Some(deposit_transfer))
+        .await
+        .expect_err("appended");
+    assert_eq!(
+        appended.as_database_error().and_then(|e| e.constraint()),
+        Some("entries_same_transaction")
+    );
+    let update = sqlx::query("UPDATE entries SET amount = amount * 2")
+        .execute(&db.pool)
+        .await;
+    assert!(update.is_err(), "entries are append-only");
+    let delete = sqlx::query("DELETE FROM transfers").execute(&db.pool).await;
+    assert!(delete.is_err(), "transfers are append-only");
+
+    assert_eq!(db.count("transfers").await, 1);
+    assert_eq!(db.count("entries").await, 2);
+    assert_eq!(db.available("bob", "ETH").await, "1000");
+    db.assert_consistent().await;
+}
+
+/// Proves: posting is idempotent on (kind, reference), and two concurrent applications of
+/// the same event, or of two events of one deposit, credit once.
+///
+/// Steps: apply one event twice concurrently (expect one `Credited`, one
+/// `DuplicateMessage`); apply two different ids of another deposit concurrently (expect one
+/// `Credited`, one `DepositAlreadyCredited`); post the deposit transfer again directly
+/// (expect `AlreadyPosted`); check balances and row counts.
+#[tokio::test]
+async fn concurrent_duplicates_credit_once() {
+    let db = TestDb::new().await;
+    let first = confirmed("carol", "ETH", "7", 18);
+    let (a, b) = tokio::join!(
+        deposits::apply(&db.pool, &first),
+        deposits::apply(&db.pool, &first)
+    );
+    let mut outcomes = [a.expect("applies"), b.expect("applies")].map(|o| o.as_str());
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["credited", "duplicate_message"]);
+
+    let second = confirmed("carol", "ETH", "11", 18);
+    let second_again = coinhub_events::DepositEvent {
+        id: Uuid::new_v4(),
+        ..second.clone()
+    };
+    let (a, b) = tokio::join!(
+        deposits::apply(&db.pool, &second),
+        deposits::apply(&db.pool, &second_again)
+    );
+    let mut outcomes = [a.expect("applies"), b.expect("applies")].map(|o| o.as_str());
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["credited", "deposit_already_credited"]);
+
+    let again = Transfer::deposit(
+        second.deposit_id,
+        second.member.clone(),
+        asset_symbol("ETH"),
+        units("11"),
+    )
+    .expect("transfer");
+    let mut tx = db.pool.begin().await.expect("begin");
+    assert_eq!(
+        journal::post(&mut tx, &again).await.expect("post"),
+        Posted::AlreadyPosted {
+            transfer_id: Transfer::deposit_transfer_id(second.deposit_id)
+        }
+    );
+    tx.commit().await.expect("commit");
+
+    assert_eq!(db.available("carol", "ETH").await, "18");
+    assert_eq!(db.hot_wallet("ETH").await, "18");
+    assert_eq!(db.count("transfers").await, 2);
+    assert_eq!(db.count("processed_messages").await, 3);
+    db.assert_consistent().await;
+}
+
+/// Proves: an orphaned credited deposit raises a reversal alert and debits nothing; an
+/// orphan of an uncredited deposit is only recorded; a confirmation older than an applied
+/// orphan credits nothing; a re-confirmation after it does.
+///
+/// Steps: credit deposit A, apply its orphan (was_confirmed) → alert, balance unchanged;
+/// apply the orphan of uncredited deposit B, then B's (older) confirmation → nothing
+/// credited; then a newer confirmation of B → credited.
+#[tokio::test]
+async fn orphans_alert_on_credited_deposits_and_never_debit() {
+    let db = TestDb::new().await;
+    let a = confirmed("dave", "BTC", "5000", 8);
+    deposits::apply(&db.pool, &a).await.expect("credit A");
+    let outcome = deposits::apply(&db.pool, &orphaned(&a, true))
+        .await
+        .expect("orphan A");
+    assert!(
+        matches!(outcome, Outcome::ReversalAlert { .. }),
+        "{outcome:?}"
+    );
+    let (member, amount, was_confirmed): (String, String, bool) = sqlx::query_as(
+        "SELECT member_id, amount::text, was_confirmed FROM credit_reversal_alerts WHERE deposit_id = $1",
+    )
+    .bind(a.deposit_id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("alert row");
+    assert_eq!(
+        (member.as_str(), amount.as_str(), was_confirmed),
+        ("dave", "5000", true)
+    );
+    assert_eq!(db.available("dave", "BTC").await, "5000");
+
+    let b = confirmed("dave", "BTC", "300", 8);
+    let b_orphan = orphaned(&b, true);
+    assert_eq!(
+        deposits::apply(&db.pool, &b_orphan)
+            .await
+            .expect("orphan B"),
+        Outcome::OrphanRecorded
+    );
+    assert_eq!(
+        deposits::apply(&db.pool, &b).await.expect("stale B"),
+        Outcome::SupersededByOrphan
+    );
+    assert_eq!(db.available("dave", "BTC").await, "5000");
+    let reconfirmed = coinhub_events::DepositEvent {
+        id: Uuid::new_v4(),
+        occurred_at: b_orphan.occurred_at + time::Duration::seconds(60),
+        block_hash: "0xnew".into(),
+        ..b.clone()
+    };
+    assert!(matches!(
+        deposits::apply(&db.pool, &reconfirmed).await,
+        Ok(Outcome::Credited { .. })
+    ));
+    assert_eq!(db.available("dave", "BTC").await, "5300");
+    assert_eq!(db.count("credit_reversal_alerts").await, 1);
+    assert_eq!(db.count("deposit_orphans").await, 2);
+    db.assert_consistent().await;
+}
+
+/// Proves: an event whose decimals contradict the recorded asset is refused as a rule
+/// violation (dead-letter, not retry), and a zero amount is recorded without a transfer.
+///
+/// Steps: credit ETH with 18 decimals; apply an ETH event with 6 decimals (expect
+/// `Refused`, mapped to `HandlerError::Reject`); apply a zero-amount event (expect
+/// `ZeroAmount`, no new transfer).
+#[tokio::test]
+async fn contradicting_decimals_are_refused_and_zero_amounts_recorded() {
+    let db = TestDb::new().await;
+    deposits::apply(&db.pool, &confirmed("erin", "ETH", "1", 18))
+        .await
+        .expect("credit");
+    let error = deposits::apply(&db.pool, &confirmed("erin", "ETH", "1", 6))
+        .await
+        .expect_err("mismatch");
+    assert!(error.to_string().contains("decimals"), "{error}");
+    assert!(matches!(
+        error.into_handler_error(),
+        coinhub_events::consumer::HandlerError::Reject(_)
+    ));
+    let zero = confirmed("erin", "ETH", "0", 18);
+    assert_eq!(
+        deposits::apply(&db.pool, &zero).await.expect("zero"),
+        Outcome::ZeroAmount
+    );
+    assert_eq!(db.count("transfers").await, 1);
+    assert_eq!(db.outcome(zero.id).await.as_deref(), Some("zero_amount"));
+}

@@ -1,0 +1,285 @@
+//! `coinhub-exchange run` as a child process, and its balances.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::amqp::{Amqp, EXCHANGE_DEPOSITS_QUEUE};
+use crate::coinhubd::{run_once, rust_log};
+use crate::env::TestEnv;
+use crate::paths;
+use crate::process::ChildProcess;
+use crate::wait::wait_until;
+
+/// `coinhub-exchange`'s configuration file (see `exchange/src/config.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeConfig {
+    /// `[database]`.
+    pub database: ExchangeDatabase,
+    /// `[amqp]`.
+    pub amqp: ExchangeAmqp,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeDatabase {
+    /// PostgreSQL URL of the ledger.
+    pub url: String,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeAmqp {
+    /// AMQP URL with the vhost.
+    pub url: String,
+    /// Longest pause between reconnects (kept short so tests recover fast).
+    pub reconnect_delay_max_ms: u64,
+}
+
+impl ExchangeConfig {
+    /// A config for `database_url` and `amqp_url`.
+    pub fn new(database_url: &str, amqp_url: &str) -> Self {
+        Self {
+            database: ExchangeDatabase {
+                url: database_url.to_owned(),
+            },
+            amqp: ExchangeAmqp {
+                url: amqp_url.to_owned(),
+                reconnect_delay_max_ms: 2_000,
+            },
+        }
+    }
+}
+
+/// A member's balance of one asset as `coinhub-exchange balances --json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// Asset symbol.
+    pub asset: String,
+    /// Available balance in base units (decimal string).
+    pub available: String,
+}
+
+/// A `coinhub-exchange run` child process.
+pub struct ExchangeProcess {
+    process: ChildProcess,
+    config_path: PathBuf,
+    amqp_url: String,
+    env: TestEnv,
+}
+
+impl ExchangeProcess {
+    /// Writes the config and starts `coinhub-exchange --config <file> run`; waits until its
+    /// deposit queue has a consumer.
+    pub async fn start(env: &TestEnv, config: &ExchangeConfig) -> anyhow::Result<Self> {
+        let config_path = env.path("coinhub-exchange.toml");
+        std::fs::write(&config_path, toml::to_string(config)?)?;
+        let binary = paths::binary("coinhub-exchange")?;
+        let args = [
+            "--config".into(),
+            config_path.clone().into_os_string(),
+            "run".into(),
+        ];
+        let process =
+            ChildProcess::new(env, "coinhub-exchange", &binary, args).env("RUST_LOG", rust_log());
+        let mut exchange = Self {
+            process,
+            config_path,
+            amqp_url: config.amqp.url.clone(),
+            env: env.clone(),
+        };
+        exchange.process.spawn()?;
+        exchange.wait_consuming().await?;
+        Ok(exchange)
+    }
+
+    async fn wait_consuming(&mut self) -> anyhow::Result<()> {
+        let amqp = Amqp::connect(&self.amqp_url).await?;
+        let process = &mut self.process;
+        wait_until(
+            "coinhub-exchange consumes its deposit queue",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let exited = process.ensure_running();
+                let amqp = &amqp;
+                async move {
+                    if let Err(error) = exited {
+                        return Err(error.context("coinhub-exchange died while starting"));
+                    }
+                    let counts = amqp.queue_counts(EXCHANGE_DEPOSITS_QUEUE).await?;
+                    Ok(counts.filter(|(_, consumers)| *consumers > 0).map(|_| ()))
+                }
+            },
+        )
+        .await
+    }
+
+    /// SIGKILLs the exchange (a crash; unacked deliveries go back to the queue).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again and waits until it consumes.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.restart()?;
+        self.wait_consuming().await
+    }
+
+    /// Starts it again without waiting for it to consume.
+    pub fn restart_nowait(&mut self) -> anyhow::Result<()> {
+        self.process.restart()
+    }
+
+    /// An error with the log tail if it has exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        self.process.ensure_running()
+    }
+
+    /// `coinhub-exchange --config <file> balances --member <member> --json`, as
+    /// asset → available base units.
+    pub async fn balances(&self, member: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let binary = paths::binary("coinhub-exchange")?;
+        let config = self.config_path.to_string_lossy().into_owned();
+        let output = run_once(
+            &self.env,
+            "coinhub-exchange-balances",
+            &binary,
+            &[
+                "--config", &config, "balances", "--member", member, "--json",
+            ],
+        )
+        .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "coinhub-exchange balances failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let balances = parse_balances_json(&String::from_utf8_lossy(&output.stdout))?;
+        Ok(balances
+            .into_iter()
+            .map(|b| (b.asset, b.available))
+            .collect())
+    }
+
+    /// Waits until `member`'s balances are exactly `expected` (asset → base units; assets
+    /// not listed must be absent or zero).
+    pub async fn wait_balances(
+        &self,
+        member: &str,
+        expected: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let what = format!("{member}'s balances are {expected:?}");
+        let last = std::sync::Mutex::new(BTreeMap::new());
+        let result = wait_until(&what, timeout, Duration::from_millis(300), || {
+            let fetch = self.balances(member);
+            let last = &last;
+            async move {
+                let balances = fetch.await?;
+                let matches = balances_equal(&balances, expected);
+                *last.lock().expect("not poisoned") = balances;
+                Ok(matches.then_some(()))
+            }
+        })
+        .await;
+        result.with_context(|| {
+            format!(
+                "last balances seen: {:?}",
+                last.lock().expect("not poisoned")
+            )
+        })
+    }
+}
+
+/// How many deposits the exchange's ledger has credited to `member` (rows of
+/// `deposit_credits`, at most one per deposit id by its primary key).
+pub async fn credited_deposit_count(ledger: &crate::Database, member: &str) -> anyhow::Result<i64> {
+    let mut connection = ledger.connect().await?;
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM deposit_credits WHERE member_id = $1")
+            .bind(member)
+            .fetch_one(&mut connection)
+            .await?,
+    )
+}
+
+/// Whether `balances` equal `expected`, zero balances counting as absent.
+pub fn balances_equal(balances: &BTreeMap<String, String>, expected: &[(&str, &str)]) -> bool {
+    let non_zero: BTreeMap<&str, &str> = balances
+        .iter()
+        .filter(|(_, amount)| !amount.trim_start_matches('0').is_empty())
+        .map(|(asset, amount)| (asset.as_str(), amount.as_str()))
+        .collect();
+    let wanted: BTreeMap<&str, &str> = expected
+        .iter()
+        .filter(|(_, amount)| !amount.trim_start_matches('0').is_empty())
+        .copied()
+        .collect();
+    non_zero == wanted
+}
+
+/// Parses `coinhub-exchange balances --json` (`{"owner", "balances": [{"asset", "kind",
+/// "base_units", "decimals", "amount"}]}`, see `exchange/src/cli.rs`): the `available`
+/// accounts, with their base units.
+pub fn parse_balances_json(text: &str) -> anyhow::Result<Vec<Balance>> {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        balances: Vec<Row>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Row {
+        asset: String,
+        kind: String,
+        base_units: String,
+    }
+    let output: Output = serde_json::from_str(text.trim())
+        .with_context(|| format!("unexpected balances output: {text}"))?;
+    Ok(output
+        .balances
+        .into_iter()
+        .filter(|row| row.kind == "available")
+        .map(|row| Balance {
+            asset: row.asset,
+            available: row.base_units,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_available_base_units() {
+        let text = r#"{"owner": "alice", "balances": [
+            {"asset": "ETH", "kind": "available", "base_units": "1500000000000000000", "decimals": 18, "amount": "1.5"},
+            {"asset": "ETH", "kind": "locked", "base_units": "7", "decimals": 18, "amount": "0.000000000000000007"}
+        ]}"#;
+        let balances = parse_balances_json(text).expect("parses");
+        assert_eq!(
+            balances,
+            vec![Balance {
+                asset: "ETH".into(),
+                available: "1500000000000000000".into()
+            }]
+        );
+        let map = balances
+            .into_iter()
+            .map(|b| (b.asset, b.available))
+            .collect();
+        assert!(balances_equal(&map, &[("ETH", "1500000000000000000")]));
+        assert!(!balances_equal(
+            &map,
+            &[("ETH", "1500000000000000000"), ("TST", "1")]
+        ));
+        assert!(balances_equal(
+            &map,
+            &[("ETH", "1500000000000000000"), ("TST", "0")]
+        ));
+    }
+}

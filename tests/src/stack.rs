@@ -1,0 +1,292 @@
+//! The whole system on real services for one test: anvil with a test ERC-20, an OpenBao dev
+//! server with the transit key, two fresh databases, a RabbitMQ vhost, `coinhubd` (after
+//! `init`) and `coinhub-exchange`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+
+use crate::amqp::Amqp;
+use crate::anvil::{ANVIL_CHAIN_ID, AnvilNode, ChainClient};
+use crate::coinhubd::{
+    AdminSection, AmqpSection, AssetSection, Coinhubd, CoinhubdConfig, DatabaseSection,
+    EvmChainSection, VaultSection,
+};
+use crate::database::Database;
+use crate::env::TestEnv;
+use crate::erc20::deploy_erc20;
+use crate::exchange::{ExchangeConfig, ExchangeProcess};
+use crate::vhost::Vhost;
+use crate::wait::free_port;
+use coinhub_custody::testing::{BaoDevServer, TRANSIT_KEY_A, TRANSIT_MOUNT};
+use secrecy::ExposeSecret;
+
+/// The chain's name in the tests' configuration.
+pub const CHAIN: &str = "ethereum";
+/// Symbol of the native asset.
+pub const ETH: &str = "ETH";
+/// Symbol of the test ERC-20.
+pub const TOKEN: &str = "TST";
+/// Decimals of both assets.
+pub const DECIMALS: u8 = 18;
+/// Name of the transit key wrapping key A's seed (created by [`BaoDevServer::start`]).
+pub const TRANSIT_KEY: &str = TRANSIT_KEY_A;
+/// Admin API token of the tests.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// `amount` (a decimal like `"1.5"`) in base units with `decimals`.
+///
+/// Panics on more fractional digits than `decimals` or a non-number (test constants only).
+pub fn to_base_units(amount: &str, decimals: u8) -> U256 {
+    let (whole, fraction) = amount.split_once('.').unwrap_or((amount, ""));
+    let decimals = usize::from(decimals);
+    assert!(
+        fraction.len() <= decimals,
+        "{amount} has more than {decimals} decimals"
+    );
+    let digits = format!("{whole}{fraction:0<decimals$}");
+    U256::from_str_radix(&digits, 10).expect("a decimal amount")
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// `confirmations_min` of ETH.
+    pub eth_confirmations_min: u32,
+    /// `confirmations_min` of the test token.
+    pub token_confirmations_min: u32,
+    /// `reorg_depth_max` of the chain.
+    pub reorg_depth_max: u32,
+    /// Deploy the test ERC-20 and configure it as an asset.
+    pub with_token: bool,
+    /// Start `coinhub-exchange`.
+    pub with_exchange: bool,
+    /// RPC timeout of coinhubd's watcher, in milliseconds.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            eth_confirmations_min: 3,
+            token_confirmations_min: 5,
+            reorg_depth_max: 32,
+            with_token: true,
+            with_exchange: true,
+            rpc_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Everything one end-to-end test runs against. Dropping it stops the processes first,
+/// then the nodes, then removes the databases and the vhost.
+pub struct Stack {
+    /// `coinhubd run`.
+    pub coinhubd: Coinhubd,
+    /// `coinhub-exchange run`, if started.
+    pub exchange: Option<ExchangeProcess>,
+    /// Client of the node, signing with anvil's funded accounts.
+    pub chain: ChainClient,
+    /// The node.
+    pub anvil: AnvilNode,
+    /// OpenBao.
+    pub bao: BaoDevServer,
+    /// coinhubd's database.
+    pub daemon_db: Database,
+    /// The exchange's database.
+    pub exchange_db: Database,
+    /// The vhost both use.
+    pub vhost: Vhost,
+    /// The test ERC-20's address, if deployed.
+    pub token: Option<Address>,
+    /// The account xpub `coinhubd init` printed.
+    pub xpub: String,
+    /// The options it was started with.
+    pub options: StackOptions,
+    /// The test's folder and logs.
+    pub env: TestEnv,
+}
+
+impl Stack {
+    /// Starts everything and waits until each part is ready.
+    pub async fn start(env: &TestEnv, options: StackOptions) -> anyhow::Result<Self> {
+        let vhost = Vhost::create()?;
+        let daemon_db = Database::create("coinhub_e2e").await?;
+        let exchange_db = Database::create("coinhub_exchange_e2e").await?;
+        let anvil = AnvilNode::start(env).await?;
+        let chain = anvil.client()?;
+        let token = if options.with_token {
+            let supply = to_base_units("1000000", DECIMALS);
+            Some(
+                deploy_erc20(
+                    chain.provider(),
+                    "Test Token",
+                    TOKEN,
+                    supply,
+                    chain.account(0),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let bao = BaoDevServer::start().await?;
+
+        let config = coinhubd_config(&options, &daemon_db, &vhost, &anvil, &bao, token)?;
+        let xpub = Coinhubd::init(env, &config).await?;
+        let exchange = if options.with_exchange {
+            Some(
+                ExchangeProcess::start(
+                    env,
+                    &ExchangeConfig::new(&exchange_db.url(), &vhost.amqp_url()),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let coinhubd = Coinhubd::start(env, config).await?;
+        Ok(Self {
+            coinhubd,
+            exchange,
+            chain,
+            anvil,
+            bao,
+            daemon_db,
+            exchange_db,
+            vhost,
+            token,
+            xpub,
+            options,
+            env: env.clone(),
+        })
+    }
+
+    /// The exchange process (panics if the stack was started without it).
+    pub fn exchange(&self) -> &ExchangeProcess {
+        self.exchange
+            .as_ref()
+            .expect("stack started without coinhub-exchange")
+    }
+
+    /// The exchange process, mutably.
+    pub fn exchange_mut(&mut self) -> &mut ExchangeProcess {
+        self.exchange
+            .as_mut()
+            .expect("stack started without coinhub-exchange")
+    }
+
+    /// The test ERC-20 (panics if the stack was started without it).
+    pub fn token(&self) -> Address {
+        self.token.expect("stack started without the test token")
+    }
+
+    /// `member`'s deposit address on [`CHAIN`], from the admin API.
+    pub async fn deposit_address(&self, member: &str) -> anyhow::Result<Address> {
+        let answer = self.coinhubd.api().new_address(member, CHAIN).await?;
+        anyhow::ensure!(
+            answer.member == member && answer.chain == CHAIN,
+            "unexpected answer {answer:?}"
+        );
+        Ok(answer.address.parse()?)
+    }
+
+    /// A connection to the test's vhost.
+    pub async fn amqp(&self) -> anyhow::Result<Amqp> {
+        Amqp::connect(&self.vhost.amqp_url()).await
+    }
+
+    /// Waits until `member`'s exchange balances are exactly `expected` (asset → base
+    /// units).
+    pub async fn wait_balances(
+        &self,
+        member: &str,
+        expected: &[(&str, U256)],
+    ) -> anyhow::Result<()> {
+        let expected: Vec<(&str, String)> =
+            expected.iter().map(|(a, v)| (*a, v.to_string())).collect();
+        let expected: Vec<(&str, &str)> = expected.iter().map(|(a, v)| (*a, v.as_str())).collect();
+        self.exchange()
+            .wait_balances(member, &expected, Duration::from_secs(90))
+            .await
+    }
+
+    /// Mines `blocks` blocks and waits until coinhubd's watcher has connected the new tip.
+    pub async fn mine_and_scan(&self, blocks: u64) -> anyhow::Result<u64> {
+        self.chain.mine(blocks).await?;
+        let tip = self.chain.block_number().await?;
+        self.coinhubd
+            .api()
+            .wait_scanned(CHAIN, tip, Duration::from_secs(60))
+            .await?;
+        Ok(tip)
+    }
+}
+
+/// coinhubd's config for these services.
+pub fn coinhubd_config(
+    options: &StackOptions,
+    database: &Database,
+    vhost: &Vhost,
+    anvil: &AnvilNode,
+    bao: &BaoDevServer,
+    token: Option<Address>,
+) -> anyhow::Result<CoinhubdConfig> {
+    let mut chains = BTreeMap::new();
+    chains.insert(
+        CHAIN.to_owned(),
+        EvmChainSection {
+            kind: "evm".to_owned(),
+            rpc_urls: vec![anvil.rpc_url()],
+            chain_id: ANVIL_CHAIN_ID,
+            reorg_depth_max: options.reorg_depth_max,
+            poll_interval_ms: 100,
+            start_height: Some(0),
+            rpc_timeout_ms: Some(options.rpc_timeout_ms),
+        },
+    );
+    let mut assets = BTreeMap::new();
+    assets.insert(
+        ETH.to_lowercase(),
+        AssetSection {
+            chain: CHAIN.to_owned(),
+            contract: None,
+            decimals: DECIMALS,
+            confirmations_min: options.eth_confirmations_min,
+            deposit_min: "1000".to_owned(),
+        },
+    );
+    if let Some(token) = token {
+        assets.insert(
+            TOKEN.to_lowercase(),
+            AssetSection {
+                chain: CHAIN.to_owned(),
+                contract: Some(token.to_checksum(None)),
+                decimals: DECIMALS,
+                confirmations_min: options.token_confirmations_min,
+                deposit_min: "1000".to_owned(),
+            },
+        );
+    }
+    Ok(CoinhubdConfig {
+        database: DatabaseSection {
+            url: database.url(),
+        },
+        amqp: AmqpSection {
+            url: vhost.amqp_url(),
+        },
+        vault: VaultSection {
+            address: bao.address.clone(),
+            token: bao.root_token.expose_secret().to_owned(),
+            transit_mount: TRANSIT_MOUNT.to_owned(),
+            transit_key: TRANSIT_KEY.to_owned(),
+        },
+        admin: AdminSection {
+            listen: format!("127.0.0.1:{}", free_port()?),
+            token: ADMIN_TOKEN.to_owned(),
+        },
+        chains,
+        assets,
+    })
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests of Coinhub on real services (anvil, OpenBao, PostgreSQL, RabbitMQ) with
+//! the real binaries. The harness is `coinhub_tests` (`tests/src/lib.rs`); run them with
+//! `scripts/test`, which installs the tools and builds the binaries first.
+//!
+//! One test binary with a module per concern keeps the link step (alloy, sqlx, lapin) to
+//! one:
+//! - [`harness`]: the tools and services the other tests rely on behave as assumed;
+//! - [`deposits`]: ETH and ERC-20 deposits confirmed at `confirmations_min`, credited once;
+//! - [`restarts`]: crashes of coinhubd and coinhub-exchange lose and duplicate nothing;
+//! - [`reorg`]: a reorged-out deposit is orphaned, a re-mined one credited once;
+//! - [`delivery`]: duplicate events credit once, poison is dead-lettered;
+//! - [`addresses`]: concurrent `address.request`s get one address;
+//! - [`node_status`]: `coinhub status` shows a node that is down, and its recovery.
+
+mod addresses;
+mod delivery;
+mod deposits;
+mod harness;
+mod node_status;
+mod reorg;
+mod restarts;

@@ -5,6 +5,9 @@
 //!   deposit addresses from the account xpub alone.
 //! - [`keystore`]: envelope encryption of a seed's BIP39 entropy under an OpenBao/Vault
 //!   transit data key (AES-256-GCM), and the Vault client that talks to transit.
+//! - [`utxo`]: 2-of-3 `sortedmulti` wallets for Bitcoin (`wsh`) and Dash (`sh`) over BIP48
+//!   account keys: descriptors with checksums as Bitcoin Core prints them, addresses and
+//!   scriptPubKeys at an index.
 //! - `testing` (cargo feature `testing`): a throwaway OpenBao dev server for tests.
 //!
 //! Secret material (mnemonics, seeds, private keys, data keys) lives in zeroizing buffers,
@@ -16,3 +19,4 @@ pub mod keystore;
 pub mod mnemonic;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod utxo;

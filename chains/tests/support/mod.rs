@@ -1,0 +1,3 @@
+//! Shared test helpers of `coinhub-chains`' integration tests.
+
+pub mod replay;

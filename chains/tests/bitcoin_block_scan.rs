@@ -256,7 +256,7 @@ fn segwit_block_matches_full_decode() {
         block
             .txdata
             .iter()
-            .filter(|tx| tx.input[0].witness.len() > 0)
+            .filter(|tx| !tx.input[0].witness.is_empty())
             .count()
             > 400
     );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coinhub_chains::evm::{EvmAssets, EvmSource, Watchlist};
-use coinhub_chains::follower::{self, FollowError, FollowerConfig};
+use coinhub_chains::follower::{self, FollowError, FollowerConfig, SourceError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +97,13 @@ pub async fn run_evm(
                 ),
                 Err(error) => {
                     failures += 1;
-                    report_failure(&context, &name, &error.to_string(), failures);
+                    report_failure(
+                        &context,
+                        &name,
+                        &error,
+                        matches!(error, SourceError::Unreachable(_)),
+                        failures,
+                    );
                     sleep_or_cancel(backoff(chain.poll_interval(), failures), &cancel).await;
                     continue;
                 }
@@ -157,7 +163,8 @@ pub async fn run_evm(
                 if matches!(error, FollowError::ReorgTooDeep { .. }) {
                     tracing::error!(chain = %name, %error, "watcher halted: operator action needed");
                 }
-                report_failure(&context, &name, &error.to_string(), failures);
+                let node_down = matches!(error, FollowError::Source(SourceError::Unreachable(_)));
+                report_failure(&context, &name, &error, node_down, failures);
                 sleep_or_cancel(backoff(chain.poll_interval(), failures), &cancel).await;
             }
         }
@@ -165,13 +172,19 @@ pub async fn run_evm(
     Ok(())
 }
 
-fn report_failure(context: &WatcherContext, name: &str, error: &str, failures: u32) {
+fn report_failure(
+    context: &WatcherContext,
+    name: &str,
+    error: &dyn std::fmt::Display,
+    node_down: bool,
+    failures: u32,
+) {
     tracing::warn!(chain = %name, %error, failures, "watcher poll failed; retrying with backoff");
     context.metrics.poll_errors.with_label_values(&[name]).inc();
-    let node_down = error.starts_with("node unreachable");
+    let error = error.to_string();
     context.status.update(name, |status| {
         status.node_reachable = !node_down && status.node_reachable;
-        status.last_error = Some(error.to_owned());
+        status.last_error = Some(error);
         status.last_poll_at = Some(time::OffsetDateTime::now_utc());
         status.consecutive_failures = failures;
     });

@@ -662,7 +662,8 @@ mod tests {
     fn rejects_non_minimal_compact_size() {
         let mut raw = vec![0u8; HEADER_LEN];
         raw.extend([0xfd, 0xfc, 0x00]);
-        let err = walk_block(&raw, TxFormat::Bitcoin, &ScriptSet::new(), None).unwrap_err();
+        let err = walk_block(&raw, TxFormat::Bitcoin, &ScriptSet::new(), None)
+            .expect_err("must be rejected");
         assert_eq!(err, DecodeError::NonMinimalCompactSize { offset: 80 });
     }
 
@@ -691,12 +692,13 @@ mod tests {
         assert_eq!(scan.outputs[0].amount, Amount::from_sat(50));
 
         for cut in 81..raw.len() {
-            let err = walk_block(&raw[..cut], TxFormat::Bitcoin, &set, None).unwrap_err();
+            let err = walk_block(&raw[..cut], TxFormat::Bitcoin, &set, None)
+                .expect_err("must be rejected");
             assert!(matches!(err, DecodeError::Truncated { .. }), "{cut}: {err}");
         }
         let mut long = raw.clone();
         long.push(0);
-        let err = walk_block(&long, TxFormat::Bitcoin, &set, None).unwrap_err();
+        let err = walk_block(&long, TxFormat::Bitcoin, &set, None).expect_err("must be rejected");
         assert_eq!(
             err,
             DecodeError::TrailingBytes {

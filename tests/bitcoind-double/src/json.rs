@@ -24,6 +24,27 @@ pub(crate) fn btc_signed(sat: i64) -> Value {
     json!(bitcoin::SignedAmount::from_sat(sat).to_btc())
 }
 
+/// Bitcoin Core's `GetDifficulty`, computed and rounded (16 significant digits, as UniValue
+/// prints doubles) the same way, so the double prints 4.656542373906925e-10 on regtest.
+#[allow(
+    clippy::float_arithmetic,
+    reason = "Bitcoin Core reports difficulty as a double"
+)]
+pub(crate) fn difficulty(bits: u32) -> f64 {
+    let mut shift = (bits >> 24) & 0xff;
+    let mut diff = f64::from(0x0000_ffff_u32) / f64::from((bits & 0x00ff_ffff).max(1));
+    while shift < 29 {
+        diff *= 256.0;
+        shift += 1;
+    }
+    while shift > 29 {
+        diff /= 256.0;
+        shift -= 1;
+    }
+    // UniValue writes doubles with 16 significant digits.
+    format!("{diff:.15e}").parse().unwrap_or(diff)
+}
+
 /// `getblockheader` verbose object.
 pub(crate) fn header_json(node: &Node, hash: &BlockHash) -> Value {
     let e = &node.blocks[hash];
@@ -33,18 +54,36 @@ pub(crate) fn header_json(node: &Node, hash: &BlockHash) -> Value {
     m.insert("confirmations".into(), json!(node.confirmations(hash)));
     m.insert("height".into(), json!(e.height));
     m.insert("version".into(), json!(h.version.to_consensus()));
-    m.insert("versionHex".into(), json!(format!("{:08x}", h.version.to_consensus())));
+    m.insert(
+        "versionHex".into(),
+        json!(format!("{:08x}", h.version.to_consensus())),
+    );
     m.insert("merkleroot".into(), json!(h.merkle_root.to_string()));
     m.insert("time".into(), json!(h.time));
     m.insert("mediantime".into(), json!(e.median_time));
     m.insert("nonce".into(), json!(h.nonce));
-    m.insert("bits".into(), json!(format!("{:08x}", h.bits.to_consensus())));
-    m.insert("target".into(), json!(hex::encode(h.target().to_be_bytes())));
-    m.insert("difficulty".into(), json!(h.difficulty_float()));
-    m.insert("chainwork".into(), json!(hex::encode(e.chainwork.to_be_bytes())));
+    m.insert(
+        "bits".into(),
+        json!(format!("{:08x}", h.bits.to_consensus())),
+    );
+    m.insert(
+        "target".into(),
+        json!(hex::encode(h.target().to_be_bytes())),
+    );
+    m.insert(
+        "difficulty".into(),
+        json!(difficulty(h.bits.to_consensus())),
+    );
+    m.insert(
+        "chainwork".into(),
+        json!(hex::encode(e.chainwork.to_be_bytes())),
+    );
     m.insert("nTx".into(), json!(e.block.txdata.len()));
     if e.height > 0 {
-        m.insert("previousblockhash".into(), json!(h.prev_blockhash.to_string()));
+        m.insert(
+            "previousblockhash".into(),
+            json!(h.prev_blockhash.to_string()),
+        );
     }
     if let Some(next) = node.next_hash(hash) {
         m.insert("nextblockhash".into(), json!(next.to_string()));
@@ -54,7 +93,9 @@ pub(crate) fn header_json(node: &Node, hash: &BlockHash) -> Value {
 
 /// `getblock` at verbosity 1 (txids), 2 (transactions with fees) or 3 (with prevouts).
 pub(crate) fn block_json(node: &Node, hash: &BlockHash, verbosity: u8) -> Value {
-    let Value::Object(mut m) = header_json(node, hash) else { unreachable!("header is an object") };
+    let Value::Object(mut m) = header_json(node, hash) else {
+        unreachable!("header is an object")
+    };
     let e = &node.blocks[hash];
     let block = &e.block;
     let size = block.total_size();
@@ -67,13 +108,20 @@ pub(crate) fn block_json(node: &Node, hash: &BlockHash, verbosity: u8) -> Value 
     cbm.insert("version".into(), json!(cb.version.0));
     cbm.insert("locktime".into(), json!(cb.lock_time.to_consensus_u32()));
     cbm.insert("sequence".into(), json!(cb.input[0].sequence.0));
-    cbm.insert("coinbase".into(), json!(hex::encode(cb.input[0].script_sig.as_bytes())));
+    cbm.insert(
+        "coinbase".into(),
+        json!(hex::encode(cb.input[0].script_sig.as_bytes())),
+    );
     if let Some(w) = cb.input[0].witness.iter().next() {
         cbm.insert("witness".into(), json!(hex::encode(w)));
     }
     m.insert("coinbase_tx".into(), Value::Object(cbm));
     let txs: Vec<Value> = if verbosity <= 1 {
-        block.txdata.iter().map(|t| json!(t.compute_txid().to_string())).collect()
+        block
+            .txdata
+            .iter()
+            .map(|t| json!(t.compute_txid().to_string()))
+            .collect()
     } else {
         block
             .txdata
@@ -90,7 +138,11 @@ pub(crate) fn block_json(node: &Node, hash: &BlockHash, verbosity: u8) -> Value 
                         input.checked_sub(output).unwrap_or(Amount::ZERO)
                     })
                 };
-                let prevouts = if verbosity >= 3 { undo.map(|u| u.as_slice()) } else { None };
+                let prevouts = if verbosity >= 3 {
+                    undo.map(|u| u.as_slice())
+                } else {
+                    None
+                };
                 tx_json(node.flavor, tx, fee, prevouts, true)
             })
             .collect()
@@ -122,7 +174,10 @@ pub(crate) fn tx_json(
         .map(|(i, input)| {
             let mut v = Map::new();
             if tx.is_coinbase() {
-                v.insert("coinbase".into(), json!(hex::encode(input.script_sig.as_bytes())));
+                v.insert(
+                    "coinbase".into(),
+                    json!(hex::encode(input.script_sig.as_bytes())),
+                );
             } else {
                 v.insert("txid".into(), json!(input.previous_output.txid.to_string()));
                 v.insert("vout".into(), json!(input.previous_output.vout));
@@ -135,7 +190,11 @@ pub(crate) fn tx_json(
                 );
             }
             if !input.witness.is_empty() {
-                let items: Vec<Value> = input.witness.iter().map(|w| json!(hex::encode(w))).collect();
+                let items: Vec<Value> = input
+                    .witness
+                    .iter()
+                    .map(|w| json!(hex::encode(w)))
+                    .collect();
                 v.insert("txinwitness".into(), Value::Array(items));
             }
             if let Some(coin) = prevouts.and_then(|p| p.get(i)) {
@@ -171,7 +230,10 @@ pub(crate) fn tx_json(
         m.insert("fee".into(), btc(fee));
     }
     if include_hex {
-        m.insert("hex".into(), json!(bitcoin::consensus::encode::serialize_hex(tx)));
+        m.insert(
+            "hex".into(),
+            json!(bitcoin::consensus::encode::serialize_hex(tx)),
+        );
     }
     Value::Object(m)
 }
@@ -184,7 +246,12 @@ pub(crate) fn script_pubkey_json(flavor: Flavor, spk: &Script) -> Value {
     let desc_body = match (kind, &address) {
         ("witness_v1_taproot", _) => format!("rawtr({})", hex::encode(&spk.as_bytes()[2..])),
         ("pubkey", _) => {
-            format!("pk({})", spk.p2pk_public_key().map(|k| k.to_string()).unwrap_or_default())
+            format!(
+                "pk({})",
+                spk.p2pk_public_key()
+                    .map(|k| k.to_string())
+                    .unwrap_or_default()
+            )
         }
         (_, Some(a)) => format!("addr({a})"),
         _ => format!("raw({hex_spk})"),
@@ -231,7 +298,9 @@ pub(crate) fn script_type(flavor: Flavor, spk: &Script) -> &'static str {
 /// The address of an output script on this flavor's regtest, if it has one.
 pub(crate) fn script_address(flavor: Flavor, spk: &Script) -> Option<String> {
     match flavor {
-        Flavor::Bitcoin => Address::from_script(spk, Network::Regtest).ok().map(|a| a.to_string()),
+        Flavor::Bitcoin => Address::from_script(spk, Network::Regtest)
+            .ok()
+            .map(|a| a.to_string()),
         Flavor::Dash => {
             let b = spk.as_bytes();
             let (version, hash) = if spk.is_p2pkh() {
@@ -269,11 +338,12 @@ pub(crate) fn script_asm(script: &Script, attempt_sighash_decode: bool) -> Strin
                 } else {
                     let mut suffix = "";
                     let mut data = v;
-                    if attempt_sighash_decode && !script.is_op_return() {
-                        if let Ok(sig) = bitcoin::ecdsa::Signature::from_slice(v) {
-                            suffix = sighash_name(sig.sighash_type.to_u32());
-                            data = &v[..v.len() - 1];
-                        }
+                    if attempt_sighash_decode
+                        && !script.is_op_return()
+                        && let Ok(sig) = bitcoin::ecdsa::Signature::from_slice(v)
+                    {
+                        suffix = sighash_name(sig.sighash_type.to_u32());
+                        data = &v[..v.len() - 1];
                     }
                     parts.push(format!("{}{}", hex::encode(data), suffix));
                 }
@@ -333,7 +403,13 @@ fn script_num(v: &[u8]) -> i64 {
 pub(crate) fn descriptor_with_checksum(desc: &str) -> String {
     const INPUT_CHARSET: &str = "0123456789()[],'/*abcdefgh@:$%{}IJKLMNOPQRSTUVWXYZ&+-.;<=>?!^_|~ijklmnopqrstuvwxyzABCDEFGH`#\"\\ ";
     const CHECKSUM_CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-    const GENERATOR: [u64; 5] = [0xf5dee51989, 0xa9fdca3312, 0x1bab10e32d, 0x3706b1677a, 0x644d626ffd];
+    const GENERATOR: [u64; 5] = [
+        0xf5dee51989,
+        0xa9fdca3312,
+        0x1bab10e32d,
+        0x3706b1677a,
+        0x644d626ffd,
+    ];
     fn polymod(chk: u64, value: u64) -> u64 {
         let top = chk >> 35;
         let mut chk = ((chk & 0x7_ffff_ffff) << 5) ^ value;
@@ -347,7 +423,9 @@ pub(crate) fn descriptor_with_checksum(desc: &str) -> String {
     let mut chk = 1u64;
     let mut groups = Vec::new();
     for c in desc.chars() {
-        let Some(pos) = INPUT_CHARSET.find(c) else { return desc.to_owned() };
+        let Some(pos) = INPUT_CHARSET.find(c) else {
+            return desc.to_owned();
+        };
         let pos = pos as u64;
         chk = polymod(chk, pos & 31);
         groups.push(pos >> 5);
@@ -365,8 +443,9 @@ pub(crate) fn descriptor_with_checksum(desc: &str) -> String {
         chk = polymod(chk, 0);
     }
     chk ^= 1;
-    let sum: String =
-        (0..8).map(|i| CHECKSUM_CHARSET[((chk >> (5 * (7 - i))) & 31) as usize] as char).collect();
+    let sum: String = (0..8)
+        .map(|i| CHECKSUM_CHARSET[((chk >> (5 * (7 - i))) & 31) as usize] as char)
+        .collect();
     format!("{desc}#{sum}")
 }
 
@@ -380,11 +459,22 @@ mod tests {
     use super::*;
     use bitcoin::ScriptBuf;
 
+    /// Proves difficulty prints exactly as Bitcoin Core's regtest value.
+    #[test]
+    fn difficulty_matches_core() {
+        assert_eq!(
+            json!(difficulty(0x207f_ffff)).to_string(),
+            "4.656542373906925e-10"
+        );
+    }
+
     /// Proves descriptor checksums and output-script JSON match values Bitcoin Core recorded.
     #[test]
     fn script_json_matches_recorded_values() {
         assert_eq!(
-            descriptor_with_checksum("addr(bcrt1q2upsjqzaxarkhlaj68nwwn43jt2mw2l5r8u3fkkn6ehm5gjde9gsd34ayj)"),
+            descriptor_with_checksum(
+                "addr(bcrt1q2upsjqzaxarkhlaj68nwwn43jt2mw2l5r8u3fkkn6ehm5gjde9gsd34ayj)"
+            ),
             "addr(bcrt1q2upsjqzaxarkhlaj68nwwn43jt2mw2l5r8u3fkkn6ehm5gjde9gsd34ayj)#ewmnwhyp"
         );
         let spk = ScriptBuf::from_hex(
@@ -407,12 +497,18 @@ mod tests {
         )
         .expect("hex");
         let v = script_pubkey_json(Flavor::Bitcoin, &tr);
-        assert_eq!(v["asm"], "1 bebb80531021d2a6ad538e22af9b34e046a6b1e00786f4140da6410eda04f4ae");
+        assert_eq!(
+            v["asm"],
+            "1 bebb80531021d2a6ad538e22af9b34e046a6b1e00786f4140da6410eda04f4ae"
+        );
         assert_eq!(
             v["desc"],
             "rawtr(bebb80531021d2a6ad538e22af9b34e046a6b1e00786f4140da6410eda04f4ae)#9a8ht0gw"
         );
-        assert_eq!(v["address"], "bcrt1ph6acq5csy8f2dt2n3c32lxe5upr2dv0qq7r0g9qd5eqsaksy7jhq94m04u");
+        assert_eq!(
+            v["address"],
+            "bcrt1ph6acq5csy8f2dt2n3c32lxe5upr2dv0qq7r0g9qd5eqsaksy7jhq94m04u"
+        );
         assert_eq!(v["type"], "witness_v1_taproot");
     }
 }

@@ -24,6 +24,7 @@ mod server;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -69,7 +70,10 @@ impl Params {
 
     /// Dash regtest on a free port, user `coinhub`, password `coinhub`, no cookie.
     pub fn dash() -> Self {
-        Self { flavor: Flavor::Dash, ..Self::bitcoin() }
+        Self {
+            flavor: Flavor::Dash,
+            ..Self::bitcoin()
+        }
     }
 }
 
@@ -105,7 +109,6 @@ pub enum StartError {
 }
 
 /// A running double; the server stops when this is dropped.
-#[derive(Debug)]
 pub struct BitcoindDouble {
     /// JSON-RPC endpoint, e.g. `http://127.0.0.1:18443/`. REST is under `<rpc_url>rest/`.
     pub rpc_url: String,
@@ -119,6 +122,7 @@ pub struct BitcoindDouble {
     pub addr: SocketAddr,
     /// Chain rules in use.
     pub flavor: Flavor,
+    shared: Arc<server::Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -126,9 +130,14 @@ pub struct BitcoindDouble {
 impl BitcoindDouble {
     /// Starts a double holding only the genesis block, serving on its own thread.
     pub fn start(params: Params) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(("127.0.0.1", params.port))
-            .map_err(|source| StartError::Bind { port: params.port, source })?;
-        listener.set_nonblocking(true).map_err(StartError::Runtime)?;
+        let listener =
+            TcpListener::bind(("127.0.0.1", params.port)).map_err(|source| StartError::Bind {
+                port: params.port,
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(StartError::Runtime)?;
         let addr = listener.local_addr().map_err(StartError::Runtime)?;
 
         let mut credentials = vec![format!("{}:{}", params.user, params.password)];
@@ -139,19 +148,27 @@ impl BitcoindDouble {
                 let cookie = format!("__cookie__:{}", hex::encode(secret));
                 std::fs::create_dir_all(dir.join("regtest"))
                     .and_then(|()| std::fs::write(&path, &cookie))
-                    .map_err(|source| StartError::Cookie { path: path.clone(), source })?;
+                    .map_err(|source| StartError::Cookie {
+                        path: path.clone(),
+                        source,
+                    })?;
                 credentials.push(cookie);
                 Some(path)
             }
             None => None,
         };
 
-        let shared = Arc::new(server::Shared { node: Mutex::new(node::Node::new(params.flavor)), credentials });
+        let shared = Arc::new(server::Shared {
+            node: Mutex::new(node::Node::new(params.flavor)),
+            credentials,
+            warmup_calls: AtomicU32::new(0),
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("bitcoind-double-{}", addr.port()))
             .spawn(move || {
@@ -163,7 +180,7 @@ impl BitcoindDouble {
                             return;
                         }
                     };
-                    let app = server::router(shared);
+                    let app = server::router(served);
                     tokio::select! {
                         result = axum::serve(listener, app) => {
                             if let Err(e) = result {
@@ -184,6 +201,7 @@ impl BitcoindDouble {
             cookie_path,
             addr,
             flavor: params.flavor,
+            shared,
             shutdown: Some(tx),
             thread: Some(thread),
         })
@@ -192,6 +210,39 @@ impl BitcoindDouble {
     /// Base URL of the REST interface, e.g. `http://127.0.0.1:18443/rest/`.
     pub fn rest_url(&self) -> String {
         format!("{}rest/", self.rpc_url)
+    }
+
+    /// Answers the next `calls` JSON-RPC calls with error -28 `Loading block index…`
+    /// (HTTP 500), as a node that is still starting does.
+    pub fn set_warmup(&self, calls: u32) {
+        self.shared.warmup_calls.store(calls, Ordering::SeqCst);
+    }
+
+    /// Drops the data of block `hash` as a pruned node would: its header stays, `getblock`
+    /// answers -1 `Block not available (pruned data)` and REST 404
+    /// `<hash> not available (pruned data)`. Returns false for an unknown block.
+    pub fn prune_block(&self, hash: &bitcoin::BlockHash) -> bool {
+        let mut node = self
+            .shared
+            .node
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !node.blocks.contains_key(hash) {
+            return false;
+        }
+        node.pruned.insert(*hash);
+        true
+    }
+}
+
+impl std::fmt::Debug for BitcoindDouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BitcoindDouble")
+            .field("rpc_url", &self.rpc_url)
+            .field("user", &self.user)
+            .field("cookie_path", &self.cookie_path)
+            .field("flavor", &self.flavor)
+            .finish_non_exhaustive()
     }
 }
 

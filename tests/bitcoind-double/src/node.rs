@@ -87,7 +87,11 @@ impl Reject {
             Some(d) => format!("{reason}, {d}"),
             None => reason.to_owned(),
         };
-        Self { code: -26, message, reason: reason.to_owned() }
+        Self {
+            code: -26,
+            message,
+            reason: reason.to_owned(),
+        }
     }
 }
 
@@ -117,12 +121,17 @@ pub(crate) struct Node {
     /// Active-chain transaction index (`-txindex=1`).
     tx_index: HashMap<Txid, BlockHash>,
     next_seq: u64,
-    /// Number of outputs in the UTXO set is `utxos.len()`; bytes of blocks stored so far.
+    /// Bytes of blocks stored so far.
     pub(crate) size_on_disk: u64,
+    /// Blocks whose data was "pruned" by the test hook: headers stay, data is unavailable.
+    pub(crate) pruned: HashSet<BlockHash>,
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Genesis block of Dash regtest. Its real hash is X11 of the header
@@ -144,7 +153,9 @@ fn dash_regtest_genesis() -> Block {
     .expect("the Dash genesis output script is valid hex");
     block.header.time = 1_417_713_337;
     block.header.nonce = 1_096_447;
-    block.header.merkle_root = block.compute_merkle_root().expect("genesis has one transaction");
+    block.header.merkle_root = block
+        .compute_merkle_root()
+        .expect("genesis has one transaction");
     block
 }
 
@@ -180,6 +191,7 @@ impl Node {
             tx_index: HashMap::new(),
             next_seq: 1,
             size_on_disk: size,
+            pruned: HashSet::new(),
         }
     }
 
@@ -190,7 +202,10 @@ impl Node {
 
     /// Hash of the active tip.
     pub(crate) fn tip_hash(&self) -> BlockHash {
-        *self.active.last().expect("the active chain always holds genesis")
+        *self
+            .active
+            .last()
+            .expect("the active chain always holds genesis")
     }
 
     /// The entry for the active tip.
@@ -233,7 +248,7 @@ impl Node {
         if halvings >= 64 {
             return Amount::ZERO;
         }
-        Amount::from_sat(50 * 100_000_000 >> halvings)
+        Amount::from_sat((50 * 100_000_000) >> halvings)
     }
 
     /// The coin an outpoint refers to, from the UTXO set or a mempool output, if unspent
@@ -245,7 +260,11 @@ impl Node {
         if include_mempool {
             let entry = self.mempool.get(&outpoint.txid)?;
             let txout = entry.tx.output.get(outpoint.vout as usize)?;
-            return Some(Coin { txout: txout.clone(), height: self.tip_height() + 1, coinbase: false });
+            return Some(Coin {
+                txout: txout.clone(),
+                height: self.tip_height() + 1,
+                coinbase: false,
+            });
         }
         None
     }
@@ -268,7 +287,11 @@ impl Node {
             let Some(h) = cursor else { break };
             let e = &self.blocks[&h];
             times.push(e.block.header.time);
-            cursor = if e.height == 0 { None } else { Some(e.block.header.prev_blockhash) };
+            cursor = if e.height == 0 {
+                None
+            } else {
+                Some(e.block.header.prev_blockhash)
+            };
         }
         times.sort_unstable();
         times[times.len() / 2]
@@ -284,7 +307,11 @@ impl Node {
             let hash = block.block_hash();
             self.add_block(block);
             self.activate_best_chain();
-            assert_eq!(self.tip_hash(), hash, "a freshly mined block on the tip becomes the tip");
+            assert_eq!(
+                self.tip_hash(),
+                hash,
+                "a freshly mined block on the tip becomes the tip"
+            );
             hashes.push(hash);
         }
         hashes
@@ -321,7 +348,10 @@ impl Node {
         let mut script_sig = Builder::new().push_int(i64::from(height)).into_script();
         if script_sig.len() < 2 {
             // Coinbase scriptSig must be 2..=100 bytes; Core pads low heights with OP_0.
-            script_sig = Builder::new().push_int(i64::from(height)).push_int(0).into_script();
+            script_sig = Builder::new()
+                .push_int(i64::from(height))
+                .push_int(0)
+                .into_script();
         }
         let mut witness = Witness::new();
         if segwit {
@@ -336,12 +366,17 @@ impl Node {
                 sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
                 witness,
             }],
-            output: vec![TxOut { value: self.subsidy(height) + fees, script_pubkey: script.clone() }],
+            output: vec![TxOut {
+                value: self.subsidy(height) + fees,
+                script_pubkey: script.clone(),
+            }],
         };
         let mut txdata = vec![coinbase];
         txdata.extend(txs);
 
-        let time = u32::try_from(now_secs()).unwrap_or(u32::MAX).max(parent_mtp + 1);
+        let time = u32::try_from(now_secs())
+            .unwrap_or(u32::MAX)
+            .max(parent_mtp + 1);
         let mut block = Block {
             header: Header {
                 version: BlockVersion::from_consensus(0x2000_0000),
@@ -358,17 +393,28 @@ impl Node {
             let commitment = Block::compute_witness_commitment(&root, &[0u8; 32]);
             let mut bytes = WITNESS_COMMITMENT_MAGIC.to_vec();
             bytes.extend_from_slice(commitment.as_byte_array());
-            block.txdata[0]
-                .output
-                .push(TxOut { value: Amount::ZERO, script_pubkey: ScriptBuf::from_bytes(bytes) });
+            block.txdata[0].output.push(TxOut {
+                value: Amount::ZERO,
+                script_pubkey: ScriptBuf::from_bytes(bytes),
+            });
         }
         block.header.merkle_root = block.compute_merkle_root().expect("a block has a coinbase");
         let target = Target::from_compact(block.header.bits);
         while !target.is_met_by(block.header.block_hash()) {
-            block.header.nonce = block.header.nonce.checked_add(1).expect("regtest PoW is trivial");
+            block.header.nonce = block
+                .header
+                .nonce
+                .checked_add(1)
+                .expect("regtest PoW is trivial");
         }
-        assert!(block.check_merkle_root(), "merkle root matches the transactions");
-        assert!(!segwit || block.check_witness_commitment(), "witness commitment matches");
+        assert!(
+            block.check_merkle_root(),
+            "merkle root matches the transactions"
+        );
+        assert!(
+            !segwit || block.check_witness_commitment(),
+            "witness commitment matches"
+        );
         block
     }
 
@@ -383,8 +429,18 @@ impl Node {
         let seq = self.next_seq;
         self.next_seq += 1;
         let hash = block.block_hash();
-        self.blocks
-            .insert(hash, BlockEntry { block, height, chainwork, invalid, seq, median_time, undo: None });
+        self.blocks.insert(
+            hash,
+            BlockEntry {
+                block,
+                height,
+                chainwork,
+                invalid,
+                seq,
+                median_time,
+                undo: None,
+            },
+        );
     }
 
     // ------------------------------------------------------------------ chain switching
@@ -393,7 +449,11 @@ impl Node {
     /// nothing) when one of its inputs is missing.
     fn connect(&mut self, hash: BlockHash) -> bool {
         let entry = &self.blocks[&hash];
-        assert_eq!(entry.block.header.prev_blockhash, self.tip_hash(), "connect extends the tip");
+        assert_eq!(
+            entry.block.header.prev_blockhash,
+            self.tip_hash(),
+            "connect extends the tip"
+        );
         let height = entry.height;
         let block = entry.block.clone();
         // Check first, then write.
@@ -411,7 +471,10 @@ impl Node {
             }
             let txid = tx.compute_txid();
             for vout in 0..tx.output.len() {
-                created.insert(OutPoint { txid, vout: vout as u32 });
+                created.insert(OutPoint {
+                    txid,
+                    vout: vout as u32,
+                });
             }
         }
         let mut undo = Vec::with_capacity(block.txdata.len());
@@ -435,8 +498,18 @@ impl Node {
                 if out.script_pubkey.is_op_return() {
                     continue;
                 }
-                let coin = Coin { txout: out.clone(), height, coinbase: tx.is_coinbase() };
-                created_coins.insert(OutPoint { txid, vout: vout as u32 }, coin);
+                let coin = Coin {
+                    txout: out.clone(),
+                    height,
+                    coinbase: tx.is_coinbase(),
+                };
+                created_coins.insert(
+                    OutPoint {
+                        txid,
+                        vout: vout as u32,
+                    },
+                    coin,
+                );
             }
             self.tx_index.insert(txid, hash);
         }
@@ -456,7 +529,10 @@ impl Node {
         for (tx, tx_undo) in block.txdata.iter().zip(undo).rev() {
             let txid = tx.compute_txid();
             for vout in 0..tx.output.len() {
-                self.utxos.remove(&OutPoint { txid, vout: vout as u32 });
+                self.utxos.remove(&OutPoint {
+                    txid,
+                    vout: vout as u32,
+                });
             }
             for (input, coin) in tx.input.iter().zip(tx_undo) {
                 self.utxos.insert(input.previous_output, coin);
@@ -514,8 +590,12 @@ impl Node {
 
     /// Marks `hash` and every descendant invalid.
     fn mark_invalid(&mut self, hash: BlockHash) {
-        let targets: Vec<BlockHash> =
-            self.blocks.keys().filter(|h| self.descends_from(h, &hash)).copied().collect();
+        let targets: Vec<BlockHash> = self
+            .blocks
+            .keys()
+            .filter(|h| self.descends_from(h, &hash))
+            .copied()
+            .collect();
         for h in targets {
             self.blocks.get_mut(&h).expect("key from the map").invalid = true;
         }
@@ -547,7 +627,11 @@ impl Node {
         while self.blocks[&self.tip_hash()].invalid {
             let txs = self.disconnect_tip();
             let mut back = txs;
-            back.extend(self.mempool_order.iter().map(|t| self.mempool[t].tx.clone()));
+            back.extend(
+                self.mempool_order
+                    .iter()
+                    .map(|t| self.mempool[t].tx.clone()),
+            );
             self.rebuild_mempool_exact(back);
         }
         self.activate_best_chain();
@@ -573,13 +657,20 @@ impl Node {
     /// current mempool; whatever no longer validates is dropped.
     fn rebuild_mempool(&mut self, first: Vec<Transaction>) {
         let mut all = first;
-        all.extend(self.mempool_order.iter().map(|t| self.mempool[t].tx.clone()));
+        all.extend(
+            self.mempool_order
+                .iter()
+                .map(|t| self.mempool[t].tx.clone()),
+        );
         self.rebuild_mempool_exact(all);
     }
 
     fn rebuild_mempool_exact(&mut self, txs: Vec<Transaction>) {
-        let times: HashMap<Txid, (u64, u32)> =
-            self.mempool.iter().map(|(k, v)| (*k, (v.time, v.height))).collect();
+        let times: HashMap<Txid, (u64, u32)> = self
+            .mempool
+            .iter()
+            .map(|(k, v)| (*k, (v.time, v.height)))
+            .collect();
         self.mempool.clear();
         self.mempool_order.clear();
         self.mempool_spends.clear();
@@ -588,14 +679,14 @@ impl Node {
             if self.tx_index.contains_key(&txid) || self.mempool.contains_key(&txid) {
                 continue;
             }
-            if let Ok(acc) = self.check_tx(&tx, true) {
-                if acc.replaced.is_empty() {
-                    self.insert_mempool(tx, acc.fee);
-                    if let Some((time, height)) = times.get(&txid) {
-                        let e = self.mempool.get_mut(&txid).expect("just inserted");
-                        e.time = *time;
-                        e.height = *height;
-                    }
+            if let Ok(acc) = self.check_tx(&tx, true)
+                && acc.replaced.is_empty()
+            {
+                self.insert_mempool(tx, acc.fee);
+                if let Some((time, height)) = times.get(&txid) {
+                    let e = self.mempool.get_mut(&txid).expect("just inserted");
+                    e.time = *time;
+                    e.height = *height;
                 }
             }
         }
@@ -607,7 +698,12 @@ impl Node {
             self.mempool_spends.insert(input.previous_output, txid);
         }
         self.mempool_order.push(txid);
-        let entry = MempoolEntry { tx, fee, time: now_secs(), height: self.tip_height() };
+        let entry = MempoolEntry {
+            tx,
+            fee,
+            time: now_secs(),
+            height: self.tip_height(),
+        };
         self.mempool.insert(txid, entry);
     }
 
@@ -615,13 +711,18 @@ impl Node {
     fn remove_with_descendants(&mut self, txid: Txid) {
         let mut stack = vec![txid];
         while let Some(t) = stack.pop() {
-            let Some(entry) = self.mempool.remove(&t) else { continue };
+            let Some(entry) = self.mempool.remove(&t) else {
+                continue;
+            };
             self.mempool_order.retain(|x| *x != t);
             for input in &entry.tx.input {
                 self.mempool_spends.remove(&input.previous_output);
             }
             for vout in 0..entry.tx.output.len() {
-                if let Some(child) = self.mempool_spends.get(&OutPoint { txid: t, vout: vout as u32 }) {
+                if let Some(child) = self.mempool_spends.get(&OutPoint {
+                    txid: t,
+                    vout: vout as u32,
+                }) {
                     stack.push(*child);
                 }
             }
@@ -639,7 +740,10 @@ impl Node {
             out.push(t);
             if let Some(e) = self.mempool.get(&t) {
                 for vout in 0..e.tx.output.len() {
-                    if let Some(c) = self.mempool_spends.get(&OutPoint { txid: t, vout: vout as u32 }) {
+                    if let Some(c) = self.mempool_spends.get(&OutPoint {
+                        txid: t,
+                        vout: vout as u32,
+                    }) {
                         stack.push(*c);
                     }
                 }
@@ -669,16 +773,23 @@ impl Node {
     }
 
     /// `sendrawtransaction`: validates and adds to the mempool; returns the txid.
-    pub(crate) fn send_raw_transaction(&mut self, tx: Transaction) -> Result<Txid, Reject> {
+    pub(crate) fn send_raw_transaction(
+        &mut self,
+        tx: Transaction,
+        max_fee_rate_sat_per_kvb: u64,
+    ) -> Result<Txid, Reject> {
         let txid = tx.compute_txid();
-        if let Some(e) = self.mempool.get(&txid) {
-            if e.tx.compute_wtxid() == tx.compute_wtxid() {
-                // Bitcoin Core answers an already-known mempool transaction with its txid.
-                return Ok(txid);
-            }
+        if let Some(e) = self.mempool.get(&txid)
+            && e.tx.compute_wtxid() == tx.compute_wtxid()
+        {
+            // Bitcoin Core answers an already-known mempool transaction with its txid.
+            return Ok(txid);
         }
         for vout in 0..tx.output.len() {
-            if self.utxos.contains_key(&OutPoint { txid, vout: vout as u32 }) {
+            if self.utxos.contains_key(&OutPoint {
+                txid,
+                vout: vout as u32,
+            }) {
                 return Err(Reject {
                     code: -27,
                     message: "Transaction outputs already in utxo set".to_owned(),
@@ -687,6 +798,15 @@ impl Node {
             }
         }
         let accepted = self.check_tx(&tx, false)?;
+        let max_fee = max_fee_rate_sat_per_kvb.saturating_mul(tx.vsize() as u64) / 1000;
+        if max_fee_rate_sat_per_kvb > 0 && accepted.fee.to_sat() > max_fee {
+            return Err(Reject {
+                code: -25,
+                message: "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)"
+                    .to_owned(),
+                reason: "max-fee-exceeded".to_owned(),
+            });
+        }
         for old in accepted.replaced {
             self.remove_with_descendants(old);
         }
@@ -732,15 +852,18 @@ impl Node {
                     reason: "missing-inputs".to_owned(),
                 });
             };
-            if let Some(spender) = self.mempool_spends.get(&op) {
-                if !conflicts.contains(spender) {
-                    conflicts.push(*spender);
-                }
+            if let Some(spender) = self.mempool_spends.get(&op)
+                && !conflicts.contains(spender)
+            {
+                conflicts.push(*spender);
             }
             if coin.coinbase && spend_height - coin.height < COINBASE_MATURITY {
                 return Err(Reject::rejected(
                     "bad-txns-premature-spend-of-coinbase",
-                    Some(format!("tried to spend coinbase at depth {}", spend_height - coin.height)),
+                    Some(format!(
+                        "tried to spend coinbase at depth {}",
+                        spend_height - coin.height
+                    )),
                 ));
             }
             coins.push(coin);
@@ -850,7 +973,11 @@ impl Node {
                     prev.txid,
                     prev.vout
                 );
-                return Err(Reject { code: -26, message, reason });
+                return Err(Reject {
+                    code: -26,
+                    message,
+                    reason,
+                });
             }
         }
         Ok(())
@@ -877,23 +1004,27 @@ fn script_error_guess(tx: &Transaction, index: usize, spk: &ScriptBuf) -> &'stat
         let pushes: Vec<Vec<u8>> = input
             .script_sig
             .instructions()
-            .filter_map(|i| i.ok().and_then(|i| i.push_bytes().map(|p| p.as_bytes().to_vec())))
+            .filter_map(|i| {
+                i.ok()
+                    .and_then(|i| i.push_bytes().map(|p| p.as_bytes().to_vec()))
+            })
             .collect();
-        if let Some(pk) = pushes.last() {
-            if hash160::Hash::hash(pk).as_byte_array() != &spk.as_bytes()[3..23] {
-                return "Script failed an OP_EQUALVERIFY operation";
-            }
+        if let Some(pk) = pushes.last()
+            && hash160::Hash::hash(pk).as_byte_array() != &spk.as_bytes()[3..23]
+        {
+            return "Script failed an OP_EQUALVERIFY operation";
         }
     }
     let mut elements: Vec<Vec<u8>> = witness.iter().map(|w| w.to_vec()).collect();
-    elements.extend(
-        input
-            .script_sig
-            .instructions()
-            .filter_map(|i| i.ok().and_then(|i| i.push_bytes().map(|p| p.as_bytes().to_vec()))),
-    );
+    elements.extend(input.script_sig.instructions().filter_map(|i| {
+        i.ok()
+            .and_then(|i| i.push_bytes().map(|p| p.as_bytes().to_vec()))
+    }));
     for e in &elements {
-        if e.first() == Some(&0x30) && e.len() > 8 && e.len() < 80 && bitcoin::ecdsa::Signature::from_slice(e).is_err()
+        if e.first() == Some(&0x30)
+            && e.len() > 8
+            && e.len() < 80
+            && bitcoin::ecdsa::Signature::from_slice(e).is_err()
         {
             return "Non-canonical DER signature";
         }

@@ -23,13 +23,19 @@ pub(crate) struct RpcError {
 
 impl RpcError {
     pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<Reject> for RpcError {
     fn from(r: Reject) -> Self {
-        Self { code: r.code, message: r.message }
+        Self {
+            code: r.code,
+            message: r.message,
+        }
     }
 }
 
@@ -71,7 +77,10 @@ fn spec(method: &str) -> Option<Spec> {
         "getblockhash" => &[("height", Ty::Num, true)],
         "getblockheader" => &[("blockhash", Ty::Str, true), ("verbose", Ty::Bool, false)],
         "getblock" => &[("blockhash", Ty::Str, true), ("verbosity", Ty::Any, false)],
-        "getrawmempool" => &[("verbose", Ty::Bool, false), ("mempool_sequence", Ty::Bool, false)],
+        "getrawmempool" => &[
+            ("verbose", Ty::Bool, false),
+            ("mempool_sequence", Ty::Bool, false),
+        ],
         "getmempoolentry" => &[("txid", Ty::Str, true)],
         "getrawtransaction" => &[
             ("txid", Ty::Str, true),
@@ -85,7 +94,10 @@ fn spec(method: &str) -> Option<Spec> {
         ],
         "testmempoolaccept" => &[("rawtxs", Ty::Arr, true), ("maxfeerate", Ty::Any, false)],
         "decoderawtransaction" => &[("hexstring", Ty::Str, true), ("iswitness", Ty::Bool, false)],
-        "estimatesmartfee" => &[("conf_target", Ty::Num, true), ("estimate_mode", Ty::Str, false)],
+        "estimatesmartfee" => &[
+            ("conf_target", Ty::Num, true),
+            ("estimate_mode", Ty::Str, false),
+        ],
         "generatetoaddress" => &[
             ("nblocks", Ty::Num, true),
             ("address", Ty::Str, true),
@@ -136,13 +148,24 @@ fn check_params(method: &str, spec: Spec, params: &Value) -> Result<Vec<Value>, 
             }
             out
         }
-        _ => return Err(RpcError::new(INVALID_REQUEST, "Params must be an array or object")),
+        _ => {
+            return Err(RpcError::new(
+                INVALID_REQUEST,
+                "Params must be an array or object",
+            ));
+        }
     };
     let required = spec.iter().filter(|(_, _, r)| *r).count();
     if positional.len() > spec.len() || positional.len() < required {
         let args: Vec<String> = spec
             .iter()
-            .map(|(n, _, r)| if *r { format!("\"{n}\"") } else { format!("( \"{n}\" )") })
+            .map(|(n, _, r)| {
+                if *r {
+                    format!("\"{n}\"")
+                } else {
+                    format!("( \"{n}\" )")
+                }
+            })
             .collect();
         return Err(RpcError::new(-1, format!("{method} {}\n", args.join(" "))));
     }
@@ -169,7 +192,10 @@ fn check_params(method: &str, spec: Spec, params: &Value) -> Result<Vec<Value>, 
         }
     }
     if !errors.is_empty() {
-        return Err(RpcError::new(-3, format!("Wrong type passed:\n{{\n{}\n}}", errors.join(",\n"))));
+        return Err(RpcError::new(
+            -3,
+            format!("Wrong type passed:\n{{\n{}\n}}", errors.join(",\n")),
+        ));
     }
     positional.resize(spec.len(), Value::Null);
     Ok(positional)
@@ -201,7 +227,10 @@ fn verbosity(v: &Value, default: i64) -> Result<i64, RpcError> {
         Value::Number(_) => int(v),
         other => Err(RpcError::new(
             -3,
-            format!("JSON value of type {} is not of expected type number", type_name(other)),
+            format!(
+                "JSON value of type {} is not of expected type number",
+                type_name(other)
+            ),
         )),
     }
 }
@@ -243,6 +272,9 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
             let hash: BlockHash = parse_hash(&p[0], "blockhash")?;
             let v = verbosity(&p[1], 1)?;
             let entry = node.blocks.get(&hash).ok_or_else(block_not_found)?;
+            if node.pruned.contains(&hash) {
+                return Err(RpcError::new(-1, "Block not available (pruned data)"));
+            }
             if v <= 0 {
                 Ok(json!(serialize_hex(&entry.block)))
             } else {
@@ -254,9 +286,16 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
             let verbose = p[0].as_bool().unwrap_or(false);
             let sequence = p[1].as_bool().unwrap_or(false);
             if verbose && sequence {
-                return Err(RpcError::new(-8, "Verbose results cannot contain mempool sequence values."));
+                return Err(RpcError::new(
+                    -8,
+                    "Verbose results cannot contain mempool sequence values.",
+                ));
             }
-            let ids: Vec<Value> = node.mempool_txids().iter().map(|t| json!(t.to_string())).collect();
+            let ids: Vec<Value> = node
+                .mempool_txids()
+                .iter()
+                .map(|t| json!(t.to_string()))
+                .collect();
             if verbose {
                 let mut m = Map::new();
                 for t in node.mempool_txids() {
@@ -280,7 +319,8 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
         "getrawtransaction" => get_raw_transaction(node, &p),
         "sendrawtransaction" => {
             let tx = decode_tx(&p[0])?;
-            let txid = node.send_raw_transaction(tx)?;
+            let max_rate = fee_rate_sat_per_kvb(&p[1], DEFAULT_MAX_FEE_RATE_SAT_PER_KVB)?;
+            let txid = node.send_raw_transaction(tx, max_rate)?;
             Ok(json!(txid.to_string()))
         }
         "decoderawtransaction" => {
@@ -290,7 +330,10 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
         "testmempoolaccept" => {
             let raws = p[0].as_array().cloned().unwrap_or_default();
             if raws.is_empty() || raws.len() > 25 {
-                return Err(RpcError::new(-8, "Array must contain between 1 and 25 transactions."));
+                return Err(RpcError::new(
+                    -8,
+                    "Array must contain between 1 and 25 transactions.",
+                ));
             }
             let mut out = Vec::new();
             for raw in &raws {
@@ -302,15 +345,19 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
         "estimatesmartfee" => {
             let target = int(&p[0])?;
             if !(1..=1008).contains(&target) {
-                return Err(RpcError::new(-8, "Invalid conf_target, must be between 1 and 1008"));
+                return Err(RpcError::new(
+                    -8,
+                    "Invalid conf_target, must be between 1 and 1008",
+                ));
             }
-            if let Some(mode) = p[1].as_str() {
-                if !["unset", "economical", "conservative"].contains(&mode.to_ascii_lowercase().as_str()) {
-                    return Err(RpcError::new(
-                        -8,
-                        "Invalid estimate_mode parameter, must be one of: \"unset\", \"economical\", \"conservative\"",
-                    ));
-                }
+            if let Some(mode) = p[1].as_str()
+                && !["unset", "economical", "conservative"]
+                    .contains(&mode.to_ascii_lowercase().as_str())
+            {
+                return Err(RpcError::new(
+                    -8,
+                    "Invalid estimate_mode parameter, must be one of: \"unset\", \"economical\", \"conservative\"",
+                ));
             }
             Ok(json!({"errors": ["Insufficient data or no feerate found"], "blocks": 0}))
         }
@@ -320,7 +367,9 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
                 .ok_or_else(|| RpcError::new(-5, "Error: Invalid address"))?;
             let n = u64::try_from(n).unwrap_or(0).min(GENERATE_BLOCKS_MAX);
             let hashes = node.generate(n, &script);
-            Ok(Value::Array(hashes.iter().map(|h| json!(h.to_string())).collect()))
+            Ok(Value::Array(
+                hashes.iter().map(|h| json!(h.to_string())).collect(),
+            ))
         }
         "invalidateblock" | "reconsiderblock" => {
             let hash: BlockHash = parse_hash(&p[0], "blockhash")?;
@@ -338,11 +387,16 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
             let txid: Txid = parse_hash(&p[0], "txid")?;
             let n = int(&p[1])?;
             let include_mempool = p[2].as_bool().unwrap_or(true);
-            let op = OutPoint { txid, vout: u32::try_from(n).unwrap_or(u32::MAX) };
+            let op = OutPoint {
+                txid,
+                vout: u32::try_from(n).unwrap_or(u32::MAX),
+            };
             if include_mempool && node.mempool_spender(&op).is_some() {
                 return Ok(Value::Null);
             }
-            let Some(coin) = node.coin(&op, include_mempool) else { return Ok(Value::Null) };
+            let Some(coin) = node.coin(&op, include_mempool) else {
+                return Ok(Value::Null);
+            };
             let confirmations = if node.mempool.contains_key(&txid) {
                 0
             } else {
@@ -359,7 +413,10 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
         "prioritisetransaction" => {
             let txid: Txid = parse_hash(&p[0], "txid")?;
             if !p[1].is_null() && p[1].as_f64() != Some(0.0) {
-                return Err(RpcError::new(-8, "Priority is no longer supported, dummy argument to prioritisetransaction must be 0."));
+                return Err(RpcError::new(
+                    -8,
+                    "Priority is no longer supported, dummy argument to prioritisetransaction must be 0.",
+                ));
             }
             let delta = int(&p[2])?;
             *node.fee_deltas.entry(txid).or_insert(0) += delta;
@@ -369,8 +426,29 @@ pub(crate) fn call(node: &mut Node, method: &str, params: &Value) -> Result<Valu
     }
 }
 
+/// `sendrawtransaction`'s default `maxfeerate`: 0.10 BTC/kvB.
+const DEFAULT_MAX_FEE_RATE_SAT_PER_KVB: u64 = 10_000_000;
+
+/// A BTC/kvB fee rate given as a JSON number or string, in sat/kvB (0 = no limit).
+fn fee_rate_sat_per_kvb(v: &Value, default: u64) -> Result<u64, RpcError> {
+    let text = match v {
+        Value::Null => return Ok(default),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err(RpcError::new(-3, "Amount is not a number or string")),
+    };
+    Amount::from_str_in(&text, bitcoin::Denomination::Bitcoin)
+        .map(|a| a.to_sat())
+        .map_err(|_| RpcError::new(-3, "Invalid amount"))
+}
+
 fn decode_tx(v: &Value) -> Result<Transaction, RpcError> {
-    let err = || RpcError::new(-22, "TX decode failed. Make sure the tx has at least one input.");
+    let err = || {
+        RpcError::new(
+            -22,
+            "TX decode failed. Make sure the tx has at least one input.",
+        )
+    };
     let bytes = hex::decode(v.as_str().unwrap_or_default()).map_err(|_| err())?;
     let tx: Transaction = deserialize(&bytes).map_err(|_| err())?;
     if tx.input.is_empty() {
@@ -383,7 +461,10 @@ fn decode_tx(v: &Value) -> Result<Transaction, RpcError> {
 pub(crate) fn parse_address(flavor: Flavor, s: &str) -> Option<ScriptBuf> {
     match flavor {
         Flavor::Bitcoin => {
-            let a = Address::from_str(s).ok()?.require_network(bitcoin::Network::Regtest).ok()?;
+            let a = Address::from_str(s)
+                .ok()?
+                .require_network(bitcoin::Network::Regtest)
+                .ok()?;
             Some(a.script_pubkey())
         }
         Flavor::Dash => {
@@ -393,8 +474,12 @@ pub(crate) fn parse_address(flavor: Flavor, s: &str) -> Option<ScriptBuf> {
             }
             let hash: [u8; 20] = data[1..].try_into().ok()?;
             match data[0] {
-                DASH_REGTEST_P2PKH => Some(ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::from_byte_array(hash))),
-                DASH_REGTEST_P2SH => Some(ScriptBuf::new_p2sh(&bitcoin::ScriptHash::from_byte_array(hash))),
+                DASH_REGTEST_P2PKH => Some(ScriptBuf::new_p2pkh(
+                    &bitcoin::PubkeyHash::from_byte_array(hash),
+                )),
+                DASH_REGTEST_P2SH => Some(ScriptBuf::new_p2sh(
+                    &bitcoin::ScriptHash::from_byte_array(hash),
+                )),
                 _ => None,
             }
         }
@@ -412,22 +497,20 @@ pub(crate) fn blockchain_info(node: &Node) -> Value {
         "bestblockhash": node.tip_hash().to_string(),
         "bits": format!("{REGTEST_BITS:08x}"),
         "target": hex::encode(h.target().to_be_bytes()),
-        "difficulty": h.difficulty_float(),
+        "difficulty": crate::json::difficulty(h.bits.to_consensus()),
         "time": h.time,
         "mediantime": tip.median_time,
         "verificationprogress": 1,
         "initialblockdownload": node.tip_height() == 0,
         "chainwork": hex::encode(tip.chainwork.to_be_bytes()),
         "size_on_disk": node.size_on_disk,
-        "pruned": false,
+        "pruned": !node.pruned.is_empty(),
         "warnings": ["This is coinhub-bitcoind-double, a regtest node double - not Bitcoin Core"],
     })
 }
 
 fn network_info() -> Value {
-    let net = |name: &str| {
-        json!({"name": name, "limited": false, "reachable": true, "proxy": "", "proxy_randomize_credentials": false})
-    };
+    let net = |name: &str| json!({"name": name, "limited": false, "reachable": true, "proxy": "", "proxy_randomize_credentials": false});
     json!({
         "version": 319900,
         "subversion": "/Satoshi:31.99.0(coinhub-bitcoind-double)/",
@@ -493,7 +576,11 @@ fn mempool_entry_json(node: &Node, txid: &Txid) -> Value {
         ids.iter().fold((0, 0, 0), |(vs, w, f), t| {
             let m = &node.mempool[t];
             let d = node.fee_deltas.get(t).copied().unwrap_or(0);
-            (vs + m.tx.vsize() as u64, w + m.tx.weight().to_wu(), f + m.fee.to_sat() as i64 + d)
+            (
+                vs + m.tx.vsize() as u64,
+                w + m.tx.weight().to_wu(),
+                f + m.fee.to_sat() as i64 + d,
+            )
         })
     };
     let ancestors = node.ancestors(txid);
@@ -507,15 +594,19 @@ fn mempool_entry_json(node: &Node, txid: &Txid) -> Value {
         }
     }
     let (_, chunk_weight, chunk_fee) = sum(&cluster);
-    let depends: Vec<Value> = e
-        .tx
-        .input
-        .iter()
-        .filter(|i| node.mempool.contains_key(&i.previous_output.txid))
-        .map(|i| json!(i.previous_output.txid.to_string()))
-        .collect();
+    let depends: Vec<Value> =
+        e.tx.input
+            .iter()
+            .filter(|i| node.mempool.contains_key(&i.previous_output.txid))
+            .map(|i| json!(i.previous_output.txid.to_string()))
+            .collect();
     let spentby: Vec<Value> = (0..e.tx.output.len())
-        .filter_map(|v| node.mempool_spender(&OutPoint { txid: *txid, vout: v as u32 }))
+        .filter_map(|v| {
+            node.mempool_spender(&OutPoint {
+                txid: *txid,
+                vout: v as u32,
+            })
+        })
         .map(|t| json!(t.to_string()))
         .collect();
     json!({
@@ -568,8 +659,16 @@ fn mempool_info(node: &Node) -> Value {
 fn test_accept(node: &Node, tx: &Transaction) -> Value {
     let txid = tx.compute_txid();
     let wtxid = tx.compute_wtxid();
-    let already = (0..tx.output.len())
-        .any(|v| node.coin(&OutPoint { txid, vout: v as u32 }, false).is_some());
+    let already = (0..tx.output.len()).any(|v| {
+        node.coin(
+            &OutPoint {
+                txid,
+                vout: v as u32,
+            },
+            false,
+        )
+        .is_some()
+    });
     let result = if already {
         Err(Reject {
             code: -27,
@@ -614,7 +713,10 @@ fn get_raw_transaction(node: &Node, p: &[Value]) -> Result<Value, RpcError> {
     let v = verbosity(&p[1], 0)?;
     let (tx, block): (Transaction, Option<BlockHash>) = if !p[2].is_null() {
         let hash: BlockHash = parse_hash(&p[2], "parameter 3")?;
-        let entry = node.blocks.get(&hash).ok_or_else(|| RpcError::new(-5, "Block hash not found"))?;
+        let entry = node
+            .blocks
+            .get(&hash)
+            .ok_or_else(|| RpcError::new(-5, "Block hash not found"))?;
         let tx = entry.block.txdata.iter().find(|t| t.compute_txid() == txid).cloned().ok_or_else(|| {
             RpcError::new(
                 -5,
@@ -646,7 +748,12 @@ fn get_raw_transaction(node: &Node, p: &[Value]) -> Result<Value, RpcError> {
     let mut prevouts = None;
     if let (Some(hash), true) = (block, v >= 2) {
         let e = &node.blocks[&hash];
-        let index = e.block.txdata.iter().position(|t| t.compute_txid() == txid).expect("found above");
+        let index = e
+            .block
+            .txdata
+            .iter()
+            .position(|t| t.compute_txid() == txid)
+            .expect("found above");
         if let (Some(undo), false) = (e.undo.as_ref(), tx.is_coinbase()) {
             let coins = &undo[index];
             let input: Amount = coins.iter().map(|c| c.txout.value).sum();
@@ -660,7 +767,10 @@ fn get_raw_transaction(node: &Node, p: &[Value]) -> Result<Value, RpcError> {
     };
     let mut m = Map::new();
     if !p[2].is_null() {
-        m.insert("in_active_chain".into(), json!(block.is_some_and(|h| node.is_active(&h))));
+        m.insert(
+            "in_active_chain".into(),
+            json!(block.is_some_and(|h| node.is_active(&h))),
+        );
     }
     m.extend(body);
     if let Some(hash) = block {

@@ -1,6 +1,7 @@
 //! HTTP layer: basic auth, JSON-RPC 1.0/2.0 envelopes and batches, REST endpoints.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) node: Mutex<Node>,
     /// Accepted `user:password` pairs (configured credentials and the cookie).
     pub(crate) credentials: Vec<String>,
+    /// Calls still to be answered with -28 (RPC in warm-up).
+    pub(crate) warmup_calls: AtomicU32,
 }
 
 /// The router: JSON-RPC on `/` and `/wallet/<name>`, REST under `/rest/`.
@@ -39,15 +42,22 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let Some(encoded) = value.strip_prefix("Basic ") else { return false };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
-    let Ok(pair) = String::from_utf8(decoded) else { return false };
-    shared.credentials.iter().any(|c| *c == pair)
+    let Ok(pair) = String::from_utf8(decoded) else {
+        return false;
+    };
+    shared.credentials.contains(&pair)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -78,12 +88,20 @@ fn error_reply(v2: bool, id: Value, err: &RpcError) -> Reply {
         METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    Reply { body: json!({"result": null, "error": error, "id": id}), status, notification: false }
+    Reply {
+        body: json!({"result": null, "error": error, "id": id}),
+        status,
+        notification: false,
+    }
 }
 
 fn handle_one(shared: &Shared, request: &Value) -> Reply {
     let Some(obj) = request.as_object() else {
-        return error_reply(false, Value::Null, &RpcError::new(INVALID_REQUEST, "Invalid Request object"));
+        return error_reply(
+            false,
+            Value::Null,
+            &RpcError::new(INVALID_REQUEST, "Invalid Request object"),
+        );
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
     let v2 = match obj.get("jsonrpc") {
@@ -91,16 +109,33 @@ fn handle_one(shared: &Shared, request: &Value) -> Reply {
         Some(Value::String(s)) if s == "1.0" => false,
         Some(Value::String(s)) if s == "2.0" => true,
         Some(_) => {
-            return error_reply(false, id, &RpcError::new(INVALID_REQUEST, "JSON-RPC version not supported"));
+            return error_reply(
+                false,
+                id,
+                &RpcError::new(INVALID_REQUEST, "JSON-RPC version not supported"),
+            );
         }
     };
     let notification = v2 && !obj.contains_key("id");
     let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        return error_reply(v2, id, &RpcError::new(INVALID_REQUEST, "Method must be a string"));
+        return error_reply(
+            v2,
+            id,
+            &RpcError::new(INVALID_REQUEST, "Method must be a string"),
+        );
     };
     let params = obj.get("params").cloned().unwrap_or(Value::Null);
-    let result = {
-        let mut node = shared.node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let warming = shared
+        .warmup_calls
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let result = if warming {
+        Err(RpcError::new(-28, "Loading block index\u{2026}"))
+    } else {
+        let mut node = shared
+            .node
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         call(&mut node, method, &params)
     };
     let mut reply = match result {
@@ -122,7 +157,11 @@ fn handle_one(shared: &Shared, request: &Value) -> Reply {
 
 async fn rpc(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&shared, &headers) {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"jsonrpc\"")], "")
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"jsonrpc\"")],
+            "",
+        )
             .into_response();
     }
     let request: Value = match serde_json::from_slice(&body) {
@@ -159,7 +198,12 @@ async fn rpc(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
 }
 
 fn rest_error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain")], format!("{message}\r\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("{message}\r\n"),
+    )
+        .into_response()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -181,14 +225,20 @@ fn split_format(s: &str) -> (&str, Option<Format>) {
 }
 
 fn format_not_found() -> Response {
-    rest_error(StatusCode::NOT_FOUND, "output format not found (available: .bin, .hex, .json)")
+    rest_error(
+        StatusCode::NOT_FOUND,
+        "output format not found (available: .bin, .hex, .json)",
+    )
 }
 
 fn rest_bytes(format: Format, bytes: Vec<u8>, json_value: impl FnOnce() -> Value) -> Response {
     match format {
-        Format::Bin => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
+        Format::Bin => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
         Format::Hex => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -211,7 +261,10 @@ async fn rest(
     Path(path): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let node = shared.node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let node = shared
+        .node
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
         ["chaininfo.json"] => json_response(StatusCode::OK, &blockchain_info(&node)),
@@ -223,24 +276,45 @@ async fn rest(
                 _ => return rest_error(StatusCode::NOT_FOUND, ""),
             };
             let (hash_str, format) = split_format(last);
-            let Some(format) = format else { return format_not_found() };
+            let Some(format) = format else {
+                return format_not_found();
+            };
             let Some(hash) = parse_rest_hash(hash_str) else {
-                return rest_error(StatusCode::BAD_REQUEST, &format!("Invalid hash: {hash_str}"));
+                return rest_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid hash: {hash_str}"),
+                );
             };
             let Some(entry) = node.blocks.get(&hash) else {
                 return rest_error(StatusCode::NOT_FOUND, &format!("{hash_str} not found"));
             };
+            if node.pruned.contains(&hash) {
+                return rest_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("{hash_str} not available (pruned data)"),
+                );
+            }
             let bytes = serialize(&entry.block);
-            rest_bytes(format, bytes, || block_json(&node, &hash, if details { 2 } else { 1 }))
+            rest_bytes(format, bytes, || {
+                block_json(&node, &hash, if details { 2 } else { 1 })
+            })
         }
         ["headers", rest @ ..] => {
             let (count_str, last) = match rest {
-                [last] => (query.get("count").cloned().unwrap_or_else(|| "5".to_owned()), *last),
+                [last] => (
+                    query
+                        .get("count")
+                        .cloned()
+                        .unwrap_or_else(|| "5".to_owned()),
+                    *last,
+                ),
                 [count, last] => ((*count).to_owned(), *last),
                 _ => return rest_error(StatusCode::NOT_FOUND, ""),
             };
             let (hash_str, format) = split_format(last);
-            let Some(format) = format else { return format_not_found() };
+            let Some(format) = format else {
+                return format_not_found();
+            };
             let count = match count_str.parse::<u64>() {
                 Ok(c) if (1..=REST_HEADERS_MAX).contains(&c) => c,
                 _ => {
@@ -253,7 +327,10 @@ async fn rest(
                 }
             };
             let Some(hash) = parse_rest_hash(hash_str) else {
-                return rest_error(StatusCode::BAD_REQUEST, &format!("Invalid hash: {hash_str}"));
+                return rest_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid hash: {hash_str}"),
+                );
             };
             let mut hashes = Vec::new();
             let mut cursor = node.blocks.contains_key(&hash).then_some(hash);
@@ -274,10 +351,17 @@ async fn rest(
         }
         ["blockhashbyheight", last] => {
             let (height_str, format) = split_format(last);
-            let Some(format) = format else { return format_not_found() };
+            let Some(format) = format else {
+                return format_not_found();
+            };
             let height = match height_str.parse::<i32>() {
                 Ok(h) if h >= 0 => h as usize,
-                _ => return rest_error(StatusCode::BAD_REQUEST, &format!("Invalid height: {height_str}")),
+                _ => {
+                    return rest_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("Invalid height: {height_str}"),
+                    );
+                }
             };
             let Some(hash) = node.active.get(height).copied() else {
                 return rest_error(StatusCode::NOT_FOUND, "Block height out of range");
@@ -289,9 +373,11 @@ async fn rest(
                     format!("{}\n", hash_internal_hex(&hash)),
                 )
                     .into_response(),
-                _ => rest_bytes(format, hash.to_byte_array().to_vec(), || {
-                    json!({"blockhash": hash.to_string()})
-                }),
+                _ => rest_bytes(
+                    format,
+                    hash.to_byte_array().to_vec(),
+                    || json!({"blockhash": hash.to_string()}),
+                ),
             }
         }
         _ => rest_error(StatusCode::NOT_FOUND, "Not found"),

@@ -21,14 +21,19 @@ async fn mined_blocks_decode_with_correct_links_and_heights() {
     let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
     let rpc = Client::new(&node);
     let wallet = Wallet::new(1);
-    let hashes = rpc.ok("generatetoaddress", json!([20, wallet.address.to_string()])).await;
+    let hashes = rpc
+        .ok("generatetoaddress", json!([20, wallet.address.to_string()]))
+        .await;
     let hashes: Vec<String> = serde_json::from_value(hashes).unwrap();
     assert_eq!(hashes.len(), 20);
     assert_eq!(rpc.ok("getblockcount", json!([])).await, 20);
     assert_eq!(rpc.ok("getbestblockhash", json!([])).await, hashes[19]);
 
     let genesis = rpc.ok("getblockhash", json!([0])).await;
-    assert_eq!(genesis, "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206");
+    assert_eq!(
+        genesis,
+        "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+    );
     let mut prev: BlockHash = genesis.as_str().unwrap().parse().unwrap();
     for (i, hash) in hashes.iter().enumerate() {
         let height = i as u64 + 1;
@@ -38,14 +43,24 @@ async fn mined_blocks_decode_with_correct_links_and_heights() {
         let from_rest: Block = deserialize(&bin).unwrap();
         assert_eq!(from_rest, block);
         assert_eq!(block.block_hash().to_string(), *hash);
-        assert_eq!(block.header.prev_blockhash, prev, "block {height} links to its parent");
+        assert_eq!(
+            block.header.prev_blockhash, prev,
+            "block {height} links to its parent"
+        );
         block.header.validate_pow(block.header.target()).unwrap();
         assert!(block.check_merkle_root());
         assert!(block.check_witness_commitment());
         // BIP34: the coinbase scriptSig starts with the height as Core's `CScript() << height`
         // (OP_1..OP_16 for heights up to 16, which rust-bitcoin's parser does not read).
-        let expected = bitcoin::script::Builder::new().push_int(height as i64).into_script();
-        assert!(block.txdata[0].input[0].script_sig.as_bytes().starts_with(expected.as_bytes()));
+        let expected = bitcoin::script::Builder::new()
+            .push_int(height as i64)
+            .into_script();
+        assert!(
+            block.txdata[0].input[0]
+                .script_sig
+                .as_bytes()
+                .starts_with(expected.as_bytes())
+        );
         if height > 16 {
             assert_eq!(block.bip34_block_height().unwrap(), height);
         }
@@ -54,13 +69,17 @@ async fn mined_blocks_decode_with_correct_links_and_heights() {
         let header = rpc.ok("getblockheader", json!([hash, true])).await;
         assert_eq!(header["height"], height);
         assert_eq!(header["confirmations"], 21 - height);
-        let (status, by_height) = rpc.get(&format!("/rest/blockhashbyheight/{height}.bin")).await;
+        let (status, by_height) = rpc
+            .get(&format!("/rest/blockhashbyheight/{height}.bin"))
+            .await;
         assert_eq!(status, 200);
         let by_height: BlockHash = deserialize(&by_height).unwrap();
         assert_eq!(by_height, block.block_hash());
         prev = block.block_hash();
     }
-    let (status, headers) = rpc.get(&format!("/rest/headers/{}.bin?count=10", hashes[1])).await;
+    let (status, headers) = rpc
+        .get(&format!("/rest/headers/{}.bin?count=10", hashes[1]))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(headers.len(), 10 * 80, "ten headers from height 2");
     let first: bitcoin::block::Header = deserialize(&headers[..80]).unwrap();
@@ -79,9 +98,18 @@ async fn signed_p2wpkh_spend_accepted_and_tampered_signature_rejected() {
     let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
     let rpc = Client::new(&node);
     let wallet = Wallet::new(2);
-    rpc.ok("generatetoaddress", json!([101, wallet.address.to_string()])).await;
+    rpc.ok(
+        "generatetoaddress",
+        json!([101, wallet.address.to_string()]),
+    )
+    .await;
     let coinbase = rpc.block_at(1).await.txdata[0].clone();
-    let good = deposit_spend(&wallet, &coinbase, Amount::from_btc(0.5).unwrap(), Amount::from_sat(2_000));
+    let good = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(0.5).unwrap(),
+        Amount::from_sat(2_000),
+    );
     let bad = flip_signature_byte(&good);
 
     let (status, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&bad)])).await;
@@ -101,15 +129,27 @@ async fn signed_p2wpkh_spend_accepted_and_tampered_signature_rejected() {
     let txid = rpc.ok("sendrawtransaction", json!([tx_hex(&good)])).await;
     assert_eq!(txid, good.compute_txid().to_string());
     assert_eq!(rpc.ok("getrawmempool", json!([])).await, json!([txid]));
-    let mined = rpc.ok("generatetoaddress", json!([1, wallet.address.to_string()])).await;
+    let mined = rpc
+        .ok("generatetoaddress", json!([1, wallet.address.to_string()]))
+        .await;
     let block = rpc.block(mined[0].as_str().unwrap()).await;
     assert_eq!(block.txdata[1], good);
-    assert_eq!(block.txdata[0].output[0].value, Amount::from_int_btc(50) + Amount::from_sat(2_000));
+    assert_eq!(
+        block.txdata[0].output[0].value,
+        Amount::from_int_btc(50) + Amount::from_sat(2_000)
+    );
 
     // Coinbase of block 100 has 3 confirmations: not mature.
     let young = rpc.block_at(100).await.txdata[0].clone();
-    let early = deposit_spend(&wallet, &young, Amount::from_btc(0.1).unwrap(), Amount::from_sat(2_000));
-    let (status, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&early)])).await;
+    let early = deposit_spend(
+        &wallet,
+        &young,
+        Amount::from_btc(0.1).unwrap(),
+        Amount::from_sat(2_000),
+    );
+    let (status, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&early)]))
+        .await;
     assert_eq!(status, 500);
     assert_eq!(reply["error"]["code"], -26);
     assert_eq!(
@@ -129,10 +169,24 @@ async fn double_spend_rejected() {
     let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
     let rpc = Client::new(&node);
     let wallet = Wallet::new(3);
-    rpc.ok("generatetoaddress", json!([101, wallet.address.to_string()])).await;
+    rpc.ok(
+        "generatetoaddress",
+        json!([101, wallet.address.to_string()]),
+    )
+    .await;
     let coinbase = rpc.block_at(1).await.txdata[0].clone();
-    let first = deposit_spend(&wallet, &coinbase, Amount::from_btc(1.0).unwrap(), Amount::from_sat(5_000));
-    let second = deposit_spend(&wallet, &coinbase, Amount::from_btc(2.0).unwrap(), Amount::from_sat(3_000));
+    let first = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(1.0).unwrap(),
+        Amount::from_sat(5_000),
+    );
+    let second = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(2.0).unwrap(),
+        Amount::from_sat(3_000),
+    );
     rpc.ok("sendrawtransaction", json!([tx_hex(&first)])).await;
     assert_eq!(
         rpc.ok("sendrawtransaction", json!([tx_hex(&first)])).await,
@@ -140,7 +194,9 @@ async fn double_spend_rejected() {
         "an already-known mempool transaction is answered with its txid"
     );
 
-    let (status, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&second)])).await;
+    let (status, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&second)]))
+        .await;
     assert_eq!(status, 500);
     assert_eq!(reply["error"]["code"], -26);
     assert_eq!(
@@ -150,23 +206,45 @@ async fn double_spend_rejected() {
             second.compute_txid()
         )
     );
-    assert_eq!(rpc.ok("getrawmempool", json!([])).await, json!([first.compute_txid().to_string()]));
+    assert_eq!(
+        rpc.ok("getrawmempool", json!([])).await,
+        json!([first.compute_txid().to_string()])
+    );
 
-    rpc.ok("generatetoaddress", json!([1, wallet.address.to_string()])).await;
-    let (status, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&second)])).await;
+    rpc.ok("generatetoaddress", json!([1, wallet.address.to_string()]))
+        .await;
+    let (status, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&second)]))
+        .await;
     assert_eq!(status, 500);
-    assert_eq!(reply["error"], json!({"code": -25, "message": "bad-txns-inputs-missingorspent"}));
-    let (status, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&first)])).await;
+    assert_eq!(
+        reply["error"],
+        json!({"code": -25, "message": "bad-txns-inputs-missingorspent"})
+    );
+    let (status, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&first)]))
+        .await;
     assert_eq!(status, 500);
-    assert_eq!(reply["error"], json!({"code": -27, "message": "Transaction outputs already in utxo set"}));
+    assert_eq!(
+        reply["error"],
+        json!({"code": -27, "message": "Transaction outputs already in utxo set"})
+    );
 
     // A transaction spending an output that never existed.
     let ghost = wallet.spend(
-        OutPoint { txid: first.compute_txid(), vout: 7 },
+        OutPoint {
+            txid: first.compute_txid(),
+            vout: 7,
+        },
         Amount::from_int_btc(1),
-        vec![TxOut { value: Amount::from_btc(0.9).unwrap(), script_pubkey: wallet.script() }],
+        vec![TxOut {
+            value: Amount::from_btc(0.9).unwrap(),
+            script_pubkey: wallet.script(),
+        }],
     );
-    let (_, reply) = rpc.call("sendrawtransaction", json!([tx_hex(&ghost)])).await;
+    let (_, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&ghost)]))
+        .await;
     assert_eq!(reply["error"]["code"], -25);
 }
 
@@ -184,8 +262,15 @@ async fn invalidateblock_returns_tx_to_mempool_and_marks_stale_blocks() {
     let addr = wallet.address.to_string();
     rpc.ok("generatetoaddress", json!([101, addr])).await;
     let coinbase = rpc.block_at(1).await.txdata[0].clone();
-    let deposit = deposit_spend(&wallet, &coinbase, Amount::from_btc(0.7).unwrap(), Amount::from_sat(1_650));
-    let txid = rpc.ok("sendrawtransaction", json!([tx_hex(&deposit)])).await;
+    let deposit = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(0.7).unwrap(),
+        Amount::from_sat(1_650),
+    );
+    let txid = rpc
+        .ok("sendrawtransaction", json!([tx_hex(&deposit)]))
+        .await;
     let b102 = rpc.ok("generatetoaddress", json!([1, addr])).await[0].clone();
     let b103 = rpc.ok("generatetoaddress", json!([1, addr])).await[0].clone();
     let confirmed = rpc.ok("getrawtransaction", json!([txid, 1])).await;
@@ -206,10 +291,15 @@ async fn invalidateblock_returns_tx_to_mempool_and_marks_stale_blocks() {
     assert_eq!(stale_block["confirmations"], -1);
     assert_eq!(stale_block["tx"][1], txid);
 
-    rpc.ok("prioritisetransaction", json!([txid, 0, -100_000_000])).await;
+    rpc.ok("prioritisetransaction", json!([txid, 0, -100_000_000]))
+        .await;
     let fork = rpc.ok("generatetoaddress", json!([3, addr])).await;
     assert_eq!(rpc.ok("getblockcount", json!([])).await, 104);
-    assert_eq!(rpc.ok("getrawmempool", json!([])).await, json!([txid]), "deprioritised deposit stays out");
+    assert_eq!(
+        rpc.ok("getrawmempool", json!([])).await,
+        json!([txid]),
+        "deprioritised deposit stays out"
+    );
     let tips = rpc.ok("getchaintips", json!([])).await;
     assert_eq!(
         tips,
@@ -219,12 +309,23 @@ async fn invalidateblock_returns_tx_to_mempool_and_marks_stale_blocks() {
         ])
     );
     rpc.ok("reconsiderblock", json!([b102])).await;
-    assert_eq!(rpc.ok("getbestblockhash", json!([])).await, fork[2], "the longer fork stays active");
-    assert_eq!(rpc.ok("getblockheader", json!([b103, true])).await["confirmations"], -1);
+    assert_eq!(
+        rpc.ok("getbestblockhash", json!([])).await,
+        fork[2],
+        "the longer fork stays active"
+    );
+    assert_eq!(
+        rpc.ok("getblockheader", json!([b103, true])).await["confirmations"],
+        -1
+    );
 
-    rpc.ok("prioritisetransaction", json!([txid, 0, 100_000_000])).await;
+    rpc.ok("prioritisetransaction", json!([txid, 0, 100_000_000]))
+        .await;
     let again = rpc.ok("generatetoaddress", json!([1, addr])).await[0].clone();
-    assert_eq!(rpc.ok("getrawtransaction", json!([txid, 1])).await["blockhash"], again);
+    assert_eq!(
+        rpc.ok("getrawtransaction", json!([txid, 1])).await["blockhash"],
+        again
+    );
 }
 
 /// Proves the invalidated chain comes back: `reconsiderblock` on an invalidated block whose
@@ -237,15 +338,25 @@ async fn reconsiderblock_restores_the_heavier_branch() {
     let addr = wallet.address.to_string();
     rpc.ok("generatetoaddress", json!([101, addr])).await;
     let coinbase = rpc.block_at(1).await.txdata[0].clone();
-    let deposit = deposit_spend(&wallet, &coinbase, Amount::from_btc(0.7).unwrap(), Amount::from_sat(1_650));
-    let txid = rpc.ok("sendrawtransaction", json!([tx_hex(&deposit)])).await;
+    let deposit = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(0.7).unwrap(),
+        Amount::from_sat(1_650),
+    );
+    let txid = rpc
+        .ok("sendrawtransaction", json!([tx_hex(&deposit)]))
+        .await;
     let mined = rpc.ok("generatetoaddress", json!([2, addr])).await;
     rpc.ok("invalidateblock", json!([mined[0]])).await;
     assert_eq!(rpc.ok("getrawmempool", json!([])).await, json!([txid]));
     rpc.ok("reconsiderblock", json!([mined[0]])).await;
     assert_eq!(rpc.ok("getbestblockhash", json!([])).await, mined[1]);
     assert_eq!(rpc.ok("getrawmempool", json!([])).await, json!([]));
-    assert_eq!(rpc.ok("getblockheader", json!([mined[0], true])).await["confirmations"], 2);
+    assert_eq!(
+        rpc.ok("getblockheader", json!([mined[0], true])).await["confirmations"],
+        2
+    );
 }
 
 /// Proves the Dash mode runs: a Dash regtest double mines to a Dash regtest P2PKH address
@@ -261,13 +372,31 @@ async fn dash_mode_mines_to_dash_addresses() {
     let address = bitcoin::base58::encode_check(&data);
     let hashes = rpc.ok("generatetoaddress", json!([2, address])).await;
     let block = rpc.block(hashes[1].as_str().unwrap()).await;
-    assert_eq!(block.txdata[0].output.len(), 1, "no witness commitment on Dash");
+    assert_eq!(
+        block.txdata[0].output.len(),
+        1,
+        "no witness commitment on Dash"
+    );
     assert!(block.txdata[0].input[0].witness.is_empty());
     let verbose = rpc.ok("getblock", json!([hashes[1], 2])).await;
-    assert_eq!(verbose["tx"][0]["vout"][0]["scriptPubKey"]["address"], address);
-    assert_eq!(verbose["tx"][0]["vout"][0]["scriptPubKey"]["type"], "pubkeyhash");
-    let (_, reply) = rpc.call("generatetoaddress", json!([1, "bcrt1qfuu32uznyq4f3kge3eqmwvdyc7cg224rjf4nct"])).await;
-    assert_eq!(reply["error"], json!({"code": -5, "message": "Error: Invalid address"}));
+    assert_eq!(
+        verbose["tx"][0]["vout"][0]["scriptPubKey"]["address"],
+        address
+    );
+    assert_eq!(
+        verbose["tx"][0]["vout"][0]["scriptPubKey"]["type"],
+        "pubkeyhash"
+    );
+    let (_, reply) = rpc
+        .call(
+            "generatetoaddress",
+            json!([1, "bcrt1qfuu32uznyq4f3kge3eqmwvdyc7cg224rjf4nct"]),
+        )
+        .await;
+    assert_eq!(
+        reply["error"],
+        json!({"code": -5, "message": "Error: Invalid address"})
+    );
 }
 
 /// Proves authentication: wrong credentials get HTTP 401 with an empty body; the cookie
@@ -275,7 +404,11 @@ async fn dash_mode_mines_to_dash_addresses() {
 #[tokio::test]
 async fn basic_auth_and_cookie() {
     let dir = std::env::temp_dir().join(format!("bitcoind-double-{}", std::process::id()));
-    let node = BitcoindDouble::start(Params { datadir: Some(dir.clone()), ..Params::bitcoin() }).unwrap();
+    let node = BitcoindDouble::start(Params {
+        datadir: Some(dir.clone()),
+        ..Params::bitcoin()
+    })
+    .unwrap();
     let rpc = Client::new(&node);
     let body = json!({"jsonrpc": "1.0", "id": 1, "method": "getblockcount", "params": []});
     let (status, text) = rpc.post_as("coinhub", "wrong", &body).await;
@@ -289,4 +422,69 @@ async fn basic_auth_and_cookie() {
     drop(node);
     assert!(!cookie_path.exists());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Proves the test hooks for node-client tests: `set_warmup(2)` makes the next two calls
+/// fail with -28 `Loading block index…` (HTTP 500) and the third succeed; `prune_block`
+/// makes `getblock` answer -1 `Block not available (pruned data)` and REST 404 while the
+/// header stays available; and `sendrawtransaction` refuses a fee above `maxfeerate` with
+/// -25 as Bitcoin Core does.
+#[tokio::test]
+async fn warmup_pruned_block_and_max_fee_rate() {
+    let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
+    let rpc = Client::new(&node);
+    node.set_warmup(2);
+    for _ in 0..2 {
+        let (status, reply) = rpc.call("getblockcount", json!([])).await;
+        assert_eq!(status, 500);
+        assert_eq!(
+            reply["error"],
+            json!({"code": -28, "message": "Loading block index\u{2026}"})
+        );
+    }
+    assert_eq!(rpc.ok("getblockcount", json!([])).await, 0);
+
+    let wallet = Wallet::new(6);
+    let hashes = rpc
+        .ok(
+            "generatetoaddress",
+            json!([101, wallet.address.to_string()]),
+        )
+        .await;
+    let first = hashes[0].as_str().unwrap().to_owned();
+    assert!(node.prune_block(&first.parse().unwrap()));
+    let (status, reply) = rpc.call("getblock", json!([first, 0])).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        reply["error"],
+        json!({"code": -1, "message": "Block not available (pruned data)"})
+    );
+    let (status, body) = rpc.get(&format!("/rest/block/{first}.bin")).await;
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (404, format!("{first} not available (pruned data)\r\n"))
+    );
+    assert_eq!(
+        rpc.ok("getblockheader", json!([first, true])).await["height"],
+        1
+    );
+    assert_eq!(rpc.ok("getblockchaininfo", json!([])).await["pruned"], true);
+
+    let coinbase = rpc.block_at(2).await.txdata[0].clone();
+    let pricey = deposit_spend(
+        &wallet,
+        &coinbase,
+        Amount::from_btc(0.5).unwrap(),
+        Amount::from_btc(0.5).unwrap(),
+    );
+    let (status, reply) = rpc
+        .call("sendrawtransaction", json!([tx_hex(&pricey)]))
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        reply["error"],
+        json!({"code": -25, "message": "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)"})
+    );
+    rpc.ok("sendrawtransaction", json!([tx_hex(&pricey), 0]))
+        .await;
 }

@@ -13,7 +13,10 @@ use common::{Client, WSH_ADDRESS, Wallet, deposit_spend, flip_signature_byte, tx
 use serde_json::{Value, json};
 
 /// Where the recordings live, relative to this crate.
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/bitcoin-core");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/fixtures/bitcoin-core"
+);
 
 /// Recorded methods the double does not implement: wallet, PSBT and descriptor calls that a
 /// node client never makes (Coinhub signs itself and watches scripts from raw blocks).
@@ -54,7 +57,9 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn is_hash_keyed(o: &serde_json::Map<String, Value>) -> bool {
-    !o.is_empty() && o.keys().all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+    !o.is_empty()
+        && o.keys()
+            .all(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Compares the set of keys and the JSON type of every value, recursively. Arrays compare
@@ -62,7 +67,11 @@ fn is_hash_keyed(o: &serde_json::Map<String, Value>) -> bool {
 /// (verbose mempool) compare every entry with the first recorded entry.
 fn shape(path: &str, recorded: &Value, ours: &Value, errors: &mut Vec<String>) {
     if json_type(recorded) != json_type(ours) {
-        errors.push(format!("{path}: recorded {} but double sent {}", json_type(recorded), json_type(ours)));
+        errors.push(format!(
+            "{path}: recorded {} but double sent {}",
+            json_type(recorded),
+            json_type(ours)
+        ));
         return;
     }
     match (recorded, ours) {
@@ -79,10 +88,14 @@ fn shape(path: &str, recorded: &Value, ours: &Value, errors: &mut Vec<String>) {
             let rk: BTreeSet<&String> = r.keys().collect();
             let ok: BTreeSet<&String> = o.keys().collect();
             for missing in rk.difference(&ok) {
-                errors.push(format!("{path}.{missing}: recorded but missing from the double"));
+                errors.push(format!(
+                    "{path}.{missing}: recorded but missing from the double"
+                ));
             }
             for extra in ok.difference(&rk) {
-                errors.push(format!("{path}.{extra}: sent by the double but not recorded"));
+                errors.push(format!(
+                    "{path}.{extra}: sent by the double but not recorded"
+                ));
             }
             for k in rk.intersection(&ok) {
                 shape(&format!("{path}.{k}"), &r[*k], &o[*k], errors);
@@ -127,7 +140,12 @@ fn without_hashes(s: &str) -> String {
 fn shape_comparison_detects_differences() {
     let recorded = json!({"a": 1, "b": [{"c": "x", "d": null}], "e": "s"});
     let mut errs = Vec::new();
-    shape("", &recorded, &json!({"a": 2, "b": [{"c": "y", "d": null}], "e": "t"}), &mut errs);
+    shape(
+        "",
+        &recorded,
+        &json!({"a": 2, "b": [{"c": "y", "d": null}], "e": "t"}),
+        &mut errs,
+    );
     assert!(errs.is_empty(), "{errs:?}");
     for broken in [
         json!({"b": [{"c": "x", "d": null}], "e": "s"}),
@@ -139,7 +157,10 @@ fn shape_comparison_detects_differences() {
         shape("", &recorded, &broken, &mut errs);
         assert!(!errs.is_empty(), "{broken} should differ");
     }
-    assert_eq!(without_hashes(&format!("spending {}:1", "ab".repeat(32))), "spending <hash>:1");
+    assert_eq!(
+        without_hashes(&format!("spending {}:1", "ab".repeat(32))),
+        "spending <hash>:1"
+    );
 }
 
 /// Replays the recorded scenarios against the double and collects every difference.
@@ -177,7 +198,8 @@ impl Replay {
         let (label, recorded, ours) = self.send(file, id, params).await;
         let mut errs = Vec::new();
         shape("", &recorded, &ours, &mut errs);
-        self.errors.extend(errs.into_iter().map(|e| format!("{label}: {e}")));
+        self.errors
+            .extend(errs.into_iter().map(|e| format!("{label}: {e}")));
         if recorded["error"].is_object() {
             self.compare_error(&label, &recorded, &ours);
         }
@@ -188,7 +210,9 @@ impl Replay {
     async fn exact(&mut self, file: &str, id: u64, params: Option<Value>) -> Value {
         let (label, recorded, ours) = self.send(file, id, params).await;
         if without_hashes(&recorded.to_string()) != without_hashes(&ours.to_string()) {
-            self.errors.push(format!("{label}: recorded {recorded} but double sent {ours}"));
+            self.errors.push(format!(
+                "{label}: recorded {recorded} but double sent {ours}"
+            ));
         }
         ours
     }
@@ -197,11 +221,19 @@ impl Replay {
         let r = &recorded["error"];
         let o = &ours["error"];
         if r["code"] != o["code"] {
-            self.errors.push(format!("{label}: error code {} recorded, {} sent", r["code"], o["code"]));
+            self.errors.push(format!(
+                "{label}: error code {} recorded, {} sent",
+                r["code"], o["code"]
+            ));
         }
-        let (rm, om) = (r["message"].as_str().unwrap_or(""), o["message"].as_str().unwrap_or(""));
+        let (rm, om) = (
+            r["message"].as_str().unwrap_or(""),
+            o["message"].as_str().unwrap_or(""),
+        );
         if without_hashes(rm) != without_hashes(om) {
-            self.errors.push(format!("{label}: error message {rm:?} recorded, {om:?} sent"));
+            self.errors.push(format!(
+                "{label}: error message {rm:?} recorded, {om:?} sent"
+            ));
         }
     }
 
@@ -216,7 +248,10 @@ impl Replay {
         let label = format!("{file}#{id} {method}");
         let (status, ours) = self.rpc.post(&request).await;
         if status != ex["http_status"] {
-            self.errors.push(format!("{label}: HTTP {} recorded, {status} sent", ex["http_status"]));
+            self.errors.push(format!(
+                "{label}: HTTP {} recorded, {status} sent",
+                ex["http_status"]
+            ));
         }
         (label, ex["response"].clone(), ours)
     }
@@ -227,19 +262,24 @@ impl Replay {
         let label = format!("{file} GET {}", ex["http_path"]);
         let (status, body) = self.rpc.get(path).await;
         if status != ex["http_status"] {
-            self.errors.push(format!("{label}: HTTP {} recorded, {status} sent", ex["http_status"]));
+            self.errors.push(format!(
+                "{label}: HTTP {} recorded, {status} sent",
+                ex["http_status"]
+            ));
         }
         let recorded = &ex["response"];
         if let Some(text) = recorded.get("raw_text") {
             let ours = String::from_utf8_lossy(&body);
             if text.as_str().unwrap() != ours {
-                self.errors.push(format!("{label}: body {text} recorded, {ours:?} sent"));
+                self.errors
+                    .push(format!("{label}: body {text} recorded, {ours:?} sent"));
             }
         } else if !recorded.is_null() {
             let ours: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let mut errs = Vec::new();
             shape("", recorded, &ours, &mut errs);
-            self.errors.extend(errs.into_iter().map(|e| format!("{label}: {e}")));
+            self.errors
+                .extend(errs.into_iter().map(|e| format!("{label}: {e}")));
         }
         body
     }
@@ -256,13 +296,25 @@ impl Replay {
 #[tokio::test]
 async fn replies_match_recordings_field_by_field() {
     let mut files = HashMap::new();
-    for name in ["chain_and_blocks", "deposits", "errors", "reorg", "rbf", "multisig_spend"] {
+    for name in [
+        "chain_and_blocks",
+        "deposits",
+        "errors",
+        "reorg",
+        "rbf",
+        "multisig_spend",
+    ] {
         let path = format!("{FIXTURES}/{name}.json");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         files.insert(name, serde_json::from_str::<Value>(&text).unwrap());
     }
     let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
-    let mut r = Replay { rpc: Client::new(&node), files, errors: Vec::new(), covered: BTreeSet::new() };
+    let mut r = Replay {
+        rpc: Client::new(&node),
+        files,
+        errors: Vec::new(),
+        covered: BTreeSet::new(),
+    };
     let wallet = Wallet::new(9);
     let addr = wallet.address.to_string();
     let c = "chain_and_blocks";
@@ -283,14 +335,41 @@ async fn replies_match_recordings_field_by_field() {
     }
     let prev = r.rpc.ok("getblockhash", json!([101])).await;
     let prev = prev.as_str().unwrap().to_owned();
-    r.rest(c, |p| p == "/rest/chaininfo.json", "/rest/chaininfo.json").await;
-    r.rest(c, |p| p.starts_with("/rest/block/") && p.ends_with(".json") && !p.contains("notx"), &format!("/rest/block/{tip_s}.json")).await;
-    let bin = r.rest(c, |p| p.starts_with("/rest/block/") && p.ends_with(".bin"), &format!("/rest/block/{tip_s}.bin")).await;
+    r.rest(c, |p| p == "/rest/chaininfo.json", "/rest/chaininfo.json")
+        .await;
+    r.rest(
+        c,
+        |p| p.starts_with("/rest/block/") && p.ends_with(".json") && !p.contains("notx"),
+        &format!("/rest/block/{tip_s}.json"),
+    )
+    .await;
+    let bin = r
+        .rest(
+            c,
+            |p| p.starts_with("/rest/block/") && p.ends_with(".bin"),
+            &format!("/rest/block/{tip_s}.bin"),
+        )
+        .await;
     let block: Block = deserialize(&bin).unwrap();
     assert_eq!(block.block_hash().to_string(), tip_s);
-    r.rest(c, |p| p.contains("notxdetails"), &format!("/rest/block/notxdetails/{tip_s}.json")).await;
-    r.rest(c, |p| p.starts_with("/rest/headers/"), &format!("/rest/headers/{prev}.json?count=3")).await;
-    r.rest(c, |p| p.starts_with("/rest/blockhashbyheight/"), "/rest/blockhashbyheight/5.json").await;
+    r.rest(
+        c,
+        |p| p.contains("notxdetails"),
+        &format!("/rest/block/notxdetails/{tip_s}.json"),
+    )
+    .await;
+    r.rest(
+        c,
+        |p| p.starts_with("/rest/headers/"),
+        &format!("/rest/headers/{prev}.json?count=3"),
+    )
+    .await;
+    r.rest(
+        c,
+        |p| p.starts_with("/rest/blockhashbyheight/"),
+        "/rest/blockhashbyheight/5.json",
+    )
+    .await;
     r.shape_of(c, 21, None).await;
     r.shape_of(c, 22, None).await;
 
@@ -298,8 +377,18 @@ async fn replies_match_recordings_field_by_field() {
     let d = "deposits";
     let cb1 = r.rpc.block_at(1).await.txdata[0].clone();
     let cb2 = r.rpc.block_at(2).await.txdata[0].clone();
-    let t1 = deposit_spend(&wallet, &cb1, Amount::from_btc(0.5).unwrap(), Amount::from_sat(1_650));
-    let t2 = deposit_spend(&wallet, &cb2, Amount::from_btc(0.2).unwrap(), Amount::from_sat(1_980));
+    let t1 = deposit_spend(
+        &wallet,
+        &cb1,
+        Amount::from_btc(0.5).unwrap(),
+        Amount::from_sat(1_650),
+    );
+    let t2 = deposit_spend(
+        &wallet,
+        &cb2,
+        Amount::from_btc(0.2).unwrap(),
+        Amount::from_sat(1_980),
+    );
     let t1id = t1.compute_txid().to_string();
     r.shape_of(d, 6, Some(json!([[tx_hex(&t2)]]))).await;
     r.shape_of(d, 7, Some(json!([tx_hex(&t1)]))).await;
@@ -326,20 +415,40 @@ async fn replies_match_recordings_field_by_field() {
     // The recorded tampered spend spends output 1 of its parent; so does ours.
     let cb3 = r.rpc.block_at(3).await.txdata[0].clone();
     let parent = wallet.spend(
-        OutPoint { txid: cb3.compute_txid(), vout: 0 },
+        OutPoint {
+            txid: cb3.compute_txid(),
+            vout: 0,
+        },
         cb3.output[0].value,
         vec![
-            TxOut { value: Amount::from_int_btc(48), script_pubkey: common::script_of(common::TAPROOT_ADDRESS) },
-            TxOut { value: Amount::from_int_btc(1), script_pubkey: wallet.script() },
+            TxOut {
+                value: Amount::from_sat(4_899_990_000),
+                script_pubkey: common::script_of(common::TAPROOT_ADDRESS),
+            },
+            TxOut {
+                value: Amount::from_int_btc(1),
+                script_pubkey: wallet.script(),
+            },
         ],
     );
-    r.rpc.ok("sendrawtransaction", json!([tx_hex(&parent)])).await;
+    r.rpc
+        .ok("sendrawtransaction", json!([tx_hex(&parent)]))
+        .await;
     let t3 = wallet.spend(
-        OutPoint { txid: parent.compute_txid(), vout: 1 },
+        OutPoint {
+            txid: parent.compute_txid(),
+            vout: 1,
+        },
         Amount::from_int_btc(1),
         vec![
-            TxOut { value: Amount::from_btc(0.1).unwrap(), script_pubkey: common::script_of(common::TAPROOT_ADDRESS) },
-            TxOut { value: Amount::from_sat(89_999_055), script_pubkey: common::script_of(WSH_ADDRESS) },
+            TxOut {
+                value: Amount::from_btc(0.1).unwrap(),
+                script_pubkey: common::script_of(common::TAPROOT_ADDRESS),
+            },
+            TxOut {
+                value: Amount::from_sat(89_999_055),
+                script_pubkey: common::script_of(WSH_ADDRESS),
+            },
         ],
     );
     let bad = flip_signature_byte(&t3);
@@ -348,25 +457,52 @@ async fn replies_match_recordings_field_by_field() {
     let tested = r.shape_of(e, 18, Some(json!([[tx_hex(&bad)]]))).await;
     let recorded = r.exchange(e, 18)["response"]["result"][0]["reject-reason"].clone();
     if tested["result"][0]["reject-reason"] != recorded {
-        r.errors.push(format!("errors#18: reject-reason {recorded} recorded, {} sent", tested["result"][0]["reject-reason"]));
+        r.errors.push(format!(
+            "errors#18: reject-reason {recorded} recorded, {} sent",
+            tested["result"][0]["reject-reason"]
+        ));
     }
     r.shape_of(e, 19, Some(json!([tx_hex(&bad)]))).await;
     r.shape_of(e, 20, None).await;
-    let batch = r.files[e]["exchanges"].as_array().unwrap().iter().find(|x| x["request"].is_array()).unwrap().clone();
+    let batch = r.files[e]["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["request"].is_array())
+        .unwrap()
+        .clone();
     let (status, ours) = r.rpc.post(&batch["request"]).await;
     assert_eq!(status, batch["http_status"]);
     let mut errs = Vec::new();
     shape("batch", &batch["response"], &ours, &mut errs);
     r.errors.extend(errs);
     if ours[2] != batch["response"][2] {
-        r.errors.push(format!("batch error element: {} recorded, {} sent", batch["response"][2], ours[2]));
+        r.errors.push(format!(
+            "batch error element: {} recorded, {} sent",
+            batch["response"][2], ours[2]
+        ));
     }
-    let wrong = r.files[e]["exchanges"].as_array().unwrap().iter().find(|x| x["auth"] == "wrong").unwrap().clone();
+    let wrong = r.files[e]["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["auth"] == "wrong")
+        .unwrap()
+        .clone();
     let (status, text) = r.rpc.post_as(&r.rpc.user, "wrong", &wrong["request"]).await;
-    assert_eq!((status, text.as_str()), (401, wrong["response"]["raw_text"].as_str().unwrap()));
+    assert_eq!(
+        (status, text.as_str()),
+        (401, wrong["response"]["raw_text"].as_str().unwrap())
+    );
     let zeros = "0".repeat(64);
-    r.rest(e, |p| p.ends_with(".bin"), &format!("/rest/block/{zeros}.bin")).await;
-    r.rest(e, |p| p.ends_with("xyz.json"), "/rest/block/xyz.json").await;
+    r.rest(
+        e,
+        |p| p.ends_with(".bin"),
+        &format!("/rest/block/{zeros}.bin"),
+    )
+    .await;
+    r.rest(e, |p| p.ends_with("xyz.json"), "/rest/block/xyz.json")
+        .await;
 
     // --- multisig_spend: broadcast twice while in the mempool, again after mining.
     let m = "multisig_spend";
@@ -374,12 +510,18 @@ async fn replies_match_recordings_field_by_field() {
     r.shape_of(m, 28, Some(json!([tx_hex(&t3)]))).await;
     r.shape_of(m, 29, Some(json!([1, addr]))).await;
     r.exact(m, 30, Some(json!([tx_hex(&t3)]))).await;
-    r.shape_of(m, 31, Some(json!([t3.compute_txid().to_string(), 1]))).await;
+    r.shape_of(m, 31, Some(json!([t3.compute_txid().to_string(), 1])))
+        .await;
 
     // --- reorg: the deposit's block and its child orphaned, a longer fork wins.
     let g = "reorg";
     let cb4 = r.rpc.block_at(4).await.txdata[0].clone();
-    let t4 = deposit_spend(&wallet, &cb4, Amount::from_btc(0.7).unwrap(), Amount::from_sat(1_650));
+    let t4 = deposit_spend(
+        &wallet,
+        &cb4,
+        Amount::from_btc(0.7).unwrap(),
+        Amount::from_sat(1_650),
+    );
     let t4id = t4.compute_txid().to_string();
     r.rpc.ok("sendrawtransaction", json!([tx_hex(&t4)])).await;
     let b1 = r.shape_of(g, 1, Some(json!([1, addr]))).await["result"][0].clone();
@@ -402,13 +544,28 @@ async fn replies_match_recordings_field_by_field() {
     // --- rbf: a replacement, then the replaced transaction again.
     let f = "rbf";
     let cb5 = r.rpc.block_at(5).await.txdata[0].clone();
-    let original = deposit_spend(&wallet, &cb5, Amount::from_btc(0.01).unwrap(), Amount::from_sat(1_650));
-    let bumped = deposit_spend(&wallet, &cb5, Amount::from_btc(0.01).unwrap(), Amount::from_sat(2_476));
-    r.rpc.ok("sendrawtransaction", json!([tx_hex(&original)])).await;
-    r.rpc.ok("sendrawtransaction", json!([tx_hex(&bumped)])).await;
+    let original = deposit_spend(
+        &wallet,
+        &cb5,
+        Amount::from_btc(0.01).unwrap(),
+        Amount::from_sat(1_650),
+    );
+    let bumped = deposit_spend(
+        &wallet,
+        &cb5,
+        Amount::from_btc(0.01).unwrap(),
+        Amount::from_sat(2_476),
+    );
+    r.rpc
+        .ok("sendrawtransaction", json!([tx_hex(&original)]))
+        .await;
+    r.rpc
+        .ok("sendrawtransaction", json!([tx_hex(&bumped)]))
+        .await;
     r.shape_of(f, 3, None).await;
     r.exact(f, 4, Some(json!([tx_hex(&original)]))).await;
-    r.exact(f, 5, Some(json!([original.compute_txid().to_string()]))).await;
+    r.exact(f, 5, Some(json!([original.compute_txid().to_string()])))
+        .await;
     r.shape_of(f, 6, Some(json!([1, addr]))).await;
 
     // Every recorded non-wallet method was exercised.
@@ -422,9 +579,15 @@ async fn replies_match_recordings_field_by_field() {
     }
     for method in &recorded_methods {
         if !NOT_IMPLEMENTED.contains(&method.as_str()) && !r.covered.contains(method) {
-            r.errors.push(format!("recorded method {method} was not compared"));
+            r.errors
+                .push(format!("recorded method {method} was not compared"));
         }
     }
     eprintln!("compared methods: {:?}", r.covered);
-    assert!(r.errors.is_empty(), "{} differences:\n{}", r.errors.len(), r.errors.join("\n"));
+    assert!(
+        r.errors.is_empty(),
+        "{} differences:\n{}",
+        r.errors.len(),
+        r.errors.join("\n")
+    );
 }

@@ -217,7 +217,7 @@ pub(crate) fn btc_number_to_amount(number: &serde_json::Number) -> Result<Amount
         let divisor = 10u128
             .checked_pow(u32::try_from(-shift).map_err(|_| bad("too small"))?)
             .ok_or_else(|| bad("more than 8 decimals"))?;
-        if value % divisor != 0 {
+        if !value.is_multiple_of(divisor) {
             return Err(bad("more than 8 decimals"));
         }
         value / divisor

@@ -1,4 +1,4 @@
-//! `bitcoind-double`: runs the regtest node double until Ctrl-C.
+//! `bitcoind-double`: runs the regtest node double until Ctrl-C or SIGTERM.
 //!
 //! Prints one JSON line with the RPC URL and credentials once it listens.
 
@@ -59,7 +59,11 @@ async fn main() -> anyhow::Result<()> {
             "cookie": node.cookie_path,
         })
     );
-    tokio::signal::ctrl_c().await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
     drop(node);
     Ok(())
 }

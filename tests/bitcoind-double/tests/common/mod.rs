@@ -4,7 +4,7 @@
 
 use bitcoin::consensus::encode::{deserialize, serialize_hex};
 use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{Message, Secp256k1, SecretKey, All};
+use bitcoin::secp256k1::{All, Message, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
     Address, Amount, Block, CompressedPublicKey, Network, OutPoint, PrivateKey, ScriptBuf,
@@ -53,7 +53,8 @@ impl Client {
 
     /// JSON-RPC 1.0 call; returns status and the whole reply.
     pub async fn call(&self, method: &str, params: Value) -> (u16, Value) {
-        self.post(&json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params})).await
+        self.post(&json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params}))
+            .await
     }
 
     /// JSON-RPC 1.0 call that must succeed; returns `result`.
@@ -66,7 +67,12 @@ impl Client {
 
     /// GET under the RPC URL (REST); returns status and body bytes.
     pub async fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = self.http.get(format!("{}{}", self.url, path.trim_start_matches('/'))).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{}", self.url, path.trim_start_matches('/')))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.bytes().await.unwrap().to_vec())
     }
@@ -97,9 +103,16 @@ impl Wallet {
     pub fn new(seed: u8) -> Self {
         let secp = Secp256k1::new();
         let sk = SecretKey::from_slice(&[seed; 32]).unwrap();
-        let pk = CompressedPublicKey::from_private_key(&secp, &PrivateKey::new(sk, Network::Regtest)).unwrap();
+        let pk =
+            CompressedPublicKey::from_private_key(&secp, &PrivateKey::new(sk, Network::Regtest))
+                .unwrap();
         let address = Address::p2wpkh(&pk, Network::Regtest);
-        Self { secp, sk, pk, address }
+        Self {
+            secp,
+            sk,
+            pk,
+            address,
+        }
     }
 
     pub fn script(&self) -> ScriptBuf {
@@ -122,8 +135,13 @@ impl Wallet {
         let sighash = SighashCache::new(&tx)
             .p2wpkh_signature_hash(0, &self.script(), value, EcdsaSighashType::All)
             .unwrap();
-        let sig = self.secp.sign_ecdsa(&Message::from_digest(sighash.to_byte_array()), &self.sk);
-        let sig = bitcoin::ecdsa::Signature { signature: sig, sighash_type: EcdsaSighashType::All };
+        let sig = self
+            .secp
+            .sign_ecdsa(&Message::from_digest(sighash.to_byte_array()), &self.sk);
+        let sig = bitcoin::ecdsa::Signature {
+            signature: sig,
+            sighash_type: EcdsaSighashType::All,
+        };
         tx.input[0].witness = Witness::p2wpkh(&sig, &self.pk.0);
         tx
     }
@@ -145,26 +163,46 @@ pub fn flip_signature_byte(tx: &Transaction) -> Transaction {
 }
 
 /// The regtest taproot address Bitcoin Core's wallet used for change in the recordings.
-pub const TAPROOT_ADDRESS: &str = "bcrt1ph6acq5csy8f2dt2n3c32lxe5upr2dv0qq7r0g9qd5eqsaksy7jhq94m04u";
+pub const TAPROOT_ADDRESS: &str =
+    "bcrt1ph6acq5csy8f2dt2n3c32lxe5upr2dv0qq7r0g9qd5eqsaksy7jhq94m04u";
 /// A 2-of-3 `wsh(sortedmulti)` deposit address from the recordings.
 pub const WSH_ADDRESS: &str = "bcrt1q2upsjqzaxarkhlaj68nwwn43jt2mw2l5r8u3fkkn6ehm5gjde9gsd34ayj";
 
 /// Output script of a regtest address.
 pub fn script_of(address: &str) -> ScriptBuf {
-    address.parse::<Address<_>>().unwrap().require_network(Network::Regtest).unwrap().script_pubkey()
+    address
+        .parse::<Address<_>>()
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap()
+        .script_pubkey()
 }
 
 /// A spend of `coinbase`'s output 0 (held by `wallet`) paying `deposit` to the recorded
 /// wsh address and the rest, minus `fee`, to the recorded taproot address.
-pub fn deposit_spend(wallet: &Wallet, coinbase: &Transaction, deposit: Amount, fee: Amount) -> Transaction {
+pub fn deposit_spend(
+    wallet: &Wallet,
+    coinbase: &Transaction,
+    deposit: Amount,
+    fee: Amount,
+) -> Transaction {
     let value = coinbase.output[0].value;
     let change = value - deposit - fee;
     wallet.spend(
-        OutPoint { txid: coinbase.compute_txid(), vout: 0 },
+        OutPoint {
+            txid: coinbase.compute_txid(),
+            vout: 0,
+        },
         value,
         vec![
-            TxOut { value: change, script_pubkey: script_of(TAPROOT_ADDRESS) },
-            TxOut { value: deposit, script_pubkey: script_of(WSH_ADDRESS) },
+            TxOut {
+                value: change,
+                script_pubkey: script_of(TAPROOT_ADDRESS),
+            },
+            TxOut {
+                value: deposit,
+                script_pubkey: script_of(WSH_ADDRESS),
+            },
         ],
     )
 }

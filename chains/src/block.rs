@@ -45,6 +45,16 @@ pub struct BlockRef {
     pub parent_hash: BlockHash,
 }
 
+/// The receiver of a [`Transfer`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// An address as the chain writes it (EIP-55 for EVM).
+    Address(String),
+    /// A scriptPubKey (Bitcoin, Dash): the block says which script was paid, and the
+    /// address text is whatever our wallet handed out for that script.
+    Script(Vec<u8>),
+}
+
 /// One transfer to a watched address found in a block: a future deposit.
 ///
 /// Identified by `(txid, index)` within a chain; see [`Transfer::index`].
@@ -55,8 +65,9 @@ pub struct Transfer {
     /// Which transfer of the transaction: an ERC-20 log's index in its block, 0 for a native
     /// EVM transfer, the output index (vout) on UTXO chains.
     pub index: u32,
-    /// The receiving (deposit) address as the chain writes it (EIP-55 for EVM).
-    pub address: String,
+    /// Who receives it: a deposit address (EVM) or a scriptPubKey (UTXO chains, whose
+    /// address text the store looks up).
+    pub recipient: Recipient,
     /// Configured asset symbol, e.g. `"ETH"`.
     pub asset: String,
     /// Amount in the asset's base units (wei, token units, satoshi).

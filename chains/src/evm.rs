@@ -21,7 +21,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{Block, Filter};
 use alloy::transports::TransportResult;
 
-use crate::block::{BlockHash, BlockRef, Transfer};
+use crate::block::{BlockHash, BlockRef, Recipient, Transfer};
 use crate::follower::{BlockScan, ChainSource, SourceError};
 
 /// `keccak256("Transfer(address,address,uint256)")`, topic 0 of ERC-20 (and ERC-721)
@@ -204,7 +204,7 @@ impl EvmSource {
             transfers.push(Transfer {
                 txid: format!("{hash:#x}"),
                 index: 0,
-                address: to.to_checksum(None),
+                recipient: Recipient::Address(to.to_checksum(None)),
                 asset: symbol.to_owned(),
                 amount: tx.value(),
             });
@@ -254,7 +254,7 @@ impl EvmSource {
             transfers.push(Transfer {
                 txid: format!("{txid:#x}"),
                 index,
-                address: to.to_checksum(None),
+                recipient: Recipient::Address(to.to_checksum(None)),
                 asset: symbol.clone(),
                 amount,
             });

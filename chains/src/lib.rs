@@ -15,4 +15,4 @@ pub mod block;
 pub mod evm;
 pub mod follower;
 
-pub use block::{BlockHash, BlockRef, Transfer};
+pub use block::{BlockHash, BlockRef, Recipient, Transfer};

@@ -210,11 +210,7 @@ fn batched_and_repeated_outputs_each_reported() {
         scan.outputs,
         expected_outputs(&small, |s| watched_scripts.contains(s))
     );
-    let transfers: Vec<_> = scan
-        .outputs
-        .iter()
-        .map(|o| o.to_transfer("addr", "BTC"))
-        .collect();
+    let transfers: Vec<_> = scan.outputs.iter().map(|o| o.to_transfer("BTC")).collect();
     assert_eq!(transfers[2].index, last);
     assert_eq!(transfers[2].txid, repeated_txid.to_string());
     assert_eq!(

@@ -1,10 +1,13 @@
-//! Deposit addresses: one per (chain, member), derived from key A's account xpub at the
-//! next free index, stable across restarts and concurrent requests.
+//! Deposit addresses: one per (chain, member), derived at the chain's next free index (see
+//! [`crate::addressing`]), stable across restarts and concurrent requests.
 
 use coinhub_events::MemberId;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use std::collections::BTreeMap;
+
+use crate::addressing::ChainAddressing;
 use crate::custody::AccountKeys;
 
 /// A member's deposit address on one chain.
@@ -16,7 +19,8 @@ pub struct DepositAddress {
     pub chain: String,
     /// The address (EIP-55 for EVM).
     pub address: String,
-    /// BIP32 index `i` of the address (EVM: `m/44'/60'/0'/0/i`).
+    /// BIP32 index `i` of the address (EVM: `m/44'/60'/0'/0/i`; UTXO: `<account>/0/i` of
+    /// each multisig key).
     pub index: u32,
 }
 
@@ -55,13 +59,13 @@ impl AddressError {
 pub async fn deposit_address(
     pool: &PgPool,
     keys: &AccountKeys,
-    known_chains: &[String],
+    chains: &BTreeMap<String, ChainAddressing>,
     chain: &str,
     member: &MemberId,
 ) -> Result<DepositAddress, AddressError> {
-    if !known_chains.iter().any(|known| known == chain) {
+    let Some(addressing) = chains.get(chain) else {
         return Err(AddressError::UnknownChain(chain.to_owned()));
-    }
+    };
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('coinhub.deposit_addresses:' || $1))")
         .bind(chain)
@@ -86,17 +90,19 @@ pub async fn deposit_address(
             let index =
                 i32::try_from(next).map_err(|_| AddressError::Exhausted(chain.to_owned()))?;
             let derivation_index = u32::try_from(index).expect("index from a non-negative column");
-            let address = keys
-                .evm_deposit_address(derivation_index)
+            let derived = addressing
+                .derive(keys, derivation_index)
                 .map_err(|e| AddressError::Derivation(e.to_string()))?;
+            let address = derived.address;
             sqlx::query(
-                "INSERT INTO deposit_addresses (chain, member_id, derivation_index, address)
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO deposit_addresses (chain, member_id, derivation_index, address, script_pubkey)
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(chain)
             .bind(member.as_str())
             .bind(index)
             .bind(&address)
+            .bind(derived.script_pubkey)
             .execute(&mut *tx)
             .await?;
             tracing::info!(%chain, member = %member, index, %address, "deposit address issued");

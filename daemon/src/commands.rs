@@ -2,6 +2,7 @@
 //! `coinhubd.address.request`): replies to `reply_to` with the member's deposit address and
 //! the request's `correlation_id`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::addresses::{self, AddressError};
+use crate::addressing::ChainAddressing;
 use crate::custody::AccountKeys;
 use crate::metrics::Metrics;
 
@@ -31,8 +33,8 @@ pub struct AddressService {
     pub pool: PgPool,
     /// Key A's public derivation data.
     pub keys: Arc<AccountKeys>,
-    /// Configured chain names.
-    pub chains: Arc<Vec<String>>,
+    /// Address derivation of every configured chain, by name.
+    pub chains: Arc<BTreeMap<String, ChainAddressing>>,
     /// Metrics.
     pub metrics: Metrics,
 }

@@ -128,6 +128,17 @@ pub struct AdminConfig {
 pub enum ChainKind {
     /// An EVM chain (Ethereum or any EIP-155 chain id), JSON-RPC.
     Evm,
+    /// Bitcoin through Bitcoin Core's JSON-RPC and REST; 2-of-3 `wsh(sortedmulti)` wallet.
+    Bitcoin,
+    /// Dash through Dash Core's JSON-RPC and REST; 2-of-3 `sh(sortedmulti)` wallet.
+    Dash,
+}
+
+impl ChainKind {
+    /// Whether the chain is a UTXO chain (Bitcoin, Dash).
+    pub fn is_utxo(self) -> bool {
+        matches!(self, Self::Bitcoin | Self::Dash)
+    }
 }
 
 /// `[chains.<name>]`: a chain coinhubd follows. A plain struct (not a tagged enum) so that a
@@ -137,10 +148,36 @@ pub enum ChainKind {
 pub struct ChainConfig {
     /// Which node protocol.
     pub kind: ChainKind,
-    /// JSON-RPC endpoints, tried in order (failover).
+    /// JSON-RPC endpoints, tried in order (failover; UTXO chains use the first).
     pub rpc_urls: Vec<String>,
-    /// EIP-155 chain id (EVM); checked against the node's `eth_chainId` at start.
-    pub chain_id: u64,
+    /// EIP-155 chain id (EVM only, required there); checked against `eth_chainId` at start.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// UTXO only, required there: `bitcoin`, `bitcoin-testnet`, `bitcoin-testnet4`,
+    /// `bitcoin-signet`, `bitcoin-regtest`, `dash`, `dash-testnet`, `dash-regtest`; checked
+    /// against `getblockchaininfo.chain` at start.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// UTXO: RPC user (with `rpc_password`); or use `rpc_cookie_file`.
+    #[serde(default)]
+    pub rpc_user: Option<String>,
+    /// UTXO: RPC password (secret).
+    #[serde(default)]
+    pub rpc_password: Option<SecretString>,
+    /// UTXO: path of the node's `.cookie` file, re-read when the node restarts.
+    #[serde(default)]
+    pub rpc_cookie_file: Option<std::path::PathBuf>,
+    /// UTXO: key B's BIP48 account xpub with origin, `[fingerprint/48h/1h/0h/2h]tpub...`
+    /// (printed by the cosigner's `coinhubd init --key b`).
+    #[serde(default)]
+    pub cosigner_xpub: Option<String>,
+    /// UTXO: key C's (offline backup) BIP48 account xpub with origin.
+    #[serde(default)]
+    pub backup_xpub: Option<String>,
+    /// UTXO: receive addresses watched past the highest one handed out, so a payment to an
+    /// address derived elsewhere (or lost with a database restore) is still seen.
+    #[serde(default = "default_address_lookahead")]
+    pub address_lookahead: u32,
     /// How many recent blocks are kept to find a fork point; a deeper reorg stops the watcher.
     #[serde(default = "default_reorg_depth_max")]
     pub reorg_depth_max: u32,
@@ -192,6 +229,9 @@ fn default_transit_mount() -> String {
 fn default_vault_timeout_ms() -> u64 {
     10_000
 }
+fn default_address_lookahead() -> u32 {
+    100
+}
 fn default_reorg_depth_max() -> u32 {
     64
 }
@@ -237,6 +277,42 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: String, what: &str| Err(ConfigError(format!("{key}: {what}")));
         for (name, evm) in &self.chains {
+            let key = |field: &str| format!("chains.{name}.{field}");
+            let required: &[(&str, bool)] = match evm.kind {
+                ChainKind::Evm => &[("chain_id", evm.chain_id.is_some())],
+                ChainKind::Bitcoin | ChainKind::Dash => &[
+                    ("network", evm.network.is_some()),
+                    ("cosigner_xpub", evm.cosigner_xpub.is_some()),
+                    ("backup_xpub", evm.backup_xpub.is_some()),
+                    (
+                        "rpc_user",
+                        evm.rpc_user.is_some() || evm.rpc_cookie_file.is_some(),
+                    ),
+                    (
+                        "rpc_password",
+                        evm.rpc_password.is_some() || evm.rpc_cookie_file.is_some(),
+                    ),
+                ],
+            };
+            if let Some((field, _)) = required.iter().find(|(_, present)| !present) {
+                return fail(
+                    key(field),
+                    &format!("is required for kind = {:?}", evm.kind),
+                );
+            }
+            if let Some(network) = &evm.network {
+                let parsed: Result<coinhub_custody::utxo::UtxoNetwork, _> = network.parse();
+                match parsed {
+                    Err(error) => return fail(key("network"), &error.to_string()),
+                    Ok(parsed) if parsed.is_dash() != (evm.kind == ChainKind::Dash) => {
+                        return fail(
+                            key("network"),
+                            &format!("{network} is not a {:?} network", evm.kind),
+                        );
+                    }
+                    Ok(_) => {}
+                }
+            }
             if evm.rpc_urls.is_empty() {
                 return fail(format!("chains.{name}.rpc_urls"), "needs at least one URL");
             }
@@ -261,6 +337,12 @@ impl Config {
                 return fail(
                     format!("{key}.chain"),
                     &format!("unknown chain {:?}", asset.chain),
+                );
+            }
+            if asset.contract.is_some() && self.chains[&asset.chain].kind != ChainKind::Evm {
+                return fail(
+                    format!("{key}.contract"),
+                    "only EVM chains have token contracts",
                 );
             }
             if asset.confirmations_min == 0 {

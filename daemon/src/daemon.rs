@@ -10,12 +10,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::commands::{self, AddressService};
-use crate::config::{ChainKind, Config};
+use crate::config::Config;
 use crate::custody::AccountKeys;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
 use crate::watcher::{self, WatcherContext};
-use crate::{db, outbox};
+use crate::{addressing, db, outbox};
 
 /// Runs coinhubd until SIGINT/SIGTERM (clean exit) or until a critical task fails (error).
 ///
@@ -25,6 +25,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let pool = db::connect_and_migrate(&config.database).await?;
     let keys = Arc::new(AccountKeys::load(&pool).await?);
+    let chains = Arc::new(addressing::for_config(&config, &keys)?);
     custody_self_check(&config, &pool).await;
 
     let metrics = Metrics::new();
@@ -52,16 +53,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
 
     for (name, chain) in &config.chains {
-        let ChainKind::Evm = chain.kind;
         let context = WatcherContext {
             pool: pool.clone(),
             status: status.clone(),
             metrics: metrics.clone(),
+            keys: keys.clone(),
+            addressing: chains.clone(),
         };
         status.update(name, |_| {});
         spawn_critical(
             format!("watcher:{name}"),
-            Box::pin(watcher::run_evm(
+            Box::pin(watcher::run(
                 name.clone(),
                 chain.clone(),
                 config.clone(),
@@ -87,7 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addresses = AddressService {
         pool: pool.clone(),
         keys,
-        chains: Arc::new(config.chains.keys().cloned().collect()),
+        chains,
         metrics: metrics.clone(),
     };
     let serve_commands =

@@ -8,6 +8,7 @@
 //! `coinhub.events`; the exchange credits `deposit.confirmed`.
 
 pub mod addresses;
+pub mod addressing;
 pub mod api;
 pub mod client;
 pub mod commands;

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use alloy::primitives::{Address, U256};
 use bigdecimal::BigDecimal;
+use coinhub_chains::bitcoin::source::ScriptWatchlist;
 use coinhub_chains::evm::Watchlist;
 use coinhub_chains::follower::{FollowerStore, StoreError};
-use coinhub_chains::{BlockHash, BlockRef, Transfer};
+use coinhub_chains::{BlockHash, BlockRef, Recipient, Transfer};
 use coinhub_events::numeric;
 use coinhub_events::topology::EVENTS_EXCHANGE;
 use coinhub_events::{BaseUnits, DepositEvent, DepositEventKind, SCHEMA_VERSION};
@@ -31,6 +32,23 @@ pub struct AssetRules {
     pub deposit_min: U256,
 }
 
+/// The set a chain's source matches transfers against, filled from `deposit_addresses`.
+#[derive(Clone)]
+pub enum ChainWatchlist {
+    /// EVM: addresses.
+    Evm(Arc<Watchlist>),
+    /// Bitcoin, Dash: scriptPubKeys.
+    Utxo(Arc<ScriptWatchlist>),
+}
+
+/// UTXO look-ahead: receive scripts past the highest issued index that are watched too.
+pub struct Lookahead {
+    /// How many indices past the highest issued one.
+    pub window: u32,
+    /// The receive scriptPubKey at an index.
+    pub derive: Box<dyn Fn(u32) -> anyhow::Result<Vec<u8>> + Send + Sync>,
+}
+
 /// The store of one chain's watcher.
 pub struct PgChainStore {
     pool: PgPool,
@@ -38,9 +56,15 @@ pub struct PgChainStore {
     /// Assets of this chain by upper-case symbol.
     assets: BTreeMap<String, AssetRules>,
     reorg_depth_max: u32,
-    watchlist: Arc<Watchlist>,
+    watchlist: ChainWatchlist,
     /// Highest `deposit_addresses.id` already in the watchlist.
     watched_up_to: AtomicI64,
+    /// UTXO chains: the look-ahead window.
+    lookahead: Option<Lookahead>,
+    /// Highest derivation index issued so far (-1: none).
+    issued_max: AtomicI64,
+    /// Highest index whose script the look-ahead has added (-1: none).
+    lookahead_up_to: AtomicI64,
 }
 
 fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -73,7 +97,7 @@ impl PgChainStore {
         chain: String,
         assets: BTreeMap<String, AssetRules>,
         reorg_depth_max: u32,
-        watchlist: Arc<Watchlist>,
+        watchlist: ChainWatchlist,
     ) -> Self {
         Self {
             pool,
@@ -82,7 +106,64 @@ impl PgChainStore {
             reorg_depth_max,
             watchlist,
             watched_up_to: AtomicI64::new(0),
+            lookahead: None,
+            issued_max: AtomicI64::new(-1),
+            lookahead_up_to: AtomicI64::new(-1),
         }
+    }
+
+    /// Also watches `lookahead.window` receive scripts past the highest issued index.
+    pub fn with_lookahead(mut self, lookahead: Lookahead) -> Self {
+        self.lookahead = Some(lookahead);
+        self
+    }
+
+    /// Adds the look-ahead scripts up to `issued_max + window` that are not watched yet.
+    fn extend_lookahead(&self, watchlist: &ScriptWatchlist) -> Result<(), StoreError> {
+        let Some(lookahead) = &self.lookahead else {
+            return Ok(());
+        };
+        let wanted = self.issued_max.load(Ordering::Acquire) + i64::from(lookahead.window);
+        let from = self.lookahead_up_to.load(Ordering::Acquire) + 1;
+        for index in from..=wanted {
+            let index = u32::try_from(index).map_err(store_error)?;
+            let script = (lookahead.derive)(index).map_err(|e| StoreError(e.into()))?;
+            watchlist.extend([script]);
+        }
+        self.lookahead_up_to.fetch_max(wanted, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Records a payment to a watched script that no member was given (a look-ahead
+    /// address): kept for an operator, never credited automatically.
+    async fn record_unassigned(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        block: &BlockRef,
+        transfer: &Transfer,
+        script: &[u8],
+    ) -> Result<(), StoreError> {
+        tracing::error!(chain = %self.chain, txid = %transfer.txid, index = transfer.index,
+            amount = %transfer.amount, "payment to a look-ahead address that no member was given; recorded in unassigned_deposits");
+        let amount = numeric::to_numeric(
+            &BaseUnits::from_str(&transfer.amount.to_string()).map_err(store_error)?,
+        );
+        sqlx::query(
+            "INSERT INTO unassigned_deposits (chain, txid, idx, script_pubkey, asset, amount, block_height, block_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.chain)
+        .bind(&transfer.txid)
+        .bind(i32::try_from(transfer.index).map_err(store_error)?)
+        .bind(script)
+        .bind(&transfer.asset)
+        .bind(amount)
+        .bind(i64::try_from(block.height).map_err(store_error)?)
+        .bind(block.hash.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     fn event(
@@ -142,16 +223,30 @@ impl PgChainStore {
                 format!("source reported unknown asset {}", transfer.asset).into(),
             ));
         };
-        let member: Option<String> = sqlx::query_scalar(
-            "SELECT member_id FROM deposit_addresses WHERE chain = $1 AND address = $2",
-        )
-        .bind(&self.chain)
-        .bind(&transfer.address)
+        // The address text comes from what we handed out (UTXO sources only know the script).
+        let owner: Option<(String, String)> = match &transfer.recipient {
+            Recipient::Address(address) => sqlx::query_as(
+                "SELECT member_id, address FROM deposit_addresses WHERE chain = $1 AND address = $2",
+            )
+            .bind(&self.chain)
+            .bind(address),
+            Recipient::Script(script) => sqlx::query_as(
+                "SELECT member_id, address FROM deposit_addresses WHERE chain = $1 AND script_pubkey = $2",
+            )
+            .bind(&self.chain)
+            .bind(script),
+        }
         .fetch_optional(&mut **tx)
         .await
         .map_err(store_error)?;
-        let Some(member) = member else {
-            tracing::error!(chain = %self.chain, address = %transfer.address, "transfer to a watched address that has no member");
+        let Some((member, address)) = owner else {
+            match &transfer.recipient {
+                Recipient::Script(script) => {
+                    self.record_unassigned(tx, block, transfer, script).await?
+                }
+                Recipient::Address(address) => tracing::error!(chain = %self.chain, %address,
+                    txid = %transfer.txid, "transfer to a watched address that is no issued deposit address"),
+            }
             return Ok(None);
         };
         let status = if transfer.amount < rules.deposit_min {
@@ -178,7 +273,7 @@ impl PgChainStore {
         .bind(i32::try_from(transfer.index).map_err(store_error)?)
         .bind(&transfer.asset)
         .bind(&member)
-        .bind(&transfer.address)
+        .bind(&address)
         .bind(amount)
         .bind(i16::from(rules.decimals))
         .bind(i64::try_from(block.height).map_err(store_error)?)
@@ -258,23 +353,50 @@ impl FollowerStore for PgChainStore {
 
     async fn refresh_watchlist(&self) -> Result<(), StoreError> {
         let after = self.watched_up_to.load(Ordering::Acquire);
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, address FROM deposit_addresses WHERE chain = $1 AND id > $2 ORDER BY id",
+        let rows: Vec<(i64, String, Option<Vec<u8>>, i32)> = sqlx::query_as(
+            "SELECT id, address, script_pubkey, derivation_index FROM deposit_addresses
+             WHERE chain = $1 AND id > $2 ORDER BY id",
         )
         .bind(&self.chain)
         .bind(after)
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        let Some((last_id, _)) = rows.last() else {
+        if let Some(highest) = rows.iter().map(|row| i64::from(row.3)).max() {
+            self.issued_max.fetch_max(highest, Ordering::AcqRel);
+        }
+        if let ChainWatchlist::Utxo(watchlist) = &self.watchlist {
+            self.extend_lookahead(watchlist)?;
+        }
+        let Some((last_id, _, _, _)) = rows.last() else {
             return Ok(());
         };
         let last_id = *last_id;
-        let addresses = rows
-            .iter()
-            .map(|(_, address)| Address::from_str(address).map_err(store_error))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.watchlist.extend(addresses);
+        match &self.watchlist {
+            ChainWatchlist::Evm(watchlist) => {
+                let addresses = rows
+                    .iter()
+                    .map(|(_, address, _, _)| Address::from_str(address).map_err(store_error))
+                    .collect::<Result<Vec<_>, _>>()?;
+                watchlist.extend(addresses);
+            }
+            ChainWatchlist::Utxo(watchlist) => {
+                let scripts = rows
+                    .iter()
+                    .map(|(id, _, script, _)| {
+                        script.as_deref().ok_or_else(|| {
+                            StoreError(
+                                format!(
+                                    "deposit address {id} of a UTXO chain has no script_pubkey"
+                                )
+                                .into(),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                watchlist.extend(scripts);
+            }
+        }
         self.watched_up_to.store(last_id, Ordering::Release);
         Ok(())
     }
@@ -356,6 +478,13 @@ impl FollowerStore for PgChainStore {
             )
             .await?;
         }
+        // Look-ahead payments follow their blocks too; re-mined ones are recorded again.
+        sqlx::query("DELETE FROM unassigned_deposits WHERE chain = $1 AND block_height > $2")
+            .bind(&self.chain)
+            .bind(fork)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         sqlx::query("DELETE FROM chain_blocks WHERE chain = $1 AND height > $2")
             .bind(&self.chain)
             .bind(fork)

@@ -1,19 +1,26 @@
 //! One chain's watcher task: holds the chain's advisory lock (one active watcher per chain
 //! across coinhubd replicas), polls the follower, and reports progress and node health.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coinhub_chains::bitcoin::rpc::{Auth, BitcoinRpc, RpcConfig};
+use coinhub_chains::bitcoin::source::{ScriptWatchlist, UtxoFlavor, UtxoSource};
 use coinhub_chains::evm::{EvmAssets, EvmSource, Watchlist};
-use coinhub_chains::follower::{self, FollowError, FollowerConfig, SourceError};
+use coinhub_chains::follower::{
+    self, ChainSource, FollowError, FollowerConfig, PollReport, SourceError,
+};
+use coinhub_custody::utxo::UtxoNetwork;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChainConfig, Config};
+use crate::addressing::ChainAddressing;
+use crate::config::{ChainConfig, ChainKind, Config};
+use crate::custody::AccountKeys;
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
-use crate::store::{AssetRules, PgChainStore};
+use crate::store::{AssetRules, ChainWatchlist, Lookahead, PgChainStore};
 
 /// Longest pause between polls of a failing node.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -27,135 +34,249 @@ pub struct WatcherContext {
     pub status: StatusBoard,
     /// Metrics.
     pub metrics: Metrics,
+    /// Key A's public derivation data.
+    pub keys: Arc<AccountKeys>,
+    /// Address derivation of every chain, by name (for the UTXO look-ahead).
+    pub addressing: Arc<BTreeMap<String, ChainAddressing>>,
 }
 
-/// Runs the watcher of EVM chain `name` until `cancel` fires.
+/// Why a node is not the chain it was configured as.
+enum IdentityError {
+    /// The node could not be asked; retry.
+    Unreachable(SourceError),
+    /// The node serves another chain: fatal.
+    Mismatch(String),
+}
+
+/// Runs the watcher of chain `name` until `cancel` fires.
 ///
-/// Errors (fatal, the daemon stops): the node reports another chain id than configured.
-/// Everything else (node down, database down, a reorg deeper than `reorg_depth_max`) is
-/// logged, shown in the status and retried with backoff.
-pub async fn run_evm(
+/// Errors (fatal, the daemon stops): the node serves another chain than configured (EVM
+/// chain id, UTXO network), or a UTXO chain has no asset. Everything else (node down,
+/// database down, a reorg deeper than `reorg_depth_max`) is logged, shown in the status and
+/// retried with backoff.
+pub async fn run(
     name: String,
     chain: ChainConfig,
     config: Arc<Config>,
     context: WatcherContext,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut assets = EvmAssets::default();
-    let mut rules = BTreeMap::new();
-    let mut tokens = HashMap::new();
-    for (symbol, asset) in config.assets_of(&name) {
-        match asset.contract {
-            None => assets.native = Some(symbol.clone()),
-            Some(contract) => {
-                tokens.insert(contract, symbol.clone());
-            }
-        }
-        rules.insert(
-            symbol,
-            AssetRules {
+    let rules: BTreeMap<String, AssetRules> = config
+        .assets_of(&name)
+        .map(|(symbol, asset)| {
+            let rules = AssetRules {
                 decimals: asset.decimals,
                 confirmations_min: asset.confirmations_min,
                 deposit_min: asset.deposit_min,
-            },
-        );
-    }
-    assets.tokens = tokens;
-    let watchlist = Arc::new(Watchlist::default());
-    let source = EvmSource::new(
-        &chain.rpc_urls,
-        chain.rpc_timeout(),
-        assets,
-        watchlist.clone(),
-    )?;
-    let store = PgChainStore::new(
-        context.pool.clone(),
-        name.clone(),
-        rules,
-        chain.reorg_depth_max,
-        watchlist,
-    );
+            };
+            (symbol, rules)
+        })
+        .collect();
     let follower_config = FollowerConfig {
         reorg_depth_max: chain.reorg_depth_max,
         blocks_per_poll_max: chain.blocks_per_poll_max,
         start_height: chain.start_height,
     };
+    let store = |watchlist| {
+        PgChainStore::new(
+            context.pool.clone(),
+            name.clone(),
+            rules.clone(),
+            chain.reorg_depth_max,
+            watchlist,
+        )
+    };
+    match chain.kind {
+        ChainKind::Evm => {
+            let mut assets = EvmAssets::default();
+            for (symbol, asset) in config.assets_of(&name) {
+                match asset.contract {
+                    None => assets.native = Some(symbol),
+                    Some(contract) => {
+                        assets.tokens.insert(contract, symbol);
+                    }
+                }
+            }
+            let watchlist = Arc::new(Watchlist::default());
+            let source = EvmSource::new(
+                &chain.rpc_urls,
+                chain.rpc_timeout(),
+                assets,
+                watchlist.clone(),
+            )?;
+            let store = store(ChainWatchlist::Evm(watchlist));
+            let chain_id = chain
+                .chain_id
+                .expect("validated: EVM chains have a chain_id");
+            let identity = NodeIdentity::Evm {
+                source: &source,
+                chain_id,
+            };
+            follow(
+                &name,
+                &chain,
+                &source,
+                &store,
+                &follower_config,
+                &identity,
+                &context,
+                &cancel,
+            )
+            .await
+        }
+        ChainKind::Bitcoin | ChainKind::Dash => {
+            let Some((symbol, _)) = config.assets_of(&name).next() else {
+                anyhow::bail!(
+                    "chains.{name}: a {:?} chain needs its coin in [assets]",
+                    chain.kind
+                );
+            };
+            let network = chain
+                .network
+                .clone()
+                .expect("validated: UTXO chains have a network");
+            let network: UtxoNetwork = network.parse()?;
+            let auth = match (&chain.rpc_cookie_file, &chain.rpc_user, &chain.rpc_password) {
+                (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
+                (None, Some(user), Some(password)) => Auth::UserPass {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+                _ => unreachable!("validated: UTXO chains have a cookie file or user and password"),
+            };
+            let mut rpc_config = RpcConfig::new(chain.rpc_urls[0].clone(), auth);
+            rpc_config.timeout_ms = chain.rpc_timeout_ms;
+            let rpc = BitcoinRpc::new(rpc_config)
+                .map_err(|e| anyhow::anyhow!("chains.{name}.rpc_urls: {e}"))?;
+            let flavor = if network.is_dash() {
+                UtxoFlavor::Dash
+            } else {
+                UtxoFlavor::Bitcoin
+            };
+            let watchlist = Arc::new(ScriptWatchlist::default());
+            let source = UtxoSource::new(rpc, flavor, symbol, watchlist.clone());
+            let (keys, addressing) = (context.keys.clone(), context.addressing.clone());
+            let chain_name = name.clone();
+            let derive = move |index| {
+                let derived = addressing[&chain_name].derive(&keys, index)?;
+                derived
+                    .script_pubkey
+                    .ok_or_else(|| anyhow::anyhow!("UTXO addressing without a script"))
+            };
+            let lookahead = Lookahead {
+                window: chain.address_lookahead,
+                derive: Box::new(derive),
+            };
+            let store = store(ChainWatchlist::Utxo(watchlist)).with_lookahead(lookahead);
+            let identity = NodeIdentity::Utxo {
+                source: &source,
+                network,
+            };
+            follow(
+                &name,
+                &chain,
+                &source,
+                &store,
+                &follower_config,
+                &identity,
+                &context,
+                &cancel,
+            )
+            .await
+        }
+    }
+}
 
-    let Some(_lock) = acquire_chain_lock(&context, &name, chain.poll_interval(), &cancel).await
-    else {
+/// What a node must answer to be the configured chain.
+enum NodeIdentity<'a> {
+    /// `eth_chainId` equals the configured `chain_id`.
+    Evm {
+        source: &'a EvmSource,
+        chain_id: u64,
+    },
+    /// `getblockchaininfo.chain` is the configured network's.
+    Utxo {
+        source: &'a UtxoSource,
+        network: UtxoNetwork,
+    },
+}
+
+impl NodeIdentity<'_> {
+    async fn check(&self, name: &str) -> Result<(), IdentityError> {
+        match self {
+            Self::Evm { source, chain_id } => match source.chain_id().await {
+                Ok(id) if id == *chain_id => Ok(()),
+                Ok(id) => Err(IdentityError::Mismatch(format!(
+                    "chains.{name}.chain_id is {chain_id} but the node at rpc_urls serves chain id {id}"
+                ))),
+                Err(error) => Err(IdentityError::Unreachable(error)),
+            },
+            Self::Utxo { source, network } => match source.chain_name().await {
+                Ok(served) if served == node_chain_name(*network) => Ok(()),
+                Ok(served) => Err(IdentityError::Mismatch(format!(
+                    "chains.{name}.network is {network} but the node serves chain {served:?}"
+                ))),
+                Err(error) => Err(IdentityError::Unreachable(error)),
+            },
+        }
+    }
+}
+
+/// `getblockchaininfo.chain` of a node on `network`.
+fn node_chain_name(network: UtxoNetwork) -> &'static str {
+    let name = network.name();
+    if name.ends_with("regtest") {
+        "regtest"
+    } else if name.ends_with("testnet4") {
+        "testnet4"
+    } else if name.ends_with("testnet") {
+        "test"
+    } else if name.ends_with("signet") {
+        "signet"
+    } else {
+        "main"
+    }
+}
+
+/// Checks the node's identity once, then polls the follower until `cancel` fires.
+#[allow(clippy::too_many_arguments)]
+async fn follow<S: ChainSource>(
+    name: &str,
+    chain: &ChainConfig,
+    source: &S,
+    store: &PgChainStore,
+    follower_config: &FollowerConfig,
+    identity: &NodeIdentity<'_>,
+    context: &WatcherContext,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(_lock) = acquire_chain_lock(context, name, chain.poll_interval(), cancel).await else {
         return Ok(()); // cancelled while standing by
     };
-    let mut chain_id_checked = false;
+    let mut identity_checked = false;
     let mut failures: u32 = 0;
     while !cancel.is_cancelled() {
-        if !chain_id_checked {
-            match source.chain_id().await {
-                Ok(id) if id == chain.chain_id => chain_id_checked = true,
-                Ok(id) => anyhow::bail!(
-                    "chains.{name}.chain_id is {} but the node at rpc_urls serves chain id {id}",
-                    chain.chain_id
-                ),
-                Err(error) => {
+        if !identity_checked {
+            match identity.check(name).await {
+                Ok(()) => identity_checked = true,
+                Err(IdentityError::Mismatch(reason)) => anyhow::bail!(reason),
+                Err(IdentityError::Unreachable(error)) => {
                     failures += 1;
-                    report_failure(
-                        &context,
-                        &name,
-                        &error,
-                        matches!(error, SourceError::Unreachable(_)),
-                        failures,
-                    );
-                    sleep_or_cancel(backoff(chain.poll_interval(), failures), &cancel).await;
+                    report_failure(context, name, &error, true, failures);
+                    sleep_or_cancel(backoff(chain.poll_interval(), failures), cancel).await;
                     continue;
                 }
             }
         }
-        let outcome = follower::poll(&source, &store, &follower_config).await;
-        match outcome {
+        match follower::poll(source, store, follower_config).await {
             Ok(report) => {
                 failures = 0;
-                let metrics = &context.metrics;
-                metrics
-                    .node_height
-                    .with_label_values(&[&name])
-                    .set(report.node_height as i64);
-                if let Some(height) = report.scanned_height {
-                    metrics
-                        .scanned_height
-                        .with_label_values(&[&name])
-                        .set(height as i64);
-                }
-                metrics
-                    .blocks_connected
-                    .with_label_values(&[&name])
-                    .inc_by(report.blocks_connected);
-                metrics
-                    .transfers_found
-                    .with_label_values(&[&name])
-                    .inc_by(report.transfers_found);
-                metrics
-                    .unknown_token_transfers
-                    .with_label_values(&[&name])
-                    .inc_by(report.unknown_token_transfers);
-                metrics
-                    .reorgs
-                    .with_label_values(&[&name])
-                    .inc_by(report.reorgs.len() as u64);
-                context.status.update(&name, |status| {
-                    status.node_height = Some(report.node_height);
-                    status.scanned_height = report.scanned_height;
-                    status.lag_blocks = report
-                        .scanned_height
-                        .map(|h| report.node_height.saturating_sub(h));
-                    status.node_reachable = true;
-                    status.last_error = None;
-                    status.last_poll_at = Some(time::OffsetDateTime::now_utc());
-                    status.consecutive_failures = 0;
-                });
+                record_progress(context, name, &report);
                 // Catching up: go again at once; at the tip: wait for the next block.
                 let caught_up = report.scanned_height == Some(report.node_height)
                     || report.blocks_connected == 0;
                 if caught_up {
-                    sleep_or_cancel(chain.poll_interval(), &cancel).await;
+                    sleep_or_cancel(chain.poll_interval(), cancel).await;
                 }
             }
             Err(error) => {
@@ -164,12 +285,53 @@ pub async fn run_evm(
                     tracing::error!(chain = %name, %error, "watcher halted: operator action needed");
                 }
                 let node_down = matches!(error, FollowError::Source(SourceError::Unreachable(_)));
-                report_failure(&context, &name, &error, node_down, failures);
-                sleep_or_cancel(backoff(chain.poll_interval(), failures), &cancel).await;
+                report_failure(context, name, &error, node_down, failures);
+                sleep_or_cancel(backoff(chain.poll_interval(), failures), cancel).await;
             }
         }
     }
     Ok(())
+}
+
+fn record_progress(context: &WatcherContext, name: &str, report: &PollReport) {
+    let metrics = &context.metrics;
+    metrics
+        .node_height
+        .with_label_values(&[name])
+        .set(report.node_height as i64);
+    if let Some(height) = report.scanned_height {
+        metrics
+            .scanned_height
+            .with_label_values(&[name])
+            .set(height as i64);
+    }
+    metrics
+        .blocks_connected
+        .with_label_values(&[name])
+        .inc_by(report.blocks_connected);
+    metrics
+        .transfers_found
+        .with_label_values(&[name])
+        .inc_by(report.transfers_found);
+    metrics
+        .unknown_token_transfers
+        .with_label_values(&[name])
+        .inc_by(report.unknown_token_transfers);
+    metrics
+        .reorgs
+        .with_label_values(&[name])
+        .inc_by(report.reorgs.len() as u64);
+    context.status.update(name, |status| {
+        status.node_height = Some(report.node_height);
+        status.scanned_height = report.scanned_height;
+        status.lag_blocks = report
+            .scanned_height
+            .map(|h| report.node_height.saturating_sub(h));
+        status.node_reachable = true;
+        status.last_error = None;
+        status.last_poll_at = Some(time::OffsetDateTime::now_utc());
+        status.consecutive_failures = 0;
+    });
 }
 
 fn report_failure(

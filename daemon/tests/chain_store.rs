@@ -9,8 +9,8 @@ use std::sync::Arc;
 use alloy::primitives::U256;
 use coinhub_chains::evm::Watchlist;
 use coinhub_chains::follower::FollowerStore;
-use coinhub_chains::{BlockHash, BlockRef, Transfer};
-use coinhub_daemon::store::{AssetRules, PgChainStore};
+use coinhub_chains::{BlockHash, BlockRef, Recipient, Transfer};
+use coinhub_daemon::store::{AssetRules, ChainWatchlist, PgChainStore};
 use coinhub_events::DepositEvent;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -70,7 +70,7 @@ fn transfer(txid: &str, amount: u64) -> Transfer {
     Transfer {
         txid: txid.to_owned(),
         index: 0,
-        address: ALICE.to_owned(),
+        recipient: Recipient::Address(ALICE.to_owned()),
         asset: "ETH".to_owned(),
         amount: U256::from(amount),
     }
@@ -94,7 +94,7 @@ async fn setup(rules: AssetRules) -> (TestDatabase, PgChainStore, Arc<Watchlist>
         "ethereum".to_owned(),
         BTreeMap::from([("ETH".to_owned(), rules)]),
         8,
-        watchlist.clone(),
+        ChainWatchlist::Evm(watchlist.clone()),
     );
     (db, store, watchlist)
 }

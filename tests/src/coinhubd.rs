@@ -37,7 +37,7 @@ pub struct CoinhubdConfig {
     /// `[admin]`.
     pub admin: AdminSection,
     /// `[chains.<name>]`.
-    pub chains: BTreeMap<String, EvmChainSection>,
+    pub chains: BTreeMap<String, ChainSection>,
     /// `[assets.<symbol>]`.
     pub assets: BTreeMap<String, AssetSection>,
 }
@@ -78,15 +78,31 @@ pub struct AdminSection {
     pub token: String,
 }
 
-/// `[chains.<name>]` of kind `evm`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvmChainSection {
-    /// Always `"evm"`.
+/// `[chains.<name>]`; the `Option` fields belong to one kind and are left out when `None`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainSection {
+    /// `"evm"`, `"bitcoin"` or `"dash"`.
     pub kind: String,
     /// Node URLs.
     pub rpc_urls: Vec<String>,
-    /// Chain id.
-    pub chain_id: u64,
+    /// EVM chain id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// UTXO network name, e.g. `bitcoin-regtest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// UTXO RPC user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_user: Option<String>,
+    /// UTXO RPC password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_password: Option<String>,
+    /// UTXO: key B's BIP48 account xpub with origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosigner_xpub: Option<String>,
+    /// UTXO: key C's BIP48 account xpub with origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_xpub: Option<String>,
     /// Blocks kept to find a fork point.
     pub reorg_depth_max: u32,
     /// Head poll interval.

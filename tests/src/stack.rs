@@ -10,8 +10,8 @@ use alloy::primitives::{Address, U256};
 use crate::amqp::Amqp;
 use crate::anvil::{ANVIL_CHAIN_ID, AnvilNode, ChainClient};
 use crate::coinhubd::{
-    AdminSection, AmqpSection, AssetSection, Coinhubd, CoinhubdConfig, DatabaseSection,
-    EvmChainSection, VaultSection,
+    AdminSection, AmqpSection, AssetSection, ChainSection, Coinhubd, CoinhubdConfig,
+    DatabaseSection, VaultSection,
 };
 use crate::database::Database;
 use crate::env::TestEnv;
@@ -64,6 +64,8 @@ pub struct StackOptions {
     pub with_exchange: bool,
     /// RPC timeout of coinhubd's watcher, in milliseconds.
     pub rpc_timeout_ms: u64,
+    /// A UTXO chain to follow as well.
+    pub utxo: Option<UtxoChainOptions>,
 }
 
 impl Default for StackOptions {
@@ -75,8 +77,34 @@ impl Default for StackOptions {
             with_token: true,
             with_exchange: true,
             rpc_timeout_ms: 2_000,
+            utxo: None,
         }
     }
+}
+
+/// A Bitcoin or Dash chain (usually the regtest node double) to configure beside the EVM one.
+#[derive(Debug, Clone)]
+pub struct UtxoChainOptions {
+    /// Chain name, e.g. `"bitcoin"`.
+    pub chain: String,
+    /// `"bitcoin"` or `"dash"`.
+    pub kind: String,
+    /// Network name, e.g. `"bitcoin-regtest"`.
+    pub network: String,
+    /// Node RPC URL.
+    pub rpc_url: String,
+    /// RPC user.
+    pub rpc_user: String,
+    /// RPC password.
+    pub rpc_password: String,
+    /// Key B's BIP48 account xpub with origin.
+    pub cosigner_xpub: String,
+    /// Key C's BIP48 account xpub with origin.
+    pub backup_xpub: String,
+    /// Asset symbol, e.g. `"BTC"` (8 decimals).
+    pub asset: String,
+    /// `confirmations_min` of the asset.
+    pub confirmations_min: u32,
 }
 
 /// Everything one end-to-end test runs against. Dropping it stops the processes first,
@@ -243,16 +271,36 @@ pub fn coinhubd_config(
     let mut chains = BTreeMap::new();
     chains.insert(
         CHAIN.to_owned(),
-        EvmChainSection {
+        ChainSection {
             kind: "evm".to_owned(),
             rpc_urls: vec![rpc_url.to_owned()],
-            chain_id: ANVIL_CHAIN_ID,
+            chain_id: Some(ANVIL_CHAIN_ID),
             reorg_depth_max: options.reorg_depth_max,
             poll_interval_ms: 100,
             start_height: Some(0),
             rpc_timeout_ms: Some(options.rpc_timeout_ms),
+            ..ChainSection::default()
         },
     );
+    if let Some(utxo) = &options.utxo {
+        chains.insert(
+            utxo.chain.clone(),
+            ChainSection {
+                kind: utxo.kind.clone(),
+                rpc_urls: vec![utxo.rpc_url.clone()],
+                network: Some(utxo.network.clone()),
+                rpc_user: Some(utxo.rpc_user.clone()),
+                rpc_password: Some(utxo.rpc_password.clone()),
+                cosigner_xpub: Some(utxo.cosigner_xpub.clone()),
+                backup_xpub: Some(utxo.backup_xpub.clone()),
+                reorg_depth_max: options.reorg_depth_max,
+                poll_interval_ms: 100,
+                start_height: Some(0),
+                rpc_timeout_ms: Some(options.rpc_timeout_ms),
+                ..ChainSection::default()
+            },
+        );
+    }
     let mut assets = BTreeMap::new();
     assets.insert(
         ETH.to_lowercase(),
@@ -264,6 +312,18 @@ pub fn coinhubd_config(
             deposit_min: "1000".to_owned(),
         },
     );
+    if let Some(utxo) = &options.utxo {
+        assets.insert(
+            utxo.asset.to_lowercase(),
+            AssetSection {
+                chain: utxo.chain.clone(),
+                contract: None,
+                decimals: 8,
+                confirmations_min: utxo.confirmations_min,
+                deposit_min: "1000".to_owned(),
+            },
+        );
+    }
     if let Some(token) = token {
         assets.insert(
             TOKEN.to_lowercase(),

@@ -28,7 +28,7 @@ use bitcoin::consensus::Decodable;
 use bitcoin::hashes::{Hash as _, HashEngine as _, sha256, sha256d};
 use bitcoin::{Amount, ScriptBuf, Txid};
 
-use crate::block::{BlockHash, BlockRef, Transfer};
+use crate::block::{BlockHash, BlockRef, Recipient, Transfer};
 
 /// Length of a serialized block header, the same for Bitcoin and Dash.
 pub const HEADER_LEN: usize = 80;
@@ -304,13 +304,13 @@ pub struct WatchedOutput {
 
 impl WatchedOutput {
     /// The follower's [`Transfer`] for this output: txid in RPC (display) byte order,
-    /// `index` = vout, `amount` in satoshi / duff. `address` is the deposit address the
-    /// caller derived `script_pubkey` from; `asset` the configured symbol (`"BTC"`, `"DASH"`).
-    pub fn to_transfer(&self, address: impl Into<String>, asset: impl Into<String>) -> Transfer {
+    /// `index` = vout, the recipient is the paid `script_pubkey`, `amount` in satoshi /
+    /// duff; `asset` is the configured symbol (`"BTC"`, `"DASH"`).
+    pub fn to_transfer(&self, asset: impl Into<String>) -> Transfer {
         Transfer {
             txid: self.txid.to_string(),
             index: self.vout,
-            address: address.into(),
+            recipient: Recipient::Script(self.script_pubkey.to_bytes()),
             asset: asset.into(),
             amount: U256::from(self.amount.to_sat()),
         }

@@ -26,7 +26,7 @@ fn transfer(txid: &str) -> Transfer {
     Transfer {
         txid: txid.to_owned(),
         index: 0,
-        address: "0xabc".to_owned(),
+        recipient: crate::Recipient::Address("0xabc".to_owned()),
         asset: "ETH".to_owned(),
         amount: U256::from(1u8),
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use coinhub_custody::keystore::HotKey;
 use coinhub_daemon::config::Config;
 
 #[derive(Parser)]
@@ -24,9 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Creates custody key A (24-word BIP39 seed, envelope-encrypted with the Vault transit
-    /// key) and prints its account xpub. Refuses if key A exists.
-    Init,
+    /// Creates a custody key (24-word BIP39 seed, envelope-encrypted with the Vault transit
+    /// key) and prints its account xpubs. Refuses if the key exists.
+    Init {
+        /// `a` for coinhubd's key; `b` for the cosigner's (run with the cosigner's config,
+        /// then put the printed BIP48 xpub into coinhubd's `cosigner_xpub`).
+        #[arg(long, default_value = "a", value_parser = ["a", "b"])]
+        key: String,
+    },
     /// Applies database migrations and exits.
     Migrate,
     /// Runs the watchers, outbox relay, command consumers and admin API.
@@ -68,10 +74,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Init => {
+        Command::Init { key } => {
             let pool = coinhub_daemon::db::connect_and_migrate(&config.database).await?;
-            let xpub = coinhub_daemon::custody::init_key_a(&pool, &config.vault).await?;
-            println!("xpub {xpub}");
+            let key = if key == "b" { HotKey::B } else { HotKey::A };
+            let created = coinhub_daemon::custody::init_key(&pool, &config.vault, key).await?;
+            // First line: the EVM account xpub (scripts read it); then one per UTXO network.
+            println!("xpub {}", created.evm_account_xpub);
+            for (network, xpub) in &created.utxo_account_xpubs {
+                println!("bip48 {network} {xpub}");
+            }
             Ok(())
         }
         Command::Run => coinhub_daemon::daemon::run(config).await,

@@ -14,13 +14,18 @@
 //! // stopped when `node` is dropped
 //! ```
 //!
-//! Dash mode uses Dash regtest genesis fields, no segwit and Dash address version bytes, but
-//! hashes blocks with double SHA-256: it does not compute X11 block hashes.
+//! [`wallet::TestWallet`] makes deposits against a running double: it mines coinbases to a
+//! fixed test key and spends them with signed transactions sent over JSON-RPC.
+//!
+//! Dash mode uses the Dash regtest genesis block, no segwit and Dash address version bytes,
+//! and hashes block headers with X11 as a Dash node does (block ids, `previousblockhash`
+//! links and proof of work). Its coinbases carry no DIP4 `CbTx` payload.
 
 mod json;
 mod node;
 mod rpc;
 mod server;
+pub mod wallet;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -35,8 +40,8 @@ pub enum Flavor {
     /// Bitcoin Core regtest: segwit, taproot, bech32 `bcrt` addresses.
     #[default]
     Bitcoin,
-    /// Dash regtest: no segwit, legacy sighash, base58 addresses with versions 140 / 19.
-    /// Block hashes are double SHA-256, not X11 as on a real Dash node.
+    /// Dash regtest: no segwit, legacy sighash, base58 addresses with versions 140 / 19,
+    /// X11 block hashes.
     Dash,
 }
 
@@ -232,6 +237,32 @@ impl BitcoindDouble {
         }
         node.pruned.insert(*hash);
         true
+    }
+
+    /// **Benchmarks only; not a Bitcoin Core call.** Appends the consensus-serialized block
+    /// `raw` — typically a real mainnet block — on top of the active tip *without any
+    /// validation*, so that the node client can be measured on real-sized blocks (the double
+    /// has no `submitblock`, and a mainnet block cannot be mined or validated on regtest).
+    ///
+    /// The transactions are kept byte for byte; only the 80-byte header is rewritten:
+    /// parent = the current tip, regtest `bits`, time raised to the tip's median time past
+    /// + 1 if lower, nonce ground for regtest proof of work (merkle root unchanged). The
+    /// returned hash is the rewritten header's; `getblockhash`, `getblock` and REST
+    /// `/rest/block/<hash>.bin` then serve the block like any other. Its inputs are not
+    /// checked and the UTXO set is not updated (its outputs cannot be spent through the
+    /// double); a reorg that disconnects it cannot connect it again (it is then marked
+    /// invalid). Bitcoin serialization only. Errors: `raw` is not a block.
+    pub fn append_block_unchecked(
+        &self,
+        raw: &[u8],
+    ) -> Result<bitcoin::BlockHash, bitcoin::consensus::encode::Error> {
+        let block: bitcoin::Block = bitcoin::consensus::deserialize(raw)?;
+        let mut node = self
+            .shared
+            .node
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(node.append_unchecked(block))
     }
 }
 

@@ -134,9 +134,23 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Genesis block of Dash regtest. Its real hash is X11 of the header
-/// (`000008ca1832a4baf228eb1553c03d3a2c8e02399550dd6ea8d65cec3ef23d2e`); the double hashes
-/// every block with double SHA-256, so hashes differ from a real Dash node.
+/// The hash `flavor`'s nodes give `header`: double SHA-256 of the 80-byte serialization on
+/// Bitcoin, X11 of it on Dash. Block ids, `prev_blockhash` links and the proof-of-work check
+/// all use it.
+pub(crate) fn header_hash(flavor: Flavor, header: &Header) -> BlockHash {
+    match flavor {
+        Flavor::Bitcoin => header.block_hash(),
+        Flavor::Dash => {
+            let bytes: [u8; 80] = bitcoin::consensus::serialize(header)
+                .try_into()
+                .expect("a block header serializes to 80 bytes");
+            BlockHash::from_byte_array(rs_x11_hash::get_x11_hash(bytes))
+        }
+    }
+}
+
+/// Genesis block of Dash regtest; its hash is X11 of the header,
+/// `000008ca1832a4baf228eb1553c03d3a2c8e02399550dd6ea8d65cec3ef23d2e`.
 fn dash_regtest_genesis() -> Block {
     let mut block = genesis_block(Network::Regtest);
     let coinbase = &mut block.txdata[0];
@@ -166,7 +180,7 @@ impl Node {
             Flavor::Bitcoin => genesis_block(Network::Regtest),
             Flavor::Dash => dash_regtest_genesis(),
         };
-        let hash = genesis.block_hash();
+        let hash = header_hash(flavor, &genesis.header);
         let size = genesis.total_size() as u64;
         let entry = BlockEntry {
             chainwork: genesis.header.work(),
@@ -304,7 +318,7 @@ impl Node {
         let mut hashes = Vec::new();
         for _ in 0..count {
             let block = self.build_block(script);
-            let hash = block.block_hash();
+            let hash = header_hash(self.flavor, &block.header);
             self.add_block(block);
             self.activate_best_chain();
             assert_eq!(
@@ -400,7 +414,7 @@ impl Node {
         }
         block.header.merkle_root = block.compute_merkle_root().expect("a block has a coinbase");
         let target = Target::from_compact(block.header.bits);
-        while !target.is_met_by(block.header.block_hash()) {
+        while !target.is_met_by(header_hash(self.flavor, &block.header)) {
             block.header.nonce = block
                 .header
                 .nonce
@@ -428,7 +442,7 @@ impl Node {
         self.size_on_disk += block.total_size() as u64;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let hash = block.block_hash();
+        let hash = header_hash(self.flavor, &block.header);
         self.blocks.insert(
             hash,
             BlockEntry {
@@ -441,6 +455,32 @@ impl Node {
                 undo: None,
             },
         );
+    }
+
+    /// Benchmark hook behind [`crate::BitcoindDouble::append_block_unchecked`]: puts
+    /// `block`'s transactions, unchanged and unvalidated, in a new block on the active tip.
+    /// Only the header is rewritten (parent = tip, regtest bits, time at least the tip's
+    /// median time past + 1, nonce ground for regtest proof of work); the merkle root stays
+    /// valid because the transactions are untouched. The UTXO set is not updated (its
+    /// inputs spend coins this chain never had); its txids go into the transaction index.
+    pub(crate) fn append_unchecked(&mut self, mut block: Block) -> BlockHash {
+        block.header.prev_blockhash = self.tip_hash();
+        block.header.bits = CompactTarget::from_consensus(REGTEST_BITS);
+        block.header.time = block.header.time.max(self.tip().median_time + 1);
+        let target = Target::from_compact(block.header.bits);
+        while !target.is_met_by(block.header.block_hash()) {
+            block.header.nonce = block.header.nonce.wrapping_add(1);
+        }
+        let hash = block.block_hash();
+        let txids: Vec<Txid> = block.txdata.iter().map(Transaction::compute_txid).collect();
+        let undo = vec![Vec::new(); block.txdata.len()];
+        self.add_block(block);
+        for txid in txids {
+            self.tx_index.insert(txid, hash);
+        }
+        self.blocks.get_mut(&hash).expect("just added").undo = Some(undo);
+        self.active.push(hash);
+        hash
     }
 
     // ------------------------------------------------------------------ chain switching
@@ -1064,5 +1104,34 @@ mod tests {
         assert_eq!(node.subsidy(149), Amount::from_int_btc(50));
         assert_eq!(node.subsidy(150), Amount::from_sat(25 * 100_000_000));
         assert_eq!(node.subsidy(300), Amount::from_sat(1_250_000_000));
+    }
+
+    /// Proves Dash block hashes are X11: the Dash regtest genesis gets the hash a real Dash
+    /// node gives it, and mined blocks are keyed, linked and proof-of-work checked by X11
+    /// while Bitcoin keeps double SHA-256.
+    #[test]
+    fn dash_blocks_are_hashed_with_x11() {
+        let mut node = Node::new(Flavor::Dash);
+        assert_eq!(
+            node.tip_hash().to_string(),
+            "000008ca1832a4baf228eb1553c03d3a2c8e02399550dd6ea8d65cec3ef23d2e"
+        );
+        let genesis = node.tip_hash();
+        let mined = node.generate(3, &ScriptBuf::new_op_return([]));
+        let mut prev = genesis;
+        for hash in &mined {
+            let header = node.blocks[hash].block.header;
+            assert_eq!(header_hash(Flavor::Dash, &header), *hash);
+            assert_ne!(header.block_hash(), *hash, "not double SHA-256");
+            assert_eq!(header.prev_blockhash, prev);
+            assert!(header.target().is_met_by(*hash));
+            prev = *hash;
+        }
+
+        let bitcoin = Node::new(Flavor::Bitcoin);
+        assert_eq!(
+            bitcoin.tip_hash(),
+            genesis_block(Network::Regtest).block_hash()
+        );
     }
 }

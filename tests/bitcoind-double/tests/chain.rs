@@ -361,7 +361,10 @@ async fn reconsiderblock_restores_the_heavier_branch() {
 
 /// Proves the Dash mode runs: a Dash regtest double mines to a Dash regtest P2PKH address
 /// (version byte 140), blocks carry no segwit commitment, and the address round-trips
-/// through `getblock` verbosity 2.
+/// through `getblock` verbosity 2. Block hashes are X11 of the header, as on a Dash node:
+/// the genesis hash is Dash regtest's, and `getblockhash`, `getbestblockhash`,
+/// `getblockheader`, `previousblockhash` links and REST `block` / `headers` /
+/// `blockhashbyheight` all name blocks by X11 (never double SHA-256).
 #[tokio::test]
 async fn dash_mode_mines_to_dash_addresses() {
     let node = BitcoindDouble::start(Params::dash()).unwrap();
@@ -387,6 +390,54 @@ async fn dash_mode_mines_to_dash_addresses() {
         verbose["tx"][0]["vout"][0]["scriptPubKey"]["type"],
         "pubkeyhash"
     );
+
+    let x11 = |header: &bitcoin::block::Header| -> BlockHash {
+        let bytes: [u8; 80] = bitcoin::consensus::serialize(header).try_into().unwrap();
+        bitcoin::hashes::Hash::from_byte_array(rs_x11_hash::get_x11_hash(bytes))
+    };
+    let genesis = rpc.ok("getblockhash", json!([0])).await;
+    assert_eq!(
+        genesis,
+        "000008ca1832a4baf228eb1553c03d3a2c8e02399550dd6ea8d65cec3ef23d2e"
+    );
+    assert_eq!(rpc.ok("getbestblockhash", json!([])).await, hashes[1]);
+    let mut prev: BlockHash = genesis.as_str().unwrap().parse().unwrap();
+    for (i, hash) in hashes.as_array().unwrap().iter().enumerate() {
+        let hash = hash.as_str().unwrap();
+        let height = i as u64 + 1;
+        let block = rpc.block(hash).await;
+        assert_eq!(x11(&block.header).to_string(), hash);
+        assert_ne!(block.block_hash().to_string(), hash, "not double SHA-256");
+        assert_eq!(block.header.prev_blockhash, prev);
+        assert!(block.header.target().is_met_by(x11(&block.header)));
+        assert_eq!(rpc.ok("getblockhash", json!([height])).await, hash);
+        let header = rpc.ok("getblockheader", json!([hash, true])).await;
+        assert_eq!(header["hash"], hash);
+        assert_eq!(header["previousblockhash"], prev.to_string());
+        let (status, bin) = rpc.get(&format!("/rest/block/{hash}.bin")).await;
+        assert_eq!(status, 200);
+        assert_eq!(deserialize::<Block>(&bin).unwrap(), block);
+        let (status, by_height) = rpc
+            .get(&format!("/rest/blockhashbyheight/{height}.bin"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            deserialize::<BlockHash>(&by_height).unwrap().to_string(),
+            hash
+        );
+        prev = x11(&block.header);
+    }
+    let (status, headers) = rpc
+        .get(&format!(
+            "/rest/headers/{genesis_s}.bin?count=3",
+            genesis_s = genesis.as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.len(), 3 * 80);
+    let third: bitcoin::block::Header = deserialize(&headers[160..]).unwrap();
+    assert_eq!(x11(&third).to_string(), hashes[1].as_str().unwrap());
+
     let (_, reply) = rpc
         .call(
             "generatetoaddress",
@@ -487,4 +538,45 @@ async fn warmup_pruned_block_and_max_fee_rate() {
     );
     rpc.ok("sendrawtransaction", json!([tx_hex(&pricey), 0]))
         .await;
+}
+
+/// The benchmark hook `append_block_unchecked` puts the real 1 MB mainnet block 413,567 on
+/// the regtest chain: its transactions are served byte for byte by REST and `getblock`, only
+/// the header is re-linked to the tip (valid regtest proof of work, merkle root intact), and
+/// mining continues on top of it.
+#[tokio::test]
+async fn append_block_unchecked_serves_a_real_block_and_mining_continues() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/bitcoin/block413567.raw"
+    );
+    let raw = std::fs::read(path).unwrap();
+    let node = BitcoindDouble::start(Params::bitcoin()).unwrap();
+    let rpc = Client::new(&node);
+    let wallet = Wallet::new(1);
+    rpc.ok("generatetoaddress", json!([3, wallet.address.to_string()]))
+        .await;
+    let tip = rpc.ok("getblockhash", json!([3])).await;
+
+    let hash = node.append_block_unchecked(&raw).unwrap();
+    assert_eq!(rpc.ok("getblockcount", json!([])).await, 4);
+    assert_eq!(rpc.ok("getblockhash", json!([4])).await, hash.to_string());
+    let (status, served) = rpc.get(&format!("rest/block/{hash}.bin")).await;
+    assert_eq!(status, 200);
+    assert_eq!(served.len(), raw.len());
+    assert_eq!(served[80..], raw[80..], "transactions byte for byte");
+    let block: Block = deserialize(&served).unwrap();
+    assert_eq!(block.block_hash(), hash);
+    assert_eq!(block.txdata.len(), 1_557);
+    assert_eq!(
+        block.header.prev_blockhash.to_string(),
+        tip.as_str().unwrap()
+    );
+    assert!(block.check_merkle_root());
+    assert!(block.header.validate_pow(block.header.target()).is_ok());
+    assert_eq!(rpc.block(&hash.to_string()).await, block);
+
+    rpc.ok("generatetoaddress", json!([1, wallet.address.to_string()]))
+        .await;
+    assert_eq!(rpc.block_at(5).await.header.prev_blockhash, hash);
 }

@@ -11,7 +11,9 @@
 //! - [`delivery`]: duplicate events credit once, poison is dead-lettered;
 //! - [`custody_init`]: `coinhubd init` creates key A once, only through OpenBao;
 //! - [`addresses`]: concurrent `address.request`s get one address;
-//! - [`node_status`]: `coinhub status` shows a node that is down, and its recovery.
+//! - [`node_status`]: `coinhub status` shows a node that is down, and its recovery;
+//! - [`utxo`]: Bitcoin deposits to the 2-of-3 `wsh(sortedmulti)` wallet on the regtest
+//!   node double, and a reorg after credit.
 
 mod addresses;
 mod custody_init;
@@ -21,3 +23,4 @@ mod harness;
 mod node_status;
 mod reorg;
 mod restarts;
+mod utxo;

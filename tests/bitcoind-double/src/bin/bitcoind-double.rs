@@ -10,7 +10,7 @@ use coinhub_bitcoind_double::{BitcoindDouble, Flavor, Params};
 enum Chain {
     /// Bitcoin Core regtest.
     Bitcoin,
-    /// Dash regtest (block hashes are double SHA-256, not X11).
+    /// Dash regtest (X11 block hashes, no segwit).
     Dash,
 }
 

@@ -416,6 +416,24 @@ mod tests {
             .collect();
         assert_eq!(assets, vec!["ETH".to_owned(), "USDT".to_owned()]);
         assert_eq!(config.assets["usdt"].deposit_min, U256::from(1_000_000u64));
+        let bitcoin = &config.chains["bitcoin"];
+        assert_eq!(bitcoin.kind, ChainKind::Bitcoin);
+        for xpub in [&bitcoin.cosigner_xpub, &bitcoin.backup_xpub] {
+            let xpub = xpub.as_deref().expect("example sets both keys");
+            let parsed: Result<coinhub_custody::utxo::AccountXpub, _> = xpub.parse();
+            assert!(parsed.is_ok(), "{xpub}: {parsed:?}");
+        }
+    }
+
+    /// A UTXO chain without its keys, or with an EVM network, names the missing key.
+    #[test]
+    fn utxo_chains_need_their_keys() {
+        let text = EXAMPLE.replace("backup_xpub =", "# backup_xpub =");
+        let error = load_text(&text).expect_err("must fail").to_string();
+        assert!(error.contains("chains.bitcoin.backup_xpub"), "{error}");
+        let text = EXAMPLE.replace("network = \"bitcoin\"", "network = \"dash\"");
+        let error = load_text(&text).expect_err("must fail").to_string();
+        assert!(error.contains("chains.bitcoin.network"), "{error}");
     }
 
     /// A mistyped value names its key.

@@ -13,10 +13,13 @@
 //! - [`addresses`]: concurrent `address.request`s get one address;
 //! - [`node_status`]: `coinhub status` shows a node that is down, and its recovery;
 //! - [`utxo`]: Bitcoin deposits to the 2-of-3 `wsh(sortedmulti)` wallet on the regtest
-//!   node double, and a reorg after credit.
+//!   node double, and a reorg after credit;
+//! - [`dash`]: Dash deposits to the 2-of-3 `sh(sortedmulti)` wallet on the node double in
+//!   Dash mode (X11 block hashes), credited in duffs.
 
 mod addresses;
 mod custody_init;
+mod dash;
 mod delivery;
 mod deposits;
 mod harness;

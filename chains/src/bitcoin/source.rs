@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::bitcoin::block::{self, ScannedBlock, ScriptSet};
+use crate::bitcoin::block::{self, HEADER_LEN, ScannedBlock, ScriptSet};
 use crate::bitcoin::dash;
 use crate::bitcoin::rpc::{BitcoinRpc, RpcError};
 use crate::block::{BlockHash, BlockRef};
@@ -98,6 +98,25 @@ impl UtxoSource {
             .chain)
     }
 
+    /// The previous block's hash and this block's hash (double SHA-256, or X11 on Dash) from
+    /// the 80-byte header at the start of `raw`.
+    fn header_hashes(
+        &self,
+        raw: &[u8],
+    ) -> Result<(bitcoin::BlockHash, bitcoin::BlockHash), SourceError> {
+        let bytes: &[u8; HEADER_LEN] = raw
+            .get(..HEADER_LEN)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| SourceError::BadReply("block shorter than its 80-byte header".into()))?;
+        let header: bitcoin::block::Header = bitcoin::consensus::deserialize(bytes)
+            .map_err(|e| SourceError::BadReply(format!("undecodable block header: {e}")))?;
+        let hash = match self.flavor {
+            UtxoFlavor::Bitcoin => header.block_hash(),
+            UtxoFlavor::Dash => dash::block_hash(bytes),
+        };
+        Ok((header.prev_blockhash, hash))
+    }
+
     fn scan_raw(&self, raw: &[u8]) -> Result<ScannedBlock, SourceError> {
         let scripts = self
             .watchlist
@@ -149,18 +168,20 @@ impl ChainSource for UtxoSource {
             Err(RpcError::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(source_error(error)),
         };
-        // Decoding the header here checks the bytes belong to the hash the node named.
-        let scanned = self.scan_raw(&raw)?;
-        if scanned.hash != hash {
+        // Hashing the header checks the bytes belong to the hash the node named; the body
+        // is scanned once, later, by `scan`.
+        let (prev_hash, header_hash) = self.header_hashes(&raw)?;
+        if header_hash != hash {
             return Err(SourceError::BadReply(format!(
-                "block at height {height}: node named {hash}, the bytes hash to {}",
-                scanned.hash
+                "block at height {height}: node named {hash}, the bytes hash to {header_hash}"
             )));
         }
-        Ok(Some(RawBlock {
-            block: scanned.block_ref(height),
-            raw,
-        }))
+        let block = BlockRef {
+            height,
+            hash: BlockHash::new(hash.to_string()),
+            parent_hash: BlockHash::new(prev_hash.to_string()),
+        };
+        Ok(Some(RawBlock { block, raw }))
     }
 
     fn block_ref(block: &RawBlock) -> BlockRef {

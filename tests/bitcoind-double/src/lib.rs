@@ -245,8 +245,9 @@ impl BitcoindDouble {
     /// has no `submitblock`, and a mainnet block cannot be mined or validated on regtest).
     ///
     /// The transactions are kept byte for byte; only the 80-byte header is rewritten:
-    /// parent = the current tip, regtest `bits`, time raised to the tip's median time past
-    /// + 1 if lower, nonce ground for regtest proof of work (merkle root unchanged). The
+    /// parent = the current tip, regtest `bits`, time raised to one second past the tip's
+    /// median time past if lower, nonce ground for regtest proof of work (merkle root
+    /// unchanged). The
     /// returned hash is the rewritten header's; `getblockhash`, `getblock` and REST
     /// `/rest/block/<hash>.bin` then serve the block like any other. Its inputs are not
     /// checked and the UTXO set is not updated (its outputs cannot be spent through the

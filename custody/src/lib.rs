@@ -8,6 +8,10 @@
 //! - [`utxo`]: 2-of-3 `sortedmulti` wallets for Bitcoin (`wsh`) and Dash (`sh`) over BIP48
 //!   account keys: descriptors with checksums as Bitcoin Core prints them, addresses and
 //!   scriptPubKeys at an index.
+//! - [`policy`]: the cosigner's policy engine (pure logic): outputs = unpaid requests + change,
+//!   fee cap, per-withdrawal and rolling 24 h limits, deny/allow lists.
+//! - [`psbt`]: BIP174/BIP370 PSBTs of the `wsh` wallet: sign with one key (RFC6979, low R like
+//!   Bitcoin Core), combine, finalize and extract.
 //! - `testing` (cargo feature `testing`): a throwaway OpenBao dev server for tests.
 //!
 //! Secret material (mnemonics, seeds, private keys, data keys) lives in zeroizing buffers,
@@ -17,6 +21,8 @@
 pub mod derivation;
 pub mod keystore;
 pub mod mnemonic;
+pub mod policy;
+pub mod psbt;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod utxo;

@@ -2,6 +2,9 @@
 //! server with the transit key, two fresh databases, a RabbitMQ vhost, `coinhubd` (after
 //! `init`) and `coinhub-exchange`.
 
+use coinhub_custody::derivation::MasterKey;
+use coinhub_custody::mnemonic::Mnemonic;
+use coinhub_custody::utxo::{Bip48ScriptType, UtxoNetwork};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -79,6 +82,49 @@ impl Default for StackOptions {
             rpc_timeout_ms: 2_000,
             utxo: None,
         }
+    }
+}
+
+/// Public BIP39 test vector standing in for the cosigner's key B (never for real funds).
+pub const KEY_B_WORDS: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+/// Public BIP39 test vector standing in for the offline key C (never for real funds).
+pub const KEY_C_WORDS: &str =
+    "legal winner thank year wave sausage worth useful legal winner thank yellow";
+
+/// The BIP48 account xpub, with origin, of test mnemonic `words` on `network` (`/2'` keys,
+/// as for both the Bitcoin `wsh` and the Dash `sh` wallet).
+pub fn test_account_xpub(words: &str, network: UtxoNetwork) -> anyhow::Result<String> {
+    let master = MasterKey::from_seed(&Mnemonic::parse(words)?.to_seed())?;
+    Ok(master
+        .bip48_account_xpub(network, Bip48ScriptType::P2wsh)?
+        .to_string())
+}
+
+impl UtxoChainOptions {
+    /// Chain `chain` following a regtest node double at `rpc_url` on `network` (Bitcoin or
+    /// Dash regtest), keys B and C from [`KEY_B_WORDS`] and [`KEY_C_WORDS`], asset `asset`
+    /// with 8 decimals and `confirmations_min`.
+    pub fn regtest_double(
+        chain: &str,
+        network: UtxoNetwork,
+        rpc: (&str, &str, &str),
+        asset: &str,
+        confirmations_min: u32,
+    ) -> anyhow::Result<Self> {
+        let (rpc_url, rpc_user, rpc_password) = rpc;
+        Ok(Self {
+            chain: chain.to_owned(),
+            kind: if network.is_dash() { "dash" } else { "bitcoin" }.to_owned(),
+            network: network.name().to_owned(),
+            rpc_url: rpc_url.to_owned(),
+            rpc_user: rpc_user.to_owned(),
+            rpc_password: rpc_password.to_owned(),
+            cosigner_xpub: test_account_xpub(KEY_B_WORDS, network)?,
+            backup_xpub: test_account_xpub(KEY_C_WORDS, network)?,
+            asset: asset.to_owned(),
+            confirmations_min,
+        })
     }
 }
 

@@ -9,9 +9,7 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, ScriptBuf, ScriptHash};
 use coinhub_bitcoind_double::wallet::TestWallet;
 use coinhub_bitcoind_double::{BitcoindDouble, Flavor, Params};
-use coinhub_custody::derivation::MasterKey;
-use coinhub_custody::mnemonic::Mnemonic;
-use coinhub_custody::utxo::{MultisigScript, UtxoNetwork};
+use coinhub_custody::utxo::UtxoNetwork;
 use coinhub_tests::stack::UtxoChainOptions;
 use coinhub_tests::{DepositView, Stack, StackOptions, run_test};
 
@@ -20,38 +18,16 @@ const CHAIN: &str = "dash";
 const DASH: &str = "DASH";
 /// Base58Check version byte of P2SH addresses on Dash testnet and regtest.
 const DASH_REGTEST_P2SH_VERSION: u8 = 19;
-/// Public BIP39 test vectors, standing in for the cosigner's key B and the offline key C
-/// (the same as the Bitcoin test's).
-const KEY_B_WORDS: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-const KEY_C_WORDS: &str =
-    "legal winner thank year wave sausage worth useful legal winner thank yellow";
-
-fn dash_regtest_account_xpub(words: &str) -> anyhow::Result<String> {
-    let master = MasterKey::from_seed(&Mnemonic::parse(words)?.to_seed())?;
-    Ok(master
-        .bip48_account_xpub(
-            UtxoNetwork::DashRegtest,
-            MultisigScript::Sh.bip48_script_type(),
-        )?
-        .to_string())
-}
 
 /// A stack whose coinhubd also follows the Dash double as chain `dash` (DASH needs 2
 /// confirmations).
 async fn start(env: &coinhub_tests::TestEnv, double: &BitcoindDouble) -> anyhow::Result<Stack> {
-    let utxo = UtxoChainOptions {
-        chain: CHAIN.to_owned(),
-        kind: "dash".to_owned(),
-        network: "dash-regtest".to_owned(),
-        rpc_url: double.rpc_url.clone(),
-        rpc_user: double.user.clone(),
-        rpc_password: double.password.clone(),
-        cosigner_xpub: dash_regtest_account_xpub(KEY_B_WORDS)?,
-        backup_xpub: dash_regtest_account_xpub(KEY_C_WORDS)?,
-        asset: DASH.to_owned(),
-        confirmations_min: 2,
-    };
+    let rpc = (
+        double.rpc_url.as_str(),
+        double.user.as_str(),
+        double.password.as_str(),
+    );
+    let utxo = UtxoChainOptions::regtest_double(CHAIN, UtxoNetwork::DashRegtest, rpc, DASH, 2)?;
     let options = StackOptions {
         with_token: false,
         utxo: Some(utxo),

@@ -8,45 +8,23 @@ use alloy::primitives::U256;
 use bitcoin::{Address, Amount, Network, ScriptBuf};
 use coinhub_bitcoind_double::wallet::TestWallet;
 use coinhub_bitcoind_double::{BitcoindDouble, Params};
-use coinhub_custody::derivation::MasterKey;
-use coinhub_custody::mnemonic::Mnemonic;
-use coinhub_custody::utxo::{
-    AccountXpub, Bip48ScriptType, Branch, MultisigScript, UtxoNetwork, UtxoWallet,
-};
-use coinhub_tests::stack::UtxoChainOptions;
+use coinhub_custody::utxo::{AccountXpub, Branch, MultisigScript, UtxoNetwork, UtxoWallet};
+use coinhub_tests::stack::{KEY_B_WORDS, KEY_C_WORDS, UtxoChainOptions, test_account_xpub};
 use coinhub_tests::{DepositView, Stack, StackOptions, run_test};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CHAIN: &str = "bitcoin";
 const BTC: &str = "BTC";
-/// Public BIP39 test vectors, standing in for the cosigner's key B and the offline key C.
-const KEY_B_WORDS: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-const KEY_C_WORDS: &str =
-    "legal winner thank year wave sausage worth useful legal winner thank yellow";
-
-fn regtest_account_xpub(words: &str) -> anyhow::Result<String> {
-    let master = MasterKey::from_seed(&Mnemonic::parse(words)?.to_seed())?;
-    Ok(master
-        .bip48_account_xpub(UtxoNetwork::BitcoinRegtest, Bip48ScriptType::P2wsh)?
-        .to_string())
-}
 
 /// A stack whose coinhubd also follows the double as chain `bitcoin` (BTC needs 2
 /// confirmations).
 async fn start(env: &coinhub_tests::TestEnv, double: &BitcoindDouble) -> anyhow::Result<Stack> {
-    let utxo = UtxoChainOptions {
-        chain: CHAIN.to_owned(),
-        kind: "bitcoin".to_owned(),
-        network: "bitcoin-regtest".to_owned(),
-        rpc_url: double.rpc_url.clone(),
-        rpc_user: double.user.clone(),
-        rpc_password: double.password.clone(),
-        cosigner_xpub: regtest_account_xpub(KEY_B_WORDS)?,
-        backup_xpub: regtest_account_xpub(KEY_C_WORDS)?,
-        asset: BTC.to_owned(),
-        confirmations_min: 2,
-    };
+    let rpc = (
+        double.rpc_url.as_str(),
+        double.user.as_str(),
+        double.password.as_str(),
+    );
+    let utxo = UtxoChainOptions::regtest_double(CHAIN, UtxoNetwork::BitcoinRegtest, rpc, BTC, 2)?;
     let options = StackOptions {
         with_token: false,
         utxo: Some(utxo),
@@ -80,8 +58,8 @@ async fn wallet_script(stack: &Stack, index: u32) -> anyhow::Result<ScriptBuf> {
     .await?;
     let keys: [AccountXpub; 3] = [
         key_a.parse()?,
-        regtest_account_xpub(KEY_B_WORDS)?.parse()?,
-        regtest_account_xpub(KEY_C_WORDS)?.parse()?,
+        test_account_xpub(KEY_B_WORDS, UtxoNetwork::BitcoinRegtest)?.parse()?,
+        test_account_xpub(KEY_C_WORDS, UtxoNetwork::BitcoinRegtest)?.parse()?,
     ];
     let wallet = UtxoWallet::new(UtxoNetwork::BitcoinRegtest, MultisigScript::Wsh, keys)?;
     Ok(wallet.script_pubkey(Branch::Receive, index)?)

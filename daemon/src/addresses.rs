@@ -22,6 +22,9 @@ pub struct DepositAddress {
     /// BIP32 index `i` of the address (EVM: `m/44'/60'/0'/0/i`; UTXO: `<account>/0/i` of
     /// each multisig key).
     pub index: u32,
+    /// Whether this call derived the address (false: the member already had it).
+    #[serde(skip)]
+    pub newly_issued: bool,
 }
 
 /// Why no address was handed out. Nothing was written.
@@ -78,8 +81,8 @@ pub async fn deposit_address(
     .bind(member.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let (address, index) = match existing {
-        Some((address, index)) => (address, index),
+    let (address, index, newly_issued) = match existing {
+        Some((address, index)) => (address, index, false),
         None => {
             let next: i64 = sqlx::query_scalar(
                 "SELECT COALESCE(MAX(derivation_index) + 1, 0)::BIGINT FROM deposit_addresses WHERE chain = $1",
@@ -106,7 +109,7 @@ pub async fn deposit_address(
             .execute(&mut *tx)
             .await?;
             tracing::info!(%chain, member = %member, index, %address, "deposit address issued");
-            (address, index)
+            (address, index, true)
         }
     };
     tx.commit().await?;
@@ -115,5 +118,6 @@ pub async fn deposit_address(
         chain: chain.to_owned(),
         address,
         index: u32::try_from(index).expect("index from a non-negative column"),
+        newly_issued,
     })
 }

@@ -50,10 +50,12 @@ impl AddressService {
     ) -> Result<addresses::DepositAddress, AddressError> {
         let address =
             addresses::deposit_address(&self.pool, &self.keys, &self.chains, chain, member).await?;
-        self.metrics
-            .addresses_issued
-            .with_label_values(&[chain])
-            .inc();
+        if address.newly_issued {
+            self.metrics
+                .addresses_issued
+                .with_label_values(&[chain])
+                .inc();
+        }
         Ok(address)
     }
 }

@@ -19,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// eight go to the admin API concurrently; check every reply
 /// is correlated, carries an EIP-55 address and no error, carol's four agree, dave's four
 /// agree, and carol's differs from dave's; ask the API and the CLI for carol's address;
+/// check `/metrics` counts two addresses issued, not one per request;
 /// SIGKILL and restart coinhubd and ask again over AMQP; ask for a chain that does not
 /// exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +103,10 @@ async fn concurrent_address_requests_get_one_address() {
                 carol[0],
                 "the CLI prints the address alone"
             );
+            // Eighteen requests, two addresses derived: repeats are not counted as issued.
+            let metrics = stack.coinhubd.api().metrics().await?;
+            let issued = format!("coinhub_deposit_addresses_issued_total{{chain=\"{CHAIN}\"}} 2");
+            assert!(metrics.lines().any(|line| line == issued), "{metrics}");
 
             stack.coinhubd.kill();
             stack.coinhubd.restart().await?;

@@ -14,9 +14,11 @@ pub mod message;
 pub mod numeric;
 pub mod publisher;
 pub mod topology;
+pub mod withdrawal;
 
 pub use amount::{BaseUnits, BaseUnitsError};
 pub use message::{
     AddressReply, AddressRequest, DepositEvent, DepositEventKind, MemberId, MessageError,
     SCHEMA_VERSION,
 };
+pub use withdrawal::{WithdrawalEvent, WithdrawalEventKind, WithdrawalRequest};

@@ -46,7 +46,9 @@ pub enum MessageError {
 }
 
 /// Parses a versioned JSON message, refusing any version but [`SCHEMA_VERSION`].
-fn parse_versioned<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, MessageError> {
+pub(crate) fn parse_versioned<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+) -> Result<T, MessageError> {
     #[derive(Deserialize)]
     struct Version {
         version: u32,

@@ -21,6 +21,11 @@ pub const DEAD_LETTER_EXCHANGE: &str = "coinhub.dead-letter";
 pub const DEAD_LETTER_QUEUE: &str = "coinhub.dead-letter";
 /// coinhubd's queue for `address.request` commands.
 pub const ADDRESS_REQUEST_QUEUE: &str = "coinhubd.address.request";
+/// coinhubd's queue for `withdrawal.request` commands.
+pub const WITHDRAWAL_REQUEST_QUEUE: &str = "coinhubd.withdrawal.request";
+/// The cosigner's own copy of every `withdrawal.request` (bound to the same routing key),
+/// so it knows the requests without trusting coinhubd.
+pub const COSIGNER_WITHDRAWAL_REQUEST_QUEUE: &str = "coinhub-cosigner.withdrawal.request";
 
 /// Routing keys (DESIGN.md, "Events").
 pub mod routing {
@@ -32,12 +37,25 @@ pub mod routing {
     pub const DEPOSIT_ORPHANED: &str = "deposit.orphaned";
     /// Command: hand out a member's deposit address.
     pub const ADDRESS_REQUEST: &str = "address.request";
+    /// Command: pay a withdrawal the exchange has locked.
+    pub const WITHDRAWAL_REQUEST: &str = "withdrawal.request";
+    /// A withdrawal's transaction is fully signed and stored.
+    pub const WITHDRAWAL_SIGNED: &str = "withdrawal.signed";
+    /// A withdrawal's transaction was sent to the node.
+    pub const WITHDRAWAL_BROADCAST: &str = "withdrawal.broadcast";
+    /// A withdrawal's transaction reached the asset's `confirmations_min`.
+    pub const WITHDRAWAL_CONFIRMED: &str = "withdrawal.confirmed";
+    /// A withdrawal was refused or cancelled before signing.
+    pub const WITHDRAWAL_FAILED: &str = "withdrawal.failed";
 
     /// Whether losing an event with this routing key would lose money, so the publisher
     /// must see it routed to at least one queue (AMQP `mandatory`) before it counts as sent.
     /// `deposit.detected` is informational and may have no consumer.
     pub fn requires_consumer(routing_key: &str) -> bool {
-        matches!(routing_key, DEPOSIT_CONFIRMED | DEPOSIT_ORPHANED)
+        matches!(
+            routing_key,
+            DEPOSIT_CONFIRMED | DEPOSIT_ORPHANED | WITHDRAWAL_CONFIRMED | WITHDRAWAL_FAILED
+        )
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [BIP44](https://github.com/bitcoin/bips/blob/master/bip-0044.mediawiki): the EVM account
 //!   is `m/44'/60'/0'` (coin type 60, [SLIP-44](https://github.com/satoshilabs/slips/blob/master/slip-0044.md));
 //!   address `i` is the non-hardened child `0/i` of the account, so deposit addresses can be
-//!   handed out from the account xpub without any secret.
+//!   handed out from the account xpub without any secret. Two more non-hardened branches
+//!   serve the EVM Safe hot wallet: `1/0` is each key's Safe owner ([`SAFE_OWNER_BRANCH`]),
+//!   `2/0` of key A the executor that submits Safe transactions ([`EXECUTOR_BRANCH`]).
 //! - EVM address: the last 20 bytes of `keccak256` of the 64-byte uncompressed public key
 //!   (without the `0x04` prefix), shown checksummed per
 //!   [EIP-55](https://eips.ethereum.org/EIPS/eip-55).
@@ -31,6 +33,19 @@ pub const ACCOUNT_DEPTH: u8 = 3;
 
 /// BIP44 "change" branch used for deposit (receive) addresses.
 const EXTERNAL_CHAIN: u32 = 0;
+
+/// Branch of a key's EVM account (`m/44'/60'/0'/1/*`) that holds its Safe owner: each of the
+/// keys A, B and C owns the 2-of-3 Safe hot wallet with the address at `account/1/0`
+/// ([`evm_address_at`]`(xpub, SAFE_OWNER_BRANCH, 0)`). It is non-hardened, so the owner of
+/// key C (offline) is known from its EVM account xpub alone. Kept apart from the deposit
+/// branch `0`, whose keys sign ordinary transfers.
+pub const SAFE_OWNER_BRANCH: u32 = 1;
+
+/// Branch of key A's EVM account (`m/44'/60'/0'/2/*`) that holds the executor: the EOA at
+/// `account/2/0` submits `execTransaction` to the Safe and pays its gas. It owns nothing of
+/// the Safe (its signatures do not count towards the threshold), so a leak of this key costs
+/// at most its gas balance.
+pub const EXECUTOR_BRANCH: u32 = 2;
 
 /// Why a key or address could not be derived.
 #[derive(Debug, thiserror::Error)]
@@ -118,18 +133,24 @@ impl MasterKey {
         Ok(xpub)
     }
 
-    /// The private key of EVM address `index`, at `m/44'/60'/0'/0/index`, for signing.
+    /// The private key of EVM address `index`, at `m/44'/60'/0'/0/index`, for signing
+    /// (deposit branch; same as [`MasterKey::evm_key_at`]`(0, index)`).
     ///
     /// # Errors
     /// [`DerivationError::IndexOutOfRange`] if `index >= 2^31`; [`DerivationError::Bip32`] if
     /// a derivation step fails.
     pub fn evm_private_key(&self, index: u32) -> Result<EvmPrivateKey, DerivationError> {
-        let path = evm_account_path().extend([
-            ChildNumber::Normal {
-                index: EXTERNAL_CHAIN,
-            },
-            normal_child(index)?,
-        ]);
+        self.evm_key_at(EXTERNAL_CHAIN, index)
+    }
+
+    /// The private key at `m/44'/60'/0'/branch/index`, e.g. the Safe owner key
+    /// ([`SAFE_OWNER_BRANCH`], index 0) or the executor key ([`EXECUTOR_BRANCH`], index 0).
+    ///
+    /// # Errors
+    /// [`DerivationError::IndexOutOfRange`] (naming the offending number) if `branch` or
+    /// `index` is `2^31` or more; [`DerivationError::Bip32`] if a derivation step fails.
+    pub fn evm_key_at(&self, branch: u32, index: u32) -> Result<EvmPrivateKey, DerivationError> {
+        let path = evm_account_path().extend([normal_child(branch)?, normal_child(index)?]);
         let secp = Secp256k1::new();
         let child = XprivGuard(self.0.0.derive_priv(&secp, &path)?);
         let address = evm_address(&child.0.private_key.public_key(&secp));
@@ -188,17 +209,28 @@ impl fmt::Debug for EvmPrivateKey {
 /// [`DerivationError::IndexOutOfRange`] if `index >= 2^31`; [`DerivationError::Bip32`] if a
 /// derivation step fails.
 pub fn evm_deposit_address(account_xpub: &Xpub, index: u32) -> Result<Address, DerivationError> {
+    evm_address_at(account_xpub, EXTERNAL_CHAIN, index)
+}
+
+/// The EVM address at the non-hardened child `branch/index` of a BIP44 account xpub (the
+/// xpub of `m/44'/60'/0'`), e.g. a key's Safe owner at `(`[`SAFE_OWNER_BRANCH`]`, 0)` — no
+/// secret needed.
+///
+/// # Errors
+/// [`DerivationError::NotAnAccountXpub`] if the xpub's depth is not 3;
+/// [`DerivationError::IndexOutOfRange`] (naming the offending number) if `branch` or `index`
+/// is `2^31` or more; [`DerivationError::Bip32`] if a derivation step fails.
+pub fn evm_address_at(
+    account_xpub: &Xpub,
+    branch: u32,
+    index: u32,
+) -> Result<Address, DerivationError> {
     if account_xpub.depth != ACCOUNT_DEPTH {
         return Err(DerivationError::NotAnAccountXpub {
             depth: account_xpub.depth,
         });
     }
-    let path = [
-        ChildNumber::Normal {
-            index: EXTERNAL_CHAIN,
-        },
-        normal_child(index)?,
-    ];
+    let path = [normal_child(branch)?, normal_child(index)?];
     let secp = Secp256k1::verification_only();
     let child = account_xpub.derive_pub(&secp, &path)?;
     Ok(evm_address(&child.public_key))
@@ -321,6 +353,38 @@ mod tests {
         ));
         assert!(matches!(
             master.evm_private_key(u32::MAX),
+            Err(DerivationError::IndexOutOfRange { .. })
+        ));
+    }
+
+    /// Proves that the key at `branch/index` and the address derived from the account xpub
+    /// alone agree on every branch (so key C's Safe owner is known from its xpub), that the
+    /// deposit key is branch 0, and that the branches give distinct addresses. Steps: derive
+    /// keys and addresses on branches 0, 1 and 2, compare; a hardened branch is refused.
+    #[test]
+    fn branch_keys_match_xpub_addresses() {
+        let master = vector1_master();
+        let account = master.evm_account_xpub().expect("account");
+        let mut seen = Vec::new();
+        for branch in [EXTERNAL_CHAIN, SAFE_OWNER_BRANCH, EXECUTOR_BRANCH] {
+            let key = master.evm_key_at(branch, 0).expect("key");
+            let address = evm_address_at(&account, branch, 0).expect("address");
+            assert_eq!(key.address(), address);
+            assert_eq!(key.to_signer().address(), address);
+            seen.push(address);
+        }
+        assert_eq!(
+            master.evm_private_key(0).expect("key").address(),
+            evm_deposit_address(&account, 0).expect("address")
+        );
+        assert_eq!(seen[0], evm_deposit_address(&account, 0).expect("address"));
+        assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2]);
+        assert!(matches!(
+            evm_address_at(&account, 1 << 31, 0),
+            Err(DerivationError::IndexOutOfRange { index }) if index == 1 << 31
+        ));
+        assert!(matches!(
+            master.evm_key_at(1 << 31, 0),
             Err(DerivationError::IndexOutOfRange { .. })
         ));
     }

@@ -1,5 +1,6 @@
 //! Signing, combining and finalizing [BIP174](https://github.com/bitcoin/bips/blob/master/bip-0174.mediawiki)
-//! PSBTs that spend the 2-of-3 `wsh(sortedmulti(…))` wallet of [`crate::utxo`].
+//! PSBTs that spend the 2-of-3 `wsh(sortedmulti(…))` (Bitcoin) or legacy `sh(sortedmulti(…))`
+//! (Dash) wallet of [`crate::utxo`].
 //!
 //! - [`parse_psbt`] / [`psbt_from_bytes`]: reads a PSBT in version 0 (BIP174) or version 2
 //!   ([BIP370](https://github.com/bitcoin/bips/blob/master/bip-0370.mediawiki), what Bitcoin
@@ -7,14 +8,22 @@
 //!   rewritten byte for byte into version 0: the unsigned transaction is rebuilt from the
 //!   per-input and per-output v2 fields, every other key-value pair is kept unchanged.
 //! - [`sign_psbt`]: one key (A hot, or B cosigner) adds its ECDSA signatures (SIGHASH_ALL,
-//!   segwit v0 sighash of [BIP143](https://github.com/bitcoin/bips/blob/master/bip-0143.mediawiki),
 //!   RFC6979 nonces, low S and low R as Bitcoin Core grinds them, so signatures are
 //!   byte-identical to Core's) to every input whose `bip32_derivation` names its master key
-//!   fingerprint, after checking that the input really spends our wallet.
+//!   fingerprint, after checking that the input really spends our wallet. `wsh` inputs use the
+//!   segwit v0 sighash of [BIP143](https://github.com/bitcoin/bips/blob/master/bip-0143.mediawiki);
+//!   `sh` inputs (Dash) the legacy sighash, which does not commit to the input amount.
 //! - [`combine_psbt`]: BIP174 combiner (`rust-bitcoin`'s `Psbt::combine`).
 //! - [`finalize_psbt`]: BIP174 finalizer and extractor (`miniscript`'s `PsbtExt::finalize_mut`,
-//!   which checks every signature): witness `[<empty>, sig…, witness_script]`, signatures in the
-//!   script's public key order.
+//!   which checks every signature): for `wsh` the witness `[<empty>, sig…, witness_script]`, for
+//!   `sh` the scriptSig `OP_0 <sig…> <redeem_script>`; signatures in the script's public key
+//!   order.
+//!
+//! Dash `sh` inputs: BIP174 asks for `non_witness_utxo` (the whole previous transaction) on
+//! non-segwit inputs. Coinhub's wallet does not keep previous transactions, so its `sh` PSBTs
+//! carry the spent output (amount and scriptPubKey) in `witness_utxo` instead, a convention
+//! shared by its signer and cosigner (see [`crate::spend`]). [`sign_psbt`] accepts either field
+//! for `sh` and, when both are present, requires them to agree.
 //!
 //! Private keys are derived from the seed for the duration of one call, held in erasing
 //! guards, and never logged or put into an error.
@@ -83,8 +92,8 @@ pub enum PsbtError {
         /// Index of the input.
         input: usize,
     },
-    /// The wallet is not a `wsh` wallet; only P2WSH spends are signed here.
-    #[error("only wsh wallets can be signed, not {script}")]
+    /// The wallet is neither `wsh` nor `sh`; `sh(wsh)` spends are not signed here.
+    #[error("only wsh and sh wallets can be signed, not {script}")]
     ScriptNotSupported {
         /// The wallet's script type.
         script: MultisigScript,
@@ -114,15 +123,17 @@ pub enum PsbtError {
         /// The path in the PSBT.
         path: DerivationPath,
     },
-    /// The input has no `witness_utxo` (the amount signed by segwit v0).
+    /// The input has no `witness_utxo` (the amount signed by segwit v0); for an `sh` wallet,
+    /// neither `witness_utxo` nor `non_witness_utxo`.
     #[error("input {input}: no witness_utxo")]
     MissingWitnessUtxo {
         /// Index of the input.
         input: usize,
     },
-    /// The input's `witness_script` is missing or is not our 2-of-3 sortedmulti at the path,
-    /// or the `witness_utxo` does not pay to it.
-    #[error("input {input}: witness script is not our 2-of-3 sortedmulti at {path}")]
+    /// The input's `witness_script` (`wsh`) or `redeem_script` (`sh`) is missing or is not our
+    /// 2-of-3 sortedmulti at the path, or the spent output does not pay to its P2WSH (`wsh`) or
+    /// P2SH (`sh`).
+    #[error("input {input}: witness or redeem script is not our 2-of-3 sortedmulti at {path}")]
     ForeignScript {
         /// Index of the input.
         input: usize,
@@ -144,7 +155,7 @@ pub enum PsbtError {
         /// The requested type, as text.
         sighash: String,
     },
-    /// Computing the BIP143 sighash failed (input index out of range, …).
+    /// Computing the BIP143 or legacy sighash failed (input index out of range, …).
     #[error("input {input}: sighash: {reason}")]
     Sighash {
         /// Index of the input.
@@ -215,22 +226,30 @@ pub fn psbt_to_base64(psbt: &Psbt) -> String {
     BASE64.encode(psbt.serialize())
 }
 
-/// Adds the signatures of the key with BIP39 `seed` to `psbt`, for the 2-of-3 `wsh` `wallet`.
+/// Adds the signatures of the key with BIP39 `seed` to `psbt`, for the 2-of-3 `wsh` or `sh`
+/// `wallet`.
 ///
 /// For every input whose `bip32_derivation` names this seed's master fingerprint: the path
 /// must be `account/branch/index` under the wallet's BIP48 account for that key (branch 0
-/// receive or 1 change); the listed public key must be the one derived there; the
-/// `witness_script` must be exactly the wallet's sortedmulti script at `branch/index` and the
-/// `witness_utxo` must pay to its P2WSH; a `non_witness_utxo`, if present, must be the spent
-/// transaction and agree with `witness_utxo`; the sighash type must be absent or ALL. Then the
-/// BIP143 sighash (SIGHASH_ALL, amount from `witness_utxo`) is signed with RFC6979, low S and
-/// low R (as Bitcoin Core does), and put into `partial_sigs`. Inputs not naming our key are
-/// left alone (reported as skipped).
+/// receive or 1 change); the listed public key must be the one derived there; a
+/// `non_witness_utxo`, if present, must be the spent transaction and agree with `witness_utxo`;
+/// the sighash type must be absent or ALL.
+///
+/// - `wsh`: the `witness_script` must be exactly the wallet's sortedmulti script at
+///   `branch/index` and the `witness_utxo` must pay to its P2WSH. The BIP143 sighash
+///   (SIGHASH_ALL, amount from `witness_utxo`) is signed.
+/// - `sh` (Dash): the `redeem_script` must be exactly the wallet's sortedmulti script at
+///   `branch/index` and the spent output (`witness_utxo`, or the `non_witness_utxo` output)
+///   must pay to its P2SH. The legacy sighash (SIGHASH_ALL, script code = redeem script) is
+///   signed; it does not commit to the amount, so the amount is not checked here.
+///
+/// Signatures use RFC6979, low S and low R (as Bitcoin Core does) and go into `partial_sigs`.
+/// Inputs not naming our key are left alone (reported as skipped).
 ///
 /// All checks run before anything is written: on error `psbt` is unchanged.
 ///
 /// # Errors
-/// [`PsbtError::ScriptNotSupported`] for a non-`wsh` wallet; [`PsbtError::NotAWalletKey`] if the
+/// [`PsbtError::ScriptNotSupported`] for an `sh(wsh)` wallet; [`PsbtError::NotAWalletKey`] if the
 /// seed is not A, B or C; per input [`PsbtError::NotUnderAccount`],
 /// [`PsbtError::KeyMismatch`], [`PsbtError::MissingWitnessUtxo`],
 /// [`PsbtError::ForeignScript`], [`PsbtError::UtxoMismatch`], [`PsbtError::SighashType`],
@@ -240,9 +259,10 @@ pub fn sign_psbt(
     seed: &Seed,
     wallet: &UtxoWallet,
 ) -> Result<SignReport, PsbtError> {
-    if wallet.script() != MultisigScript::Wsh {
+    let script_type = wallet.script();
+    if !matches!(script_type, MultisigScript::Wsh | MultisigScript::Sh) {
         return Err(PsbtError::ScriptNotSupported {
-            script: wallet.script(),
+            script: script_type,
         });
     }
     let secp = Secp256k1::new();
@@ -280,10 +300,11 @@ pub fn sign_psbt(
                 sighash: sighash.to_string(),
             });
         }
-        let utxo = psbt_input
-            .witness_utxo
-            .as_ref()
-            .ok_or(PsbtError::MissingWitnessUtxo { input })?;
+        let witness_utxo = psbt_input.witness_utxo.as_ref();
+        if script_type == MultisigScript::Wsh && witness_utxo.is_none() {
+            return Err(PsbtError::MissingWitnessUtxo { input });
+        }
+        let mut spent_output = None;
         if let Some(previous) = &psbt_input.non_witness_utxo {
             let outpoint = psbt
                 .unsigned_tx
@@ -294,10 +315,17 @@ pub fn sign_psbt(
             let spent = usize::try_from(outpoint.vout)
                 .ok()
                 .and_then(|vout| previous.output.get(vout));
-            if previous.compute_txid() != outpoint.txid || spent != Some(utxo) {
+            if previous.compute_txid() != outpoint.txid
+                || spent.is_none()
+                || witness_utxo.is_some_and(|utxo| spent != Some(utxo))
+            {
                 return Err(PsbtError::UtxoMismatch { input });
             }
+            spent_output = spent;
         }
+        let utxo = witness_utxo
+            .or(spent_output)
+            .ok_or(PsbtError::MissingWitnessUtxo { input })?;
         for (public_key, (_, path)) in ours {
             let (branch, index) =
                 split_account_path(path, &account).ok_or_else(|| PsbtError::NotUnderAccount {
@@ -316,21 +344,36 @@ pub fn sign_psbt(
             let script = definite
                 .explicit_script()
                 .map_err(|error| UtxoError::Descriptor(error.to_string()))?;
-            if psbt_input.witness_script.as_ref() != Some(&script)
-                || utxo.script_pubkey != ScriptBuf::new_p2wsh(&script.wscript_hash())
-            {
+            let (carried, script_pubkey) = if script_type == MultisigScript::Sh {
+                (
+                    psbt_input.redeem_script.as_ref(),
+                    ScriptBuf::new_p2sh(&script.script_hash()),
+                )
+            } else {
+                (
+                    psbt_input.witness_script.as_ref(),
+                    ScriptBuf::new_p2wsh(&script.wscript_hash()),
+                )
+            };
+            if carried != Some(&script) || utxo.script_pubkey != script_pubkey {
                 return Err(PsbtError::ForeignScript {
                     input,
                     path: path.clone(),
                 });
             }
-            let sighash = cache
-                .p2wsh_signature_hash(input, &script, utxo.value, EcdsaSighashType::All)
-                .map_err(|error| PsbtError::Sighash {
-                    input,
-                    reason: error.to_string(),
-                })?;
-            let signature = sign_low_r(&secp, &sighash.to_byte_array(), &child.0);
+            let sighash_error = |reason: String| PsbtError::Sighash { input, reason };
+            let sighash = if script_type == MultisigScript::Sh {
+                cache
+                    .legacy_signature_hash(input, &script, EcdsaSighashType::All.to_u32())
+                    .map_err(|error| sighash_error(error.to_string()))?
+                    .to_byte_array()
+            } else {
+                cache
+                    .p2wsh_signature_hash(input, &script, utxo.value, EcdsaSighashType::All)
+                    .map_err(|error| sighash_error(error.to_string()))?
+                    .to_byte_array()
+            };
+            let signature = sign_low_r(&secp, &sighash, &child.0);
             signatures.push((input, bitcoin::PublicKey::new(*public_key), signature));
         }
         report.signed.push(input);
@@ -363,7 +406,10 @@ fn sign_low_r<C: Signing>(
 
 /// `(branch, index)` if `path` is `account/branch/index` with branch 0 or 1 and a
 /// non-hardened index.
-fn split_account_path(path: &DerivationPath, account: &DerivationPath) -> Option<(Branch, u32)> {
+pub(crate) fn split_account_path(
+    path: &DerivationPath,
+    account: &DerivationPath,
+) -> Option<(Branch, u32)> {
     let steps: &[ChildNumber] = path.as_ref();
     let prefix: &[ChildNumber] = account.as_ref();
     let rest = steps.strip_prefix(prefix)?;
@@ -392,11 +438,12 @@ pub fn combine_psbt(base: &mut Psbt, other: Psbt) -> Result<(), PsbtError> {
         .map_err(|error| PsbtError::Combine(error.to_string()))
 }
 
-/// BIP174 finalizer and extractor: builds each input's final witness from its partial
-/// signatures (checked against the sighash by `miniscript`; for our wallet
-/// `[<empty>, sig…, witness_script]`, signatures in public key order), clears the partial
-/// fields as BIP174 asks, and extracts the signed transaction. `psbt` keeps the finalized
-/// state; on error it is unchanged for the inputs that could not be finalized.
+/// BIP174 finalizer and extractor: builds each input's final witness or scriptSig from its
+/// partial signatures (checked against the sighash by `miniscript`; for our `wsh` wallet the
+/// witness `[<empty>, sig…, witness_script]`, for our `sh` wallet the scriptSig
+/// `OP_0 <sig…> <redeem_script>`, signatures in public key order), clears the partial fields
+/// as BIP174 asks, and extracts the signed transaction. `psbt` keeps the finalized state; on
+/// error it is unchanged for the inputs that could not be finalized.
 ///
 /// # Errors
 /// [`PsbtError::Finalize`] if an input lacks signatures (fewer than 2 of 3) or has an invalid

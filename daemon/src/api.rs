@@ -9,11 +9,14 @@
 //! | `GET /v1/status` | `{"chains": [ChainStatus...]}` |
 //! | `POST /v1/addresses` `{"member","chain"}` | `DepositAddress` |
 //! | `GET /v1/deposits?member=&chain=&status=&limit=` | `[DepositView...]`, newest first |
+//! | `GET /v1/withdrawals?member=&status=&limit=` | `[WithdrawalRow...]`, newest first |
+//! | `GET /v1/withdrawals/{id}` | `WithdrawalDetail` (with the payout's signed transactions) |
+//! | `POST /v1/withdrawals/{id}/cancel` `{"reason","operator"}` | `WithdrawalRow` (now `failed`); 409 once signed |
 //!
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status; internal
 //! error text is logged, never sent.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +30,7 @@ use uuid::Uuid;
 use crate::commands::AddressService;
 use crate::metrics::Metrics;
 use crate::status::{ChainStatus, StatusBoard};
+use crate::withdrawals::store;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -51,6 +55,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/addresses", post(new_address))
         .route("/v1/deposits", get(deposits))
+        .route("/v1/withdrawals", get(withdrawals))
+        .route("/v1/withdrawals/{id}", get(withdrawal))
+        .route("/v1/withdrawals/{id}/cancel", post(cancel_withdrawal))
         .with_state(state)
 }
 
@@ -227,4 +234,83 @@ async fn deposits(
     .await
     .map_err(ApiError::internal)?;
     Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+struct WithdrawalFilter {
+    member: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn withdrawals(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(filter): Query<WithdrawalFilter>,
+) -> Result<Json<Vec<store::WithdrawalRow>>, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    store::list(
+        &state.pool,
+        filter.member.as_deref(),
+        filter.status.as_deref(),
+        limit,
+    )
+    .await
+    .map(Json)
+    .map_err(ApiError::internal)
+}
+
+async fn withdrawal(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Result<Json<store::WithdrawalDetail>, ApiError> {
+    authorize(&state, &headers)?;
+    let mut conn = state.pool.acquire().await.map_err(ApiError::internal)?;
+    match store::show(&mut conn, id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(detail) => Ok(Json(detail)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} does not exist"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct CancelRequest {
+    reason: String,
+    operator: String,
+}
+
+async fn cancel_withdrawal(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    Json(request): Json<CancelRequest>,
+) -> Result<Json<store::WithdrawalRow>, ApiError> {
+    authorize(&state, &headers)?;
+    match store::cancel(&state.pool, id, &request.reason, &request.operator).await {
+        Ok(row) => Ok(Json(row)),
+        Err(error @ store::CancelError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            error.to_string(),
+        )),
+        Err(error @ store::CancelError::TooLate { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_signed",
+            error.to_string(),
+        )),
+        Err(error @ store::CancelError::NoReason) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "no_reason",
+            error.to_string(),
+        )),
+        Err(store::CancelError::Database(error)) => Err(ApiError::internal(error)),
+    }
 }

@@ -84,4 +84,46 @@ impl AdminClient {
         )
         .await
     }
+
+    /// `GET /v1/withdrawals` with optional filters.
+    pub async fn withdrawals(
+        &self,
+        member: Option<&str>,
+        status: Option<&str>,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut query = Vec::new();
+        for (key, value) in [("member", member), ("status", status)] {
+            if let Some(value) = value {
+                query.push((key, value));
+            }
+        }
+        self.send(
+            self.http
+                .get(format!("{}/v1/withdrawals", self.base))
+                .query(&query),
+        )
+        .await
+    }
+
+    /// `GET /v1/withdrawals/{id}`.
+    pub async fn withdrawal(&self, id: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/v1/withdrawals/{id}", self.base)))
+            .await
+    }
+
+    /// `POST /v1/withdrawals/{id}/cancel`: fails a withdrawal that is not signed yet.
+    pub async fn cancel_withdrawal(
+        &self,
+        id: &str,
+        reason: &str,
+        operator: &str,
+    ) -> anyhow::Result<Value> {
+        let body = serde_json::json!({"reason": reason, "operator": operator});
+        self.send(
+            self.http
+                .post(format!("{}/v1/withdrawals/{id}/cancel", self.base))
+                .json(&body),
+        )
+        .await
+    }
 }

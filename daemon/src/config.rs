@@ -73,6 +73,23 @@ pub struct Config {
     /// Assets by symbol (`[assets.<symbol>]`, case-insensitive).
     #[serde(default)]
     pub assets: BTreeMap<String, AssetConfig>,
+    /// The cosigner that holds key B; without it coinhubd accepts and validates withdrawal
+    /// requests but cannot sign them.
+    #[serde(default)]
+    pub cosigner: Option<CosignerLink>,
+}
+
+/// `[cosigner]`: how coinhubd reaches `coinhubd cosigner` (HTTP, HMAC-SHA256 signed requests).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignerLink {
+    /// Base URL, e.g. `http://10.0.0.7:8790`.
+    pub url: String,
+    /// The shared HMAC secret (the cosigner's `[api] hmac_secret`); never logged.
+    pub hmac_secret: SecretString,
+    /// Timeout of one signing request, in milliseconds.
+    #[serde(default = "default_vault_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// `[database]`.
@@ -193,6 +210,64 @@ pub struct ChainConfig {
     /// Most blocks connected per poll, so a long catch-up still reports progress.
     #[serde(default = "default_blocks_per_poll_max")]
     pub blocks_per_poll_max: u32,
+    /// Withdrawals: fee rates, batching, fee bumping, the EVM Safe.
+    #[serde(default)]
+    pub withdrawals: WithdrawalConfig,
+}
+
+/// `[chains.<name>.withdrawals]`: how the chain's hot wallet pays withdrawals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalConfig {
+    /// UTXO: lowest fee rate in sat/vB (used when `estimatesmartfee` has no estimate, as on
+    /// regtest).
+    #[serde(default = "default_fee_rate_floor")]
+    pub fee_rate_floor: u64,
+    /// UTXO: highest fee rate in sat/vB, whatever the node estimates.
+    #[serde(default = "default_fee_rate_cap")]
+    pub fee_rate_cap: u64,
+    /// UTXO: `estimatesmartfee` confirmation target, in blocks.
+    #[serde(default = "default_fee_target_blocks")]
+    pub fee_target_blocks: u16,
+    /// UTXO (Bitcoin): blocks without confirmation before the transaction is replaced with a
+    /// higher fee (BIP125). Dash has no RBF.
+    #[serde(default = "default_rbf_after_blocks")]
+    pub rbf_after_blocks: u32,
+    /// Most withdrawals paid by one transaction.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: u32,
+    /// Pause between rounds of the payout engine, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// EVM: the hot wallet, a Safe 2-of-3 whose owners are keys A, B and C (account/1/0).
+    #[serde(default)]
+    pub safe_address: Option<Address>,
+    /// EVM: highest `maxFeePerGas` in wei (decimal string), whatever the node suggests.
+    #[serde(
+        default = "default_max_fee_per_gas_cap",
+        deserialize_with = "base_units"
+    )]
+    pub max_fee_per_gas_cap: U256,
+    /// EVM: seconds without being mined before the executor's transaction is replaced with
+    /// the same nonce and at least 10 % more fee.
+    #[serde(default = "default_replace_after_secs")]
+    pub replace_after_secs: u64,
+}
+
+impl Default for WithdrawalConfig {
+    fn default() -> Self {
+        Self {
+            fee_rate_floor: default_fee_rate_floor(),
+            fee_rate_cap: default_fee_rate_cap(),
+            fee_target_blocks: default_fee_target_blocks(),
+            rbf_after_blocks: default_rbf_after_blocks(),
+            batch_max: default_batch_max(),
+            poll_interval_ms: default_poll_interval_ms(),
+            safe_address: None,
+            max_fee_per_gas_cap: default_max_fee_per_gas_cap(),
+            replace_after_secs: default_replace_after_secs(),
+        }
+    }
 }
 
 /// `[assets.<symbol>]`.
@@ -212,6 +287,9 @@ pub struct AssetConfig {
     /// as `ignored`.
     #[serde(default, deserialize_with = "base_units")]
     pub deposit_min: U256,
+    /// Smallest withdrawal paid, in base units (decimal string); smaller requests fail.
+    #[serde(default = "default_withdrawal_min", deserialize_with = "base_units")]
+    pub withdrawal_min: U256,
 }
 
 fn base_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<U256, D::Error> {
@@ -220,6 +298,30 @@ fn base_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<U256,
     U256::from_str_radix(parsed.as_str(), 10).map_err(serde::de::Error::custom)
 }
 
+fn default_fee_rate_floor() -> u64 {
+    1
+}
+fn default_fee_rate_cap() -> u64 {
+    500
+}
+fn default_fee_target_blocks() -> u16 {
+    6
+}
+fn default_rbf_after_blocks() -> u32 {
+    3
+}
+fn default_batch_max() -> u32 {
+    50
+}
+fn default_max_fee_per_gas_cap() -> U256 {
+    U256::from(500_000_000_000u64) // 500 gwei
+}
+fn default_replace_after_secs() -> u64 {
+    120
+}
+fn default_withdrawal_min() -> U256 {
+    U256::from(1u8)
+}
 fn default_db_connections_max() -> u32 {
     10
 }
@@ -320,6 +422,27 @@ impl Config {
                 return fail(
                     format!("chains.{name}.reorg_depth_max"),
                     "must be at least 1",
+                );
+            }
+            let withdrawals = &evm.withdrawals;
+            if withdrawals.fee_rate_floor == 0
+                || withdrawals.fee_rate_floor > withdrawals.fee_rate_cap
+            {
+                return fail(
+                    format!("chains.{name}.withdrawals.fee_rate_floor"),
+                    "must be at least 1 and at most fee_rate_cap",
+                );
+            }
+            if withdrawals.batch_max == 0 {
+                return fail(
+                    format!("chains.{name}.withdrawals.batch_max"),
+                    "must be at least 1",
+                );
+            }
+            if withdrawals.safe_address.is_some() && evm.kind != ChainKind::Evm {
+                return fail(
+                    format!("chains.{name}.withdrawals.safe_address"),
+                    "only EVM chains have a Safe",
                 );
             }
             if evm.blocks_per_poll_max == 0 {

@@ -157,6 +157,22 @@ pub async fn init_key(
     })
 }
 
+/// Decrypts key A's mnemonic (one audited Vault `transit/decrypt`) for one signing round. The
+/// caller drops it (zeroizing the plaintext) as soon as the signatures are made.
+///
+/// Errors: no key A, Vault's, or a corrupt record.
+pub async fn decrypt_key_a(pool: &PgPool, config: &VaultConfig) -> anyhow::Result<Mnemonic> {
+    let row: Option<(serde_json::Value,)> =
+        sqlx::query_as("SELECT encrypted_seed FROM custody_keys WHERE key_id = 'a'")
+            .fetch_optional(pool)
+            .await?;
+    let Some((encrypted,)) = row else {
+        anyhow::bail!("custody key a does not exist: run `coinhubd init` first");
+    };
+    let encrypted: EncryptedSeed = serde_json::from_value(encrypted)?;
+    Ok(keystore::decrypt_seed(&vault_client(config)?, HotKey::A, &encrypted).await?)
+}
+
 /// Decrypts key A (one audited Vault `transit/decrypt`) and checks that it derives the stored
 /// xpub; the plaintext is zeroized before returning.
 ///

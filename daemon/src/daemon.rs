@@ -102,6 +102,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
     );
 
+    for (name, engine) in crate::withdrawals::engines(&config, &pool, &addresses.chains, &cancel)? {
+        spawn_critical(
+            format!("payouts:{name}"),
+            Box::pin(async move {
+                engine.await;
+                Ok(())
+            }),
+        );
+    }
+    let serve_withdrawals = crate::withdrawals::intake::serve(
+        pool.clone(),
+        config.clone(),
+        config.amqp.url.clone(),
+        cancel.clone(),
+    );
+    spawn_critical(
+        "withdrawal-requests".to_owned(),
+        Box::pin(async move {
+            serve_withdrawals.await;
+            Ok(())
+        }),
+    );
+
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .map_err(|e| {

@@ -136,18 +136,7 @@ pub async fn run(
                 .clone()
                 .expect("validated: UTXO chains have a network");
             let network: UtxoNetwork = network.parse()?;
-            let auth = match (&chain.rpc_cookie_file, &chain.rpc_user, &chain.rpc_password) {
-                (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
-                (None, Some(user), Some(password)) => Auth::UserPass {
-                    user: user.clone(),
-                    password: password.clone(),
-                },
-                _ => unreachable!("validated: UTXO chains have a cookie file or user and password"),
-            };
-            let mut rpc_config = RpcConfig::new(chain.rpc_urls[0].clone(), auth);
-            rpc_config.timeout_ms = chain.rpc_timeout_ms;
-            let rpc = BitcoinRpc::new(rpc_config)
-                .map_err(|e| anyhow::anyhow!("chains.{name}.rpc_urls: {e}"))?;
+            let rpc = utxo_rpc(&name, &chain)?;
             let flavor = if network.is_dash() {
                 UtxoFlavor::Dash
             } else {
@@ -403,4 +392,22 @@ async fn acquire_chain_lock(
         sleep_or_cancel(retry.max(Duration::from_secs(1)), cancel).await;
     }
     None
+}
+
+/// The Bitcoin/Dash Core JSON-RPC client of a UTXO chain, from its `rpc_urls[0]`,
+/// credentials and timeout.
+///
+/// Errors: an unusable URL (names `chains.<name>.rpc_urls`).
+pub fn utxo_rpc(name: &str, chain: &ChainConfig) -> anyhow::Result<BitcoinRpc> {
+    let auth = match (&chain.rpc_cookie_file, &chain.rpc_user, &chain.rpc_password) {
+        (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
+        (None, Some(user), Some(password)) => Auth::UserPass {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        _ => anyhow::bail!("chains.{name}: needs rpc_cookie_file or rpc_user and rpc_password"),
+    };
+    let mut rpc_config = RpcConfig::new(chain.rpc_urls[0].clone(), auth);
+    rpc_config.timeout_ms = chain.rpc_timeout_ms;
+    BitcoinRpc::new(rpc_config).map_err(|e| anyhow::anyhow!("chains.{name}.rpc_urls: {e}"))
 }

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use coinhub_events::MemberId;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::journal::Balance;
+use crate::withdrawals::Withdrawal;
 
 /// coinhub-exchange: the exchange's ledger, credited from coinhubd's deposit events.
 #[derive(Debug, Parser)]
@@ -33,10 +35,51 @@ pub struct Cli {
 pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Migrate, then consume deposit events until SIGINT or SIGTERM.
+    /// Migrate, then consume deposit and withdrawal events and relay withdrawal requests
+    /// until SIGINT or SIGTERM.
     Run,
     /// Print balances: one line per asset and account kind, base units and whole units.
     Balances(BalancesArgs),
+    /// Lock a member's funds and request a withdrawal from coinhubd (sent by `run`).
+    Withdraw(WithdrawArgs),
+    /// List a member's withdrawals and their status.
+    Withdrawals(WithdrawalsArgs),
+}
+
+/// `withdraw` options. The amount is in base units; the asset's `withdraw_fee` is locked
+/// on top of it.
+#[derive(Debug, Args)]
+pub struct WithdrawArgs {
+    /// The member who withdraws.
+    #[arg(long)]
+    pub member: String,
+    /// Asset symbol, e.g. `BTC` (case-insensitive).
+    #[arg(long)]
+    pub asset: String,
+    /// What the destination receives, in base units (satoshi, wei, token units).
+    #[arg(long, value_name = "BASE_UNITS")]
+    pub amount: String,
+    /// Where to pay (checked by coinhubd; a bad one comes back as `withdrawal.failed`).
+    #[arg(long)]
+    pub destination: String,
+    /// The withdrawal's id (idempotency key): the same id again changes nothing. Default: a
+    /// fresh UUID.
+    #[arg(long)]
+    pub id: Option<Uuid>,
+    /// Print JSON (one object) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `withdrawals` options.
+#[derive(Debug, Args)]
+pub struct WithdrawalsArgs {
+    /// The member whose withdrawals to print.
+    #[arg(long, value_parser = parse_member)]
+    pub member: MemberId,
+    /// Print JSON (one object) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `balances` options.
@@ -115,6 +158,50 @@ pub fn balances_json(owner: &str, balances: &[Balance]) -> BalancesJson {
     }
 }
 
+/// The object printed by `withdraw --json`: the withdrawal's fields plus `created` (false
+/// when the id already existed and nothing changed).
+#[derive(Debug, Clone, Serialize)]
+pub struct WithdrawJson<'a> {
+    /// Whether this call created the withdrawal.
+    pub created: bool,
+    /// The withdrawal.
+    #[serde(flatten)]
+    pub withdrawal: &'a Withdrawal,
+}
+
+/// The object printed by `withdrawals --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WithdrawalsJson<'a> {
+    /// The member.
+    pub member: &'a str,
+    /// Oldest first.
+    pub withdrawals: &'a [Withdrawal],
+}
+
+/// One text line per withdrawal, e.g.
+/// `<id> requested BTC 100000 (0.001) fee 1000 to bcrt1q... ` plus `txid ...` or
+/// `reason ...` once settled.
+pub fn withdrawal_text(withdrawal: &Withdrawal) -> String {
+    let mut line = format!(
+        "{} {} {} {} ({}) fee {} to {}",
+        withdrawal.id,
+        withdrawal.status.as_str(),
+        withdrawal.asset,
+        withdrawal.amount,
+        withdrawal.amount.to_decimal_string(withdrawal.decimals),
+        withdrawal.fee,
+        withdrawal.destination
+    );
+    if let Some(txid) = &withdrawal.txid {
+        line.push_str(&format!(" txid {txid}"));
+    }
+    if let Some(reason) = &withdrawal.reason {
+        line.push_str(&format!(" reason {reason:?}"));
+    }
+    line.push('\n');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +244,37 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["coinhub-exchange", "balances"]).is_err());
         assert!(Cli::try_parse_from(["coinhub-exchange", "balances", "--member", "a b"]).is_err());
+        let withdraw = Cli::try_parse_from([
+            "coinhub-exchange",
+            "withdraw",
+            "--member",
+            "alice",
+            "--asset",
+            "BTC",
+            "--amount",
+            "1000",
+            "--destination",
+            "bcrt1qxyz",
+            "--id",
+            "00000000-0000-0000-0000-000000000007",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            withdraw.command,
+            Command::Withdraw(WithdrawArgs { id: Some(id), json: false, .. }) if id == Uuid::from_u128(7)
+        ));
+        assert!(
+            Cli::try_parse_from(["coinhub-exchange", "withdraw", "--member", "alice"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "coinhub-exchange",
+                "withdrawals",
+                "--member",
+                "bob",
+                "--json"
+            ])
+            .is_ok()
+        );
     }
 }

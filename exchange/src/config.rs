@@ -13,12 +13,19 @@
 //! retry_delay_ms = 1000
 //! reconnect_delay_max_ms = 30000
 //! connect_timeout_ms = 10000
+//!
+//! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
+//! withdraw_fee = "10000"        # base units charged per withdrawal, default "0"
 //! ```
 //!
-//! `COINHUB_EXCHANGE__DATABASE__URL=...` overrides `[database] url`.
+//! `COINHUB_EXCHANGE__DATABASE__URL=...` overrides `[database] url`;
+//! `COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE=...` sets BTC's withdrawal fee.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+
+use coinhub_events::BaseUnits;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -38,6 +45,89 @@ pub struct Config {
     /// `[amqp]`.
     #[serde(default)]
     pub amqp: AmqpConfig,
+    /// `[assets.<SYMBOL>]`: per-asset settings; an asset without a table gets the defaults.
+    #[serde(default)]
+    pub assets: AssetsConfig,
+}
+
+/// `[assets.<SYMBOL>]` tables, keyed by upper-case asset symbol. Symbols ignore case:
+/// `[assets.btc]` is BTC. Environment overrides arrive with lower-case keys
+/// (`COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE` is `assets.btc.withdraw_fee`), so when two
+/// spellings of one symbol set the same key, the all-lower-case one (the environment's) wins.
+#[derive(Debug, Clone, Default)]
+pub struct AssetsConfig(pub BTreeMap<String, AssetConfig>);
+
+impl<'de> Deserialize<'de> for AssetsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default, deserialize_with = "optional_base_units")]
+            withdraw_fee: Option<BaseUnits>,
+        }
+        let raw: BTreeMap<String, Raw> = BTreeMap::deserialize(deserializer)?;
+        // Lower-case spellings last, so they override.
+        let mut spellings: Vec<(String, Raw)> = raw.into_iter().collect();
+        spellings.sort_by_key(|(name, _)| name.chars().all(|c| !c.is_ascii_uppercase()));
+        let mut merged: BTreeMap<String, AssetConfig> = BTreeMap::new();
+        for (name, raw) in spellings {
+            let entry = merged.entry(name.to_ascii_uppercase()).or_default();
+            if let Some(fee) = raw.withdraw_fee {
+                entry.withdraw_fee = fee;
+            }
+        }
+        Ok(Self(merged))
+    }
+}
+
+impl AssetsConfig {
+    /// The settings of `symbol` (case-insensitive), if configured.
+    pub fn get(&self, symbol: &str) -> Option<&AssetConfig> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(symbol))
+            .map(|(_, config)| config)
+    }
+
+    /// The fee charged per withdrawal of `symbol`, in its base units (0 when not configured).
+    pub fn withdraw_fee(&self, symbol: &str) -> BaseUnits {
+        self.get(symbol)
+            .map_or_else(BaseUnits::zero, |config| config.withdraw_fee.clone())
+    }
+}
+
+/// One `[assets.<SYMBOL>]` table.
+#[derive(Debug, Clone)]
+pub struct AssetConfig {
+    /// Fee charged per withdrawal on top of its amount, in the asset's base units (a decimal
+    /// integer string, e.g. `"10000"`); it goes to the platform's `fee_revenue` when the
+    /// withdrawal is confirmed. Default `"0"`.
+    pub withdraw_fee: BaseUnits,
+}
+
+impl Default for AssetConfig {
+    fn default() -> Self {
+        Self {
+            withdraw_fee: BaseUnits::zero(),
+        }
+    }
+}
+
+/// Base units from a string (`"10000"`) or, for environment overrides, an integer.
+fn optional_base_units<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BaseUnits>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Integer(u64),
+    }
+    let text = match Raw::deserialize(deserializer)? {
+        Raw::Text(text) => text,
+        Raw::Integer(value) => value.to_string(),
+    };
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `[database]`: the ledger's PostgreSQL.
@@ -206,6 +296,11 @@ impl Config {
                 "must be 100 to 600000".into(),
             ));
         }
+        for symbol in self.assets.0.keys() {
+            symbol
+                .parse::<crate::ledger::AssetSymbol>()
+                .map_err(|e| invalid(&format!("assets.{symbol}"), e.to_string()))?;
+        }
         Ok(())
     }
 }
@@ -281,6 +376,33 @@ mod tests {
         let zero = from_toml("[database]\nurl = \"postgres://h/x\"\n[amqp]\nprefetch = 0\n")
             .expect_err("zero prefetch");
         assert!(zero.to_string().contains("`amqp.prefetch`"), "{zero}");
+    }
+
+    #[test]
+    fn asset_withdraw_fees_default_to_zero_and_ignore_case() {
+        let config = from_toml(
+            "[database]\nurl = \"postgres://h/x\"\n[assets.BTC]\nwithdraw_fee = \"1000\"\n[assets.eth]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.assets.withdraw_fee("btc").as_str(), "1000");
+        assert_eq!(config.assets.withdraw_fee("ETH").as_str(), "0");
+        assert_eq!(config.assets.withdraw_fee("DASH").as_str(), "0");
+        let bad = from_toml(
+            "[database]\nurl = \"postgres://h/x\"\n[assets.BTC]\nwithdraw_fee = \"-1\"\n",
+        )
+        .expect_err("negative fee");
+        assert!(bad.to_string().contains("withdraw_fee"), "{bad}");
+        let overridden = from_toml(
+            "[database]\nurl = \"postgres://h/x\"\n[assets.btc]\nwithdraw_fee = 7\n[assets.BTC]\nwithdraw_fee = \"5\"\n",
+        )
+        .expect("two spellings merge");
+        assert_eq!(overridden.assets.withdraw_fee("BTC").as_str(), "7");
+        let bad_symbol = from_toml("[database]\nurl = \"postgres://h/x\"\n[assets.\"B TC\"]\n")
+            .expect_err("bad symbol");
+        assert!(
+            bad_symbol.to_string().contains("`assets.B TC`"),
+            "{bad_symbol}"
+        );
     }
 
     #[test]

@@ -351,6 +351,103 @@ impl Transfer {
         Uuid::new_v5(&Self::DEPOSIT_TRANSFER_NAMESPACE, deposit_id.as_bytes())
     }
 
+    /// Kind of the transfer that locks a withdrawal's amount and fee (`available` → `locked`).
+    pub const WITHDRAWAL_LOCK: &'static str = "withdrawal_lock";
+    /// Kind of the transfer that settles a confirmed withdrawal (`locked` → hot wallet and
+    /// fee revenue).
+    pub const WITHDRAWAL_SETTLE: &'static str = "withdrawal_settle";
+    /// Kind of the transfer that unlocks a failed withdrawal (`locked` → `available`).
+    pub const WITHDRAWAL_UNLOCK: &'static str = "withdrawal_unlock";
+
+    /// Namespace of [`Transfer::withdrawal_transfer_id`]'s UUID v5 (fixed forever).
+    const WITHDRAWAL_TRANSFER_NAMESPACE: Uuid =
+        Uuid::from_u128(0x5e2f_8a41_c7d3_4b09_a6e1_93f0_2d7c_4b18);
+
+    /// Locks a withdrawal: debit the member's `available` and credit their `locked`, both by
+    /// `amount + fee` (what the member pays). Reference: the withdrawal id.
+    ///
+    /// Errors: [`LedgerError::ZeroAmount`] if the total is zero;
+    /// [`LedgerError::AmountOverflow`] if it exceeds 78 digits.
+    pub fn withdrawal_lock(
+        withdrawal_id: Uuid,
+        member: MemberId,
+        asset: AssetSymbol,
+        amount: &BaseUnits,
+        fee: &BaseUnits,
+    ) -> Result<Self, LedgerError> {
+        let total = checked_add(amount, fee)?;
+        let legs = vec![
+            Leg::debit(
+                AccountKey::available(member.clone(), asset.clone()),
+                total.clone(),
+            ),
+            Leg::credit(AccountKey::locked(member, asset), total),
+        ];
+        Self::withdrawal(Self::WITHDRAWAL_LOCK, withdrawal_id, legs)
+    }
+
+    /// Settles a confirmed withdrawal, the mirror image of a deposit credit: debit the
+    /// member's `locked` by `amount + fee`, credit the platform's `hot_wallet` by `amount`
+    /// (it left our custody) and its `fee_revenue` by `fee` (no fee leg when `fee` is zero).
+    ///
+    /// Errors: as [`Transfer::withdrawal_lock`].
+    pub fn withdrawal_settle(
+        withdrawal_id: Uuid,
+        member: MemberId,
+        asset: AssetSymbol,
+        amount: &BaseUnits,
+        fee: &BaseUnits,
+    ) -> Result<Self, LedgerError> {
+        let total = checked_add(amount, fee)?;
+        let mut legs = vec![
+            Leg::debit(AccountKey::locked(member, asset.clone()), total),
+            Leg::credit(AccountKey::hot_wallet(asset.clone()), amount.clone()),
+        ];
+        if !fee.is_zero() {
+            legs.push(Leg::credit(AccountKey::fee_revenue(asset), fee.clone()));
+        }
+        Self::withdrawal(Self::WITHDRAWAL_SETTLE, withdrawal_id, legs)
+    }
+
+    /// Unlocks a failed withdrawal: debit the member's `locked` and credit their `available`,
+    /// both by `amount + fee`.
+    ///
+    /// Errors: as [`Transfer::withdrawal_lock`].
+    pub fn withdrawal_unlock(
+        withdrawal_id: Uuid,
+        member: MemberId,
+        asset: AssetSymbol,
+        amount: &BaseUnits,
+        fee: &BaseUnits,
+    ) -> Result<Self, LedgerError> {
+        let total = checked_add(amount, fee)?;
+        let legs = vec![
+            Leg::debit(
+                AccountKey::locked(member.clone(), asset.clone()),
+                total.clone(),
+            ),
+            Leg::credit(AccountKey::available(member, asset), total),
+        ];
+        Self::withdrawal(Self::WITHDRAWAL_UNLOCK, withdrawal_id, legs)
+    }
+
+    fn withdrawal(kind: &str, withdrawal_id: Uuid, legs: Vec<Leg>) -> Result<Self, LedgerError> {
+        Self::new(
+            Self::withdrawal_transfer_id(kind, withdrawal_id),
+            kind,
+            &withdrawal_id.to_string(),
+            legs,
+        )
+    }
+
+    /// The id of withdrawal `withdrawal_id`'s transfer of `kind` (UUID v5, stable).
+    pub fn withdrawal_transfer_id(kind: &str, withdrawal_id: Uuid) -> Uuid {
+        Uuid::new_v5(
+            &Self::WITHDRAWAL_TRANSFER_NAMESPACE,
+            format!("{kind}/{withdrawal_id}").as_bytes(),
+        )
+    }
+
     /// The transfer's id.
     pub fn id(&self) -> Uuid {
         self.id
@@ -370,6 +467,18 @@ impl Transfer {
     pub fn legs(&self) -> &[Leg] {
         &self.legs
     }
+}
+
+/// `a + b`, exactly.
+///
+/// Errors: [`LedgerError::AmountOverflow`] if the sum has more than 78 digits.
+pub fn checked_add(a: &BaseUnits, b: &BaseUnits) -> Result<BaseUnits, LedgerError> {
+    let sum = numeric::to_bigint(a) + numeric::to_bigint(b);
+    sum.to_string()
+        .parse()
+        .map_err(|_| LedgerError::AmountOverflow {
+            sum: sum.to_string(),
+        })
 }
 
 /// At least two legs, none zero, and per asset the signed amounts sum to zero.
@@ -441,6 +550,12 @@ pub enum LedgerError {
         /// The leg's account.
         account: String,
     },
+    /// A sum of amounts that does not fit 78 digits.
+    #[error("amount {sum} does not fit 78 digits")]
+    AmountOverflow {
+        /// The sum.
+        sum: String,
+    },
     /// Debits and credits differ for an asset.
     #[error("transfer does not balance in {asset}: debits - credits = {debits_minus_credits}")]
     Unbalanced {
@@ -487,6 +602,60 @@ mod tests {
         );
         let sum: BigInt = legs.iter().map(Leg::signed_amount).sum();
         assert_eq!(sum, BigInt::ZERO);
+    }
+
+    #[test]
+    fn withdrawal_transfers_balance_and_route_the_fee() {
+        let id = Uuid::from_u128(9);
+        let (amount, fee) = (units("1000"), units("25"));
+        let lock = Transfer::withdrawal_lock(id, member("alice"), asset("BTC"), &amount, &fee)
+            .expect("balanced");
+        assert_eq!(
+            lock.legs(),
+            [
+                Leg::debit(
+                    AccountKey::available(member("alice"), asset("BTC")),
+                    units("1025")
+                ),
+                Leg::credit(
+                    AccountKey::locked(member("alice"), asset("BTC")),
+                    units("1025")
+                ),
+            ]
+        );
+        let settle = Transfer::withdrawal_settle(id, member("alice"), asset("BTC"), &amount, &fee)
+            .expect("balanced");
+        assert_eq!(
+            settle.legs(),
+            [
+                Leg::debit(
+                    AccountKey::locked(member("alice"), asset("BTC")),
+                    units("1025")
+                ),
+                Leg::credit(AccountKey::hot_wallet(asset("BTC")), units("1000")),
+                Leg::credit(AccountKey::fee_revenue(asset("BTC")), units("25")),
+            ]
+        );
+        let free = Transfer::withdrawal_settle(
+            id,
+            member("alice"),
+            asset("BTC"),
+            &amount,
+            &BaseUnits::zero(),
+        )
+        .expect("balanced");
+        assert_eq!(free.legs().len(), 2, "no zero fee leg");
+        let unlock = Transfer::withdrawal_unlock(id, member("alice"), asset("BTC"), &amount, &fee)
+            .expect("balanced");
+        assert_eq!(unlock.kind(), Transfer::WITHDRAWAL_UNLOCK);
+        assert_eq!(unlock.reference(), id.to_string());
+        assert_ne!(lock.id(), settle.id());
+        assert_ne!(settle.id(), unlock.id());
+        let max = units(&"9".repeat(78));
+        assert!(matches!(
+            checked_add(&max, &units("1")),
+            Err(LedgerError::AmountOverflow { .. })
+        ));
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! `coinhub-exchange`: the exchange's ledger, fed by coinhubd's deposit events over AMQP.
+//! `coinhub-exchange`: the exchange's ledger, fed by coinhubd's deposit and withdrawal
+//! events over AMQP.
 //!
 //! - [`ledger`]: the journal's rules without I/O (accounts, transfers, balancing).
 //! - [`journal`]: the journal in PostgreSQL (posting transfers, reading balances).
 //! - [`deposits`]: the `deposit.confirmed` / `deposit.orphaned` handler (exactly-once credit).
-//! - [`service`]: the AMQP consumer with reconnects and graceful shutdown.
+//! - [`withdrawals`]: requesting a withdrawal (lock + `withdrawal.request` in the outbox) and
+//!   the `withdrawal.confirmed` / `withdrawal.failed` handler (settle or unlock, once).
+//! - [`outbox`]: the exchange's outbox and its relay to RabbitMQ (publisher confirms,
+//!   `mandatory`).
+//! - [`service`]: the AMQP consumers with reconnects and graceful shutdown.
 //! - [`config`], [`db`], [`cli`]: configuration, database pool and migrations,
 //!   and the command line of the `coinhub-exchange` binary.
 //!
@@ -26,4 +31,6 @@ pub mod db;
 pub mod deposits;
 pub mod journal;
 pub mod ledger;
+pub mod outbox;
 pub mod service;
+pub mod withdrawals;

@@ -1,12 +1,14 @@
-//! `coinhub-exchange`: migrate the ledger, run the deposit consumer, print balances.
+//! `coinhub-exchange`: migrate the ledger, run the consumers and the outbox relay, print
+//! balances, request and list withdrawals.
 //! See `coinhub-exchange --help`.
 
 use anyhow::Context;
 use clap::Parser;
-use coinhub_exchange::cli::{self, BalancesArgs, Cli, Command};
+use coinhub_exchange::cli::{self, BalancesArgs, Cli, Command, WithdrawArgs, WithdrawalsArgs};
 use coinhub_exchange::config::Config;
 use coinhub_exchange::service::{self, ConsumerSettings};
-use coinhub_exchange::{db, journal};
+use coinhub_exchange::withdrawals::{self, NewWithdrawal};
+use coinhub_exchange::{db, journal, outbox};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +21,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::Run => run(&config).await,
         Command::Balances(args) => balances(&config, &args).await,
+        Command::Withdraw(args) => withdraw(&config, args).await,
+        Command::Withdrawals(args) => list_withdrawals(&config, &args).await,
     }
 }
 
@@ -51,8 +55,12 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     if service::migrate_with_retry(&pool, &settings, &shutdown).await {
-        tracing::info!("database migrated; starting the deposit consumer");
-        service::run_deposit_consumer(pool.clone(), settings, shutdown.clone()).await;
+        tracing::info!("database migrated; starting the consumers and the outbox relay");
+        tokio::join!(
+            service::run_deposit_consumer(pool.clone(), settings.clone(), shutdown.clone()),
+            service::run_withdrawal_consumer(pool.clone(), settings.clone(), shutdown.clone()),
+            outbox::run_relay(pool.clone(), settings, shutdown.clone()),
+        );
     }
     signals.abort();
     pool.close().await;
@@ -103,6 +111,64 @@ async fn balances(config: &Config, args: &BalancesArgs) -> anyhow::Result<()> {
         eprintln!("no accounts for {owner}");
     } else {
         print!("{}", cli::balances_text(&balances));
+    }
+    Ok(())
+}
+
+async fn withdraw(config: &Config, args: WithdrawArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let new = NewWithdrawal {
+        id: args.id,
+        member: args.member,
+        asset: args.asset,
+        amount: args.amount,
+        destination: args.destination,
+    };
+    let result = withdrawals::request(&pool, &config.assets, &new).await;
+    pool.close().await;
+    let requested = result.context("withdrawal refused")?;
+    let withdrawal = &requested.withdrawal;
+    if args.json {
+        let json = serde_json::to_string_pretty(&cli::WithdrawJson {
+            created: requested.created,
+            withdrawal,
+        })
+        .context("serializing the withdrawal")?;
+        println!("{json}");
+    } else {
+        if !requested.created {
+            eprintln!(
+                "withdrawal {} already exists; nothing changed",
+                withdrawal.id
+            );
+        }
+        print!("{}", cli::withdrawal_text(withdrawal));
+    }
+    Ok(())
+}
+
+async fn list_withdrawals(config: &Config, args: &WithdrawalsArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let result = withdrawals::list(&pool, &args.member).await;
+    pool.close().await;
+    let list = result.context("reading withdrawals")?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&cli::WithdrawalsJson {
+            member: args.member.as_str(),
+            withdrawals: &list,
+        })
+        .context("serializing withdrawals")?;
+        println!("{json}");
+    } else if list.is_empty() {
+        eprintln!("no withdrawals for {}", args.member);
+    } else {
+        for withdrawal in &list {
+            print!("{}", cli::withdrawal_text(withdrawal));
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! The deposit consumer as a long-running service: connects to RabbitMQ, declares the
-//! topology, runs [`coinhub_events::consumer::run`] with the [`DepositHandler`], and
-//! reconnects with exponential backoff when the broker goes away. Database outages make the
+//! The consumers as long-running services: connect to RabbitMQ, declare the topology, run
+//! [`coinhub_events::consumer::run`] with the [`DepositHandler`] (queue
+//! [`DEPOSITS_QUEUE`]) or the [`SettlementHandler`] (queue [`WITHDRAWALS_QUEUE`]), and
+//! reconnect with exponential backoff when the broker goes away. Database outages make the
 //! handler return `Retry`; consecutive retries back off the same way. Nothing transient ends
 //! the service; only the shutdown token does.
 //!
@@ -23,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpConfig;
 use crate::db;
-use crate::deposits::{DEPOSITS_QUEUE, DepositHandler, ROUTING_KEYS};
+use crate::deposits::{self, DEPOSITS_QUEUE, DepositHandler};
+use crate::withdrawals::{self, SettlementHandler, WITHDRAWALS_QUEUE};
 
 /// Shortest pause between reconnect attempts.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(500);
@@ -93,13 +95,27 @@ pub async fn connect(settings: &ConsumerSettings) -> Result<Connection, SessionE
     .map_err(SessionError::Amqp)
 }
 
-/// Declares the exchanges, the dead-letter queue, and [`DEPOSITS_QUEUE`] bound to
-/// `coinhub.events` for [`ROUTING_KEYS`]. Idempotent.
+/// Declares the exchanges, the dead-letter queue, [`DEPOSITS_QUEUE`] bound to
+/// `coinhub.events` for [`deposits::ROUTING_KEYS`] and [`WITHDRAWALS_QUEUE`] for
+/// [`withdrawals::ROUTING_KEYS`]. Idempotent.
 ///
 /// Errors: the broker's.
 pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
     topology::declare_exchanges(channel).await?;
-    topology::declare_queue(channel, DEPOSITS_QUEUE, EVENTS_EXCHANGE, &ROUTING_KEYS).await
+    topology::declare_queue(
+        channel,
+        DEPOSITS_QUEUE,
+        EVENTS_EXCHANGE,
+        &deposits::ROUTING_KEYS,
+    )
+    .await?;
+    topology::declare_queue(
+        channel,
+        WITHDRAWALS_QUEUE,
+        EVENTS_EXCHANGE,
+        &withdrawals::ROUTING_KEYS,
+    )
+    .await
 }
 
 /// Migrates the database, retrying with backoff while PostgreSQL is unreachable. Returns
@@ -134,9 +150,36 @@ pub async fn run_deposit_consumer(
     run_consumer(DepositHandler::new(pool), settings, shutdown).await;
 }
 
+/// Consumes [`WITHDRAWALS_QUEUE`] with a [`SettlementHandler`] on `pool` (already migrated)
+/// until `shutdown` is cancelled, reconnecting with backoff like [`run_deposit_consumer`].
+pub async fn run_withdrawal_consumer(
+    pool: PgPool,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+) {
+    run_queue_consumer(
+        WITHDRAWALS_QUEUE,
+        SettlementHandler::new(pool),
+        settings,
+        shutdown,
+    )
+    .await;
+}
+
 /// [`run_deposit_consumer`] with any handler of [`DEPOSITS_QUEUE`] (tests wrap the
 /// [`DepositHandler`] to inject faults).
 pub async fn run_consumer<H: Handler>(
+    handler: H,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+) {
+    run_queue_consumer(DEPOSITS_QUEUE, handler, settings, shutdown).await;
+}
+
+/// Consumes `queue` (declared by [`declare_topology`]) with `handler` until `shutdown` is
+/// cancelled, reconnecting with backoff whenever the broker is unavailable.
+pub async fn run_queue_consumer<H: Handler>(
+    queue: &'static str,
     handler: H,
     settings: ConsumerSettings,
     shutdown: CancellationToken,
@@ -152,7 +195,7 @@ pub async fn run_consumer<H: Handler>(
     let mut backoff = Backoff::new(RECONNECT_DELAY_MIN, settings.reconnect_delay_max);
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        match session(&guarded, &settings, &shutdown).await {
+        match session(queue, &guarded, &settings, &shutdown).await {
             Ok(()) => break,
             Err(error) => {
                 if started.elapsed() >= HEALTHY_SESSION {
@@ -167,11 +210,12 @@ pub async fn run_consumer<H: Handler>(
             }
         }
     }
-    tracing::info!("deposit consumer stopped");
+    tracing::info!(queue, "consumer stopped");
 }
 
 /// One connection: declare, consume until the broker fails (error) or shutdown (`Ok`).
 async fn session<H: Handler>(
+    queue: &'static str,
     handler: &Guarded<H>,
     settings: &ConsumerSettings,
     shutdown: &CancellationToken,
@@ -183,9 +227,9 @@ async fn session<H: Handler>(
     let declarations = connection.create_channel().await?;
     declare_topology(&declarations).await?;
     declarations.close(200, "declared".into()).await?;
-    tracing::info!(queue = DEPOSITS_QUEUE, "consuming deposit events");
+    tracing::info!(queue, "consuming");
     let options = ConsumerOptions {
-        queue: DEPOSITS_QUEUE.to_owned(),
+        queue: queue.to_owned(),
         consumer_tag: settings.consumer_tag.clone(),
         prefetch: settings.prefetch,
         retry_delay: Duration::ZERO,
@@ -260,14 +304,14 @@ impl<H: Handler> Handler for Guarded<H> {
 
 /// Exponential backoff between `min` and `max`.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max: max.max(min),
@@ -275,13 +319,13 @@ impl Backoff {
         }
     }
 
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = Self::delay_for(self.min, self.max, self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
@@ -293,7 +337,7 @@ impl Backoff {
 }
 
 /// Sleeps `delay`; false if `shutdown` was cancelled first.
-async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = shutdown.cancelled() => false,

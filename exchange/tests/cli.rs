@@ -106,6 +106,113 @@ async fn balances_show_base_units_and_decimals() {
     std::fs::remove_file(config).expect("remove config file");
 }
 
+/// Proves: `withdraw` locks amount + the configured `withdraw_fee` and prints the
+/// withdrawal (`--json`: every field plus `created`); the same `--id` again changes nothing
+/// (`created: false`); a malformed amount fails naming the field; `withdrawals --member`
+/// lists it; the fee can be set from the environment.
+///
+/// Steps: credit alice 10000 sat; write a config with `[assets.BTC] withdraw_fee = "25"`;
+/// run `withdraw` twice with one id, once with amount `1.5`; read balances; run
+/// `withdrawals --member alice` (text and JSON); run `withdraw` for bob with
+/// `COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE=7`.
+#[tokio::test]
+async fn withdraw_locks_and_withdrawals_lists() {
+    let db = TestDb::new().await;
+    deposits::apply(&db.pool, &confirmed("alice", "BTC", "10000", 8))
+        .await
+        .expect("credit alice");
+    deposits::apply(&db.pool, &confirmed("bob", "BTC", "100", 8))
+        .await
+        .expect("credit bob");
+    let config = config_file(&format!(
+        "[database]\nurl = \"{}\"\n[assets.BTC]\nwithdraw_fee = \"25\"\n",
+        db.url
+    ));
+    let id = "6f1c0d9e-8f7a-4b5c-8a7c-0bd5b1a24f6f";
+    let withdraw = |member: &str, amount: &str, id: &str| {
+        let mut command = binary();
+        command.arg("--config").arg(&config).args([
+            "withdraw",
+            "--member",
+            member,
+            "--asset",
+            "btc",
+            "--amount",
+            amount,
+            "--destination",
+            "bcrt1qxyz",
+            "--id",
+            id,
+            "--json",
+        ]);
+        command
+    };
+
+    let first = run(&mut withdraw("alice", "1000", id));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let value: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON output");
+    assert_eq!(value["created"], true);
+    assert_eq!(value["id"], id);
+    assert_eq!(value["member"], "alice");
+    assert_eq!(value["asset"], "BTC");
+    assert_eq!(value["amount"], "1000");
+    assert_eq!(value["fee"], "25");
+    assert_eq!(value["decimals"], 8);
+    assert_eq!(value["status"], "requested");
+    let second = run(&mut withdraw("alice", "1000", id));
+    assert!(second.status.success(), "{}", stderr(&second));
+    let value: serde_json::Value = serde_json::from_slice(&second.stdout).expect("JSON output");
+    assert_eq!(value["created"], false);
+    assert_eq!(db.available("alice", "BTC").await, "8975");
+
+    let bad = run(&mut withdraw(
+        "alice",
+        "1.5",
+        "6f1c0d9e-8f7a-4b5c-8a7c-000000000001",
+    ));
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("amount:"), "{}", stderr(&bad));
+
+    let text =
+        run(binary()
+            .arg("--config")
+            .arg(&config)
+            .args(["withdrawals", "--member", "alice"]));
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert_eq!(
+        stdout(&text),
+        format!("{id} requested BTC 1000 (0.00001) fee 25 to bcrt1qxyz\n")
+    );
+    let json = run(binary().arg("--config").arg(&config).args([
+        "withdrawals",
+        "--member",
+        "alice",
+        "--json",
+    ]));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(value["member"], "alice");
+    assert_eq!(value["withdrawals"][0]["id"], id);
+
+    let bob = run(binary()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "withdraw",
+            "--member",
+            "bob",
+            "--asset",
+            "BTC",
+            "--amount",
+            "90",
+            "--destination",
+            "bcrt1qxyz",
+        ])
+        .env("COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE", "7"));
+    assert!(bob.status.success(), "{}", stderr(&bob));
+    assert_eq!(db.available("bob", "BTC").await, "3");
+    std::fs::remove_file(config).expect("remove config file");
+}
+
 /// Proves: an invalid configuration stops the binary at start with a message naming the
 /// key, and a missing config file is reported.
 ///

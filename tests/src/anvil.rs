@@ -300,6 +300,35 @@ impl ChainClient {
             .await?)
     }
 
+    /// The native balance of `owner`, wei.
+    pub async fn eth_balance(&self, owner: Address) -> anyhow::Result<U256> {
+        Ok(self.provider.get_balance(owner).await?)
+    }
+
+    /// Turns automine (a block per transaction) on or off (`evm_setAutomine`); with it off,
+    /// transactions wait in the mempool until [`ChainClient::mine`].
+    pub async fn set_automine(&self, on: bool) -> anyhow::Result<()> {
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("evm_setAutomine".into(), (on,))
+            .await?;
+        Ok(())
+    }
+
+    /// Hashes (`0x` hex) of the transactions in the best-chain block at `height`.
+    pub async fn transactions_in_block(&self, height: u64) -> anyhow::Result<Vec<String>> {
+        let block = self
+            .provider
+            .get_block_by_number(height.into())
+            .await?
+            .with_context(|| format!("no block at height {height}"))?;
+        Ok(block
+            .transactions
+            .hashes()
+            .map(|hash| hash.to_string())
+            .collect())
+    }
+
     /// Mines `blocks` empty blocks (`anvil_mine`).
     pub async fn mine(&self, blocks: u64) -> anyhow::Result<()> {
         self.provider.anvil_mine(Some(blocks), None).await?;

@@ -40,6 +40,41 @@ pub struct CoinhubdConfig {
     pub chains: BTreeMap<String, ChainSection>,
     /// `[assets.<symbol>]`.
     pub assets: BTreeMap<String, AssetSection>,
+    /// `[cosigner]`, when withdrawals are signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosigner: Option<CosignerLinkSection>,
+}
+
+/// `[cosigner]` of coinhubd.
+#[derive(Debug, Clone, Serialize)]
+pub struct CosignerLinkSection {
+    /// The cosigner's base URL.
+    pub url: String,
+    /// Shared HMAC secret.
+    pub hmac_secret: String,
+}
+
+/// `[chains.<name>.withdrawals]`; `None` fields keep coinhubd's defaults.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WithdrawalsSection {
+    /// UTXO: lowest fee rate, sat/vB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_rate_floor: Option<u64>,
+    /// UTXO: blocks before a BIP125 replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rbf_after_blocks: Option<u32>,
+    /// Engine round interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// EVM: the Safe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safe_address: Option<String>,
+    /// EVM: seconds before a same-nonce replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_after_secs: Option<u64>,
+    /// EVM: cap of `maxFeePerGas`, wei.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_gas_cap: Option<String>,
 }
 
 /// `[database]`.
@@ -113,6 +148,9 @@ pub struct ChainSection {
     /// Timeout of one RPC call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpc_timeout_ms: Option<u64>,
+    /// `[chains.<name>.withdrawals]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawals: Option<WithdrawalsSection>,
 }
 
 /// `[assets.<symbol>]`.
@@ -129,6 +167,9 @@ pub struct AssetSection {
     pub confirmations_min: u32,
     /// Smallest credited deposit, base units.
     pub deposit_min: String,
+    /// Smallest withdrawal, base units (coinhubd's default when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawal_min: Option<String>,
 }
 
 impl CoinhubdConfig {
@@ -219,6 +260,25 @@ impl Coinhubd {
             .with_context(|| format!("coinhubd init printed no xpub:\n{stdout}"))
     }
 
+    /// Runs `coinhubd --config <file> init` once and returns key A's public keys (EVM and
+    /// BIP48 account xpubs).
+    ///
+    /// Errors: the command fails (the error holds its output).
+    pub async fn init_keys(
+        env: &TestEnv,
+        config: &CoinhubdConfig,
+    ) -> anyhow::Result<crate::cosigner::KeyB> {
+        let output = Self::try_init(env, config).await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "coinhubd init failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        crate::cosigner::parse_init_output(&String::from_utf8_lossy(&output.stdout))
+    }
+
     /// Runs `coinhubd --config <file> init` and returns its output, whatever the outcome.
     pub async fn try_init(env: &TestEnv, config: &CoinhubdConfig) -> anyhow::Result<Output> {
         let path = write_config(env, "coinhubd.toml", &config.to_toml()?)?;
@@ -275,6 +335,27 @@ impl Coinhubd {
     /// SIGKILLs coinhubd: a crash, no shutdown code runs.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Sets (or with `None` removes) the fault injection point
+    /// (`COINHUB_FAULT_CRASH_AT`, see `daemon/src/withdrawals/faults.rs`) for the next start.
+    pub fn set_crash_point(&mut self, point: Option<&str>) {
+        self.process.set_env("COINHUB_FAULT_CRASH_AT", point);
+    }
+
+    /// Waits until coinhubd has exited on its own (e.g. at a crash point).
+    pub async fn wait_exited(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let process = &mut self.process;
+        wait_until(
+            "coinhubd exits",
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let exited = process.exited().is_some();
+                async move { Ok(exited.then_some(())) }
+            },
+        )
+        .await
     }
 
     /// Starts a killed (or running: it is killed first) coinhubd again and waits until it
@@ -459,6 +540,56 @@ impl AdminApi {
             self.http
                 .post(format!("{}/v1/addresses", self.base))
                 .json(&body),
+        )
+        .await
+    }
+
+    /// `GET /v1/withdrawals/{id}`: the withdrawal with its payout's signed transactions, or
+    /// `None` if coinhubd does not know it (yet).
+    pub async fn withdrawal(&self, id: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let response = self
+            .http
+            .get(format!("{}/v1/withdrawals/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = response.status();
+        let text = response.text().await?;
+        anyhow::ensure!(status.is_success(), "admin API answered {status}: {text}");
+        Ok(Some(serde_json::from_str(&text)?))
+    }
+
+    /// Waits until withdrawal `id` has `status` (`requested`, `signed`, `broadcast`,
+    /// `confirmed`, `failed`) and returns it; fails early if it reaches `failed` or
+    /// `confirmed` when another status was expected.
+    pub async fn wait_withdrawal_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        wait_until(
+            &format!("withdrawal {id} is {status}"),
+            timeout,
+            Duration::from_millis(100),
+            || async {
+                let Some(withdrawal) = self.withdrawal(id).await? else {
+                    return Ok(None);
+                };
+                let current = withdrawal["status"].as_str().unwrap_or_default().to_owned();
+                if current == status {
+                    return Ok(Some(withdrawal));
+                }
+                if matches!(current.as_str(), "failed" | "confirmed") {
+                    anyhow::bail!(
+                        "withdrawal {id} ended {current} instead of {status}: {withdrawal}"
+                    );
+                }
+                Ok(None)
+            },
         )
         .await
     }

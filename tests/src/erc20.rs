@@ -1,14 +1,12 @@
 //! A real ERC-20 on the test chain: OpenZeppelin 4.9's `ERC20PresetFixedSupply`, deployed
 //! from its published build artifact (no Solidity compiler needed).
 
-use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, Bytes, U256};
-use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::TransactionRequest;
+use alloy::primitives::{Address, U256};
+use alloy::providers::DynProvider;
 use alloy::sol;
 use alloy::sol_types::SolValue;
-use anyhow::Context;
 
+use crate::artifact::deploy_artifact;
 use crate::paths;
 
 sol! {
@@ -29,7 +27,7 @@ sol! {
 /// returns the contract's address.
 ///
 /// Errors: the artifact is missing (see [`paths::openzeppelin_artifact`]), or the
-/// deployment fails or reverts.
+/// deployment fails or reverts (see [`deploy_artifact`]).
 pub async fn deploy_erc20(
     provider: &DynProvider,
     name: &str,
@@ -38,31 +36,6 @@ pub async fn deploy_erc20(
     owner: Address,
 ) -> anyhow::Result<Address> {
     let artifact_path = paths::openzeppelin_artifact("ERC20PresetFixedSupply")?;
-    let artifact: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&artifact_path)
-            .with_context(|| format!("reading {}", artifact_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", artifact_path.display()))?;
-    let bytecode: Bytes = artifact["bytecode"]
-        .as_str()
-        .context("artifact has no bytecode")?
-        .parse()
-        .context("artifact bytecode is not hex")?;
     let constructor_args = (name.to_owned(), symbol.to_owned(), supply, owner).abi_encode_params();
-    let mut code = bytecode.to_vec();
-    code.extend_from_slice(&constructor_args);
-    let receipt = provider
-        .send_transaction(TransactionRequest::default().with_deploy_code(code))
-        .await
-        .context("sending the ERC-20 deployment")?
-        .get_receipt()
-        .await?;
-    anyhow::ensure!(
-        receipt.status(),
-        "ERC-20 deployment {} reverted",
-        receipt.transaction_hash
-    );
-    receipt
-        .contract_address
-        .context("deployment receipt has no contract address")
+    deploy_artifact(provider, &artifact_path, &constructor_args).await
 }

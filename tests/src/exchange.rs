@@ -1,4 +1,4 @@
-//! `coinhub-exchange run` as a child process, and its balances.
+//! `coinhub-exchange run` as a child process, its balances, and its withdrawals.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +21,42 @@ pub struct ExchangeConfig {
     pub database: ExchangeDatabase,
     /// `[amqp]`.
     pub amqp: ExchangeAmqp,
+    /// `[assets.<SYMBOL>]`: per-asset settings (omitted when empty).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub assets: BTreeMap<String, ExchangeAsset>,
+}
+
+/// `[assets.<SYMBOL>]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeAsset {
+    /// Base units locked on top of each withdrawal and earned as fee revenue (decimal string).
+    pub withdraw_fee: String,
+}
+
+/// One withdrawal as `coinhub-exchange withdraw --json` and `withdrawals --json` print it
+/// (see `exchange/src/withdrawals.rs`, `Withdrawal`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ExchangeWithdrawal {
+    /// The withdrawal id (UUID).
+    pub id: String,
+    /// The member.
+    pub member: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// What the destination receives, base units.
+    pub amount: String,
+    /// The exchange's withdrawal fee, base units.
+    pub fee: String,
+    /// The asset's decimals.
+    pub decimals: u8,
+    /// The destination.
+    pub destination: String,
+    /// `requested`, `confirmed` or `failed`.
+    pub status: String,
+    /// The paying transaction, once confirmed.
+    pub txid: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
 }
 
 /// `[database]`.
@@ -50,7 +86,19 @@ impl ExchangeConfig {
                 url: amqp_url.to_owned(),
                 reconnect_delay_max_ms: 2_000,
             },
+            assets: BTreeMap::new(),
         }
+    }
+
+    /// Sets `asset`'s withdrawal fee in base units.
+    pub fn with_withdraw_fee(mut self, asset: &str, withdraw_fee: &str) -> Self {
+        self.assets.insert(
+            asset.to_owned(),
+            ExchangeAsset {
+                withdraw_fee: withdraw_fee.to_owned(),
+            },
+        );
+        self
     }
 }
 
@@ -164,6 +212,100 @@ impl ExchangeProcess {
             .into_iter()
             .map(|b| (b.asset, b.available))
             .collect())
+    }
+
+    /// Requests a withdrawal of `amount` base units of `asset` from `member` to
+    /// `destination` with a fresh id (see [`ExchangeProcess::withdraw_with`]); returns the
+    /// withdrawal id, the `id` of coinhubd's `withdrawal.*` events and API.
+    pub async fn withdraw(
+        &self,
+        member: &str,
+        asset: &str,
+        amount: &str,
+        destination: &str,
+    ) -> anyhow::Result<String> {
+        Ok(self
+            .withdraw_with(member, asset, amount, destination, None)
+            .await?
+            .id)
+    }
+
+    /// `coinhub-exchange --config <file> withdraw --member .. --asset .. --amount ..
+    /// --destination .. [--id ..] --json`: locks the member's funds (amount plus the asset's
+    /// `withdraw_fee`) and queues `withdrawal.request` (the running exchange relays it to
+    /// coinhubd). The same `id` again returns the existing withdrawal. Errors: the command
+    /// failed (its stderr names the refused field, e.g. `amount: insufficient funds ...`).
+    pub async fn withdraw_with(
+        &self,
+        member: &str,
+        asset: &str,
+        amount: &str,
+        destination: &str,
+        id: Option<&str>,
+    ) -> anyhow::Result<ExchangeWithdrawal> {
+        let binary = paths::binary("coinhub-exchange")?;
+        let config = self.config_path.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--config",
+            config.as_str(),
+            "withdraw",
+            "--member",
+            member,
+            "--asset",
+            asset,
+            "--amount",
+            amount,
+            "--destination",
+            destination,
+            "--json",
+        ];
+        if let Some(id) = id {
+            args.extend(["--id", id]);
+        }
+        let output = run_once(&self.env, "coinhub-exchange-withdraw", &binary, &args).await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "coinhub-exchange withdraw failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("unexpected withdraw output: {text}"))
+    }
+
+    /// `coinhub-exchange --config <file> withdrawals --member <member> --json`, oldest first.
+    pub async fn withdrawals(&self, member: &str) -> anyhow::Result<Vec<ExchangeWithdrawal>> {
+        #[derive(serde::Deserialize)]
+        struct Output {
+            withdrawals: Vec<ExchangeWithdrawal>,
+        }
+        let binary = paths::binary("coinhub-exchange")?;
+        let config = self.config_path.to_string_lossy().into_owned();
+        let output = run_once(
+            &self.env,
+            "coinhub-exchange-withdrawals",
+            &binary,
+            &[
+                "--config",
+                &config,
+                "withdrawals",
+                "--member",
+                member,
+                "--json",
+            ],
+        )
+        .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "coinhub-exchange withdrawals failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let parsed: Output = serde_json::from_str(text.trim())
+            .with_context(|| format!("unexpected withdrawals output: {text}"))?;
+        Ok(parsed.withdrawals)
     }
 
     /// Waits until `member`'s balances are exactly `expected` (asset → base units; assets
@@ -281,5 +423,24 @@ mod tests {
             &map,
             &[("ETH", "1500000000000000000"), ("TST", "0")]
         ));
+    }
+
+    #[test]
+    fn config_writes_assets_only_when_set() {
+        let plain = ExchangeConfig::new("postgres://h/x", "amqp://h/%2f");
+        assert!(!toml::to_string(&plain).expect("toml").contains("assets"));
+        let with_fee = plain.with_withdraw_fee("BTC", "1000");
+        let text = toml::to_string(&with_fee).expect("toml");
+        assert!(text.contains("[assets.BTC]"), "{text}");
+        assert!(text.contains("withdraw_fee = \"1000\""), "{text}");
+        let parsed: ExchangeWithdrawal = serde_json::from_str(
+            r#"{"created": true, "id": "6f1c0d9e-8f7a-4b5c-8a7c-0bd5b1a24f6f", "member": "alice",
+                "asset": "BTC", "amount": "1000", "fee": "25", "decimals": 8,
+                "destination": "bcrt1qxyz", "status": "requested", "txid": null,
+                "network_fee": null, "network_fee_asset": null, "block_height": null,
+                "reason": null, "requested_at": "2026-11-22T10:00:00Z", "settled_at": null}"#,
+        )
+        .expect("parses");
+        assert_eq!(parsed.fee, "25");
     }
 }

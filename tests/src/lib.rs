@@ -15,13 +15,16 @@
 
 pub mod amqp;
 pub mod anvil;
+pub mod artifact;
 pub mod coinhubd;
+pub mod cosigner;
 pub mod database;
 pub mod env;
 pub mod erc20;
 pub mod exchange;
 pub mod paths;
 pub mod process;
+pub mod safe;
 pub mod stack;
 pub mod vhost;
 pub mod wait;
@@ -35,6 +38,7 @@ pub use database::Database;
 pub use env::{TestEnv, run_test};
 pub use erc20::deploy_erc20;
 pub use exchange::{ExchangeConfig, ExchangeProcess};
+pub use safe::deploy_safe;
 pub use stack::{Stack, StackOptions, to_base_units};
 pub use vhost::Vhost;
 pub use wait::{free_port, wait_for, wait_until};

@@ -62,6 +62,18 @@ pub fn openzeppelin_artifact(contract: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// A build artifact (`{abi, bytecode, ...}`) of `@safe-global/safe-smart-account` (v1.5.0),
+/// by its path under `build/artifacts/contracts` without `.json`, e.g. `SafeL2.sol/SafeL2` or
+/// `proxies/SafeProxyFactory.sol/SafeProxyFactory`.
+pub fn safe_artifact(contract: &str) -> anyhow::Result<PathBuf> {
+    require_tool(
+        tools_dir()
+            .join("npm/node_modules/@safe-global/safe-smart-account/build/artifacts/contracts")
+            .join(format!("{contract}.json")),
+        &format!("Safe artifact {contract}"),
+    )
+}
+
 /// The folder of the workspace's binaries: `$COINHUB_BIN_DIR`, else the profile folder of
 /// the running executable (`target/debug/deps/e2e-xxxx` → `target/debug`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {

@@ -14,15 +14,27 @@ use crate::amqp::Amqp;
 use crate::anvil::{ANVIL_CHAIN_ID, AnvilNode, ChainClient};
 use crate::coinhubd::{
     AdminSection, AmqpSection, AssetSection, ChainSection, Coinhubd, CoinhubdConfig,
-    DatabaseSection, VaultSection,
+    CosignerLinkSection, DatabaseSection, VaultSection, WithdrawalsSection,
+};
+use crate::cosigner::{
+    ApiSection, Cosigner, CosignerAssetSection, CosignerChainSection, CosignerConfig, HMAC_SECRET,
+    KeyB,
 };
 use crate::database::Database;
 use crate::env::TestEnv;
 use crate::erc20::deploy_erc20;
 use crate::exchange::{ExchangeConfig, ExchangeProcess};
+use crate::paths;
+use crate::safe::deploy_safe;
 use crate::vhost::Vhost;
 use crate::wait::free_port;
+use anyhow::Context;
+use bitcoin::bip32::Xpub;
+use coinhub_custody::derivation::{self, EXECUTOR_BRANCH, SAFE_OWNER_BRANCH};
 use coinhub_custody::testing::{BaoDevServer, TRANSIT_KEY_A, TRANSIT_MOUNT};
+
+/// Name of the transit key wrapping key B's seed (the cosigner's).
+pub const TRANSIT_KEY_B: &str = "coinhub-b";
 use secrecy::ExposeSecret;
 
 /// The chain's name in the tests' configuration.
@@ -69,6 +81,68 @@ pub struct StackOptions {
     pub rpc_timeout_ms: u64,
     /// A UTXO chain to follow as well.
     pub utxo: Option<UtxoChainOptions>,
+    /// Start a cosigner (key B) and let coinhubd pay withdrawals (with a Safe on anvil).
+    pub cosigner: Option<CosignerOptions>,
+}
+
+/// The cosigner's policy per asset and the withdrawal engines' settings.
+#[derive(Debug, Clone)]
+pub struct CosignerOptions {
+    /// Policy by asset symbol (upper case); assets not listed get [`AssetLimits::generous`].
+    pub limits: BTreeMap<String, AssetLimits>,
+    /// EVM: seconds before a stuck transaction is replaced.
+    pub replace_after_secs: u64,
+    /// UTXO: blocks before a BIP125 replacement.
+    pub rbf_after_blocks: u32,
+}
+
+impl Default for CosignerOptions {
+    fn default() -> Self {
+        Self {
+            limits: BTreeMap::new(),
+            replace_after_secs: 600,
+            rbf_after_blocks: 1_000,
+        }
+    }
+}
+
+/// One asset's cosigner policy, in base units.
+#[derive(Debug, Clone)]
+pub struct AssetLimits {
+    /// Largest single withdrawal.
+    pub max_per_withdrawal: U256,
+    /// Largest rolling 24 h total.
+    pub max_24h: U256,
+    /// Largest fee of one spend.
+    pub fee_cap: U256,
+    /// Denied destinations.
+    pub deny: Vec<String>,
+}
+
+impl AssetLimits {
+    /// Limits no test withdrawal reaches (fee cap 1,000,000 base units).
+    pub fn generous() -> Self {
+        Self {
+            max_per_withdrawal: U256::from(10u8).pow(U256::from(30u8)),
+            max_24h: U256::from(10u8).pow(U256::from(31u8)),
+            fee_cap: U256::from(1_000_000u64),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// The withdrawal side of a stack: the cosigner, its database, and the Safe.
+pub struct CosignerParts {
+    /// `coinhubd cosigner run`.
+    pub process: Cosigner,
+    /// Its own database.
+    pub database: Database,
+    /// The hot wallet Safe on anvil.
+    pub safe: Address,
+    /// The executor EOA (key A's `m/44'/60'/0'/2/0`), funded with ETH for gas.
+    pub executor: Address,
+    /// Key B's public keys.
+    pub key_b: KeyB,
 }
 
 impl Default for StackOptions {
@@ -81,6 +155,7 @@ impl Default for StackOptions {
             with_exchange: true,
             rpc_timeout_ms: 2_000,
             utxo: None,
+            cosigner: None,
         }
     }
 }
@@ -176,6 +251,8 @@ pub struct Stack {
     pub token: Option<Address>,
     /// The account xpub `coinhubd init` printed.
     pub xpub: String,
+    /// The cosigner, when started.
+    pub cosigner: Option<CosignerParts>,
     /// The options it was started with.
     pub options: StackOptions,
     /// The test's folder and logs.
@@ -215,7 +292,25 @@ impl Stack {
             &bao,
             token,
         )?;
-        let xpub = Coinhubd::init(env, &config).await?;
+        let key_a = Coinhubd::init_keys(env, &config).await?;
+        let xpub = key_a.evm_account_xpub.clone();
+        let (config, cosigner) = match &options.cosigner {
+            Some(cosigner_options) => {
+                let (config, parts) = start_cosigner(
+                    env,
+                    &options,
+                    cosigner_options,
+                    config,
+                    &key_a,
+                    &bao,
+                    &chain,
+                    token,
+                )
+                .await?;
+                (config, Some(parts))
+            }
+            None => (config, None),
+        };
         let exchange = if options.with_exchange {
             Some(
                 ExchangeProcess::start(
@@ -239,9 +334,17 @@ impl Stack {
             vhost,
             token,
             xpub,
+            cosigner,
             options,
             env: env.clone(),
         })
+    }
+
+    /// The cosigner parts (panics if the stack was started without a cosigner).
+    pub fn cosigner(&self) -> &CosignerParts {
+        self.cosigner
+            .as_ref()
+            .expect("stack started without a cosigner")
     }
 
     /// The exchange process (panics if the stack was started without it).
@@ -356,6 +459,7 @@ pub fn coinhubd_config(
             decimals: DECIMALS,
             confirmations_min: options.eth_confirmations_min,
             deposit_min: "1000".to_owned(),
+            withdrawal_min: None,
         },
     );
     if let Some(utxo) = &options.utxo {
@@ -367,6 +471,7 @@ pub fn coinhubd_config(
                 decimals: 8,
                 confirmations_min: utxo.confirmations_min,
                 deposit_min: "1000".to_owned(),
+                withdrawal_min: None,
             },
         );
     }
@@ -379,6 +484,7 @@ pub fn coinhubd_config(
                 decimals: DECIMALS,
                 confirmations_min: options.token_confirmations_min,
                 deposit_min: "1000".to_owned(),
+                withdrawal_min: None,
             },
         );
     }
@@ -401,5 +507,159 @@ pub fn coinhubd_config(
         },
         chains,
         assets,
+        cosigner: None,
     })
+}
+
+/// The Safe owner address (`account/1/0`) of an EVM account xpub.
+pub fn safe_owner(evm_account_xpub: &str) -> anyhow::Result<Address> {
+    let xpub: Xpub = evm_account_xpub.parse()?;
+    Ok(derivation::evm_address_at(&xpub, SAFE_OWNER_BRANCH, 0)?)
+}
+
+/// Creates the cosigner's database and key B, deploys the 2-of-3 Safe (owners from keys A, B
+/// and C) and funds the executor, starts the cosigner, and returns coinhubd's configuration
+/// with `[cosigner]`, the Safe and key B's real xpub.
+#[allow(clippy::too_many_arguments)]
+async fn start_cosigner(
+    env: &TestEnv,
+    options: &StackOptions,
+    cosigner_options: &CosignerOptions,
+    mut config: CoinhubdConfig,
+    key_a: &KeyB,
+    bao: &BaoDevServer,
+    chain: &ChainClient,
+    token: Option<Address>,
+) -> anyhow::Result<(CoinhubdConfig, CosignerParts)> {
+    let database = Database::create("coinhub_cosigner_e2e").await?;
+    bao.create_transit_key(TRANSIT_KEY_B).await?;
+    // Each process gets a token that can use its own transit key only (deploy/openbao).
+    let policy = |file: &str| {
+        std::fs::read_to_string(paths::workspace_root().join("deploy/openbao").join(file))
+    };
+    let daemon_token = bao
+        .create_token("coinhubd", &policy("coinhubd.hcl")?)
+        .await?;
+    let cosigner_token = bao
+        .create_token("coinhub-cosigner", &policy("cosigner.hcl")?)
+        .await?;
+    config.vault.token = daemon_token.expose_secret().to_owned();
+
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let mut chains = BTreeMap::new();
+    chains.insert(
+        CHAIN.to_owned(),
+        CosignerChainSection {
+            kind: "evm".to_owned(),
+            chain_id: Some(ANVIL_CHAIN_ID),
+            // Replaced by the real Safe once key B exists (its owner is one of the Safe's).
+            safe_address: Some(Address::repeat_byte(1).to_checksum(None)),
+            ..CosignerChainSection::default()
+        },
+    );
+    if let Some(utxo) = &options.utxo {
+        let hot_xpub = key_a
+            .bip48
+            .get(&utxo.network)
+            .with_context(|| format!("key a has no BIP48 xpub for {}", utxo.network))?;
+        chains.insert(
+            utxo.chain.clone(),
+            CosignerChainSection {
+                kind: utxo.kind.clone(),
+                network: Some(utxo.network.clone()),
+                hot_xpub: Some(hot_xpub.clone()),
+                backup_xpub: Some(utxo.backup_xpub.clone()),
+                ..CosignerChainSection::default()
+            },
+        );
+    }
+    let mut assets = BTreeMap::new();
+    for (symbol, asset) in &config.assets {
+        let limits = cosigner_options
+            .limits
+            .get(&symbol.to_uppercase())
+            .cloned()
+            .unwrap_or_else(AssetLimits::generous);
+        assets.insert(
+            symbol.clone(),
+            CosignerAssetSection {
+                chain: asset.chain.clone(),
+                contract: asset.contract.clone(),
+                decimals: asset.decimals,
+                max_per_withdrawal: limits.max_per_withdrawal.to_string(),
+                max_24h: limits.max_24h.to_string(),
+                fee_cap: limits.fee_cap.to_string(),
+                deny: limits.deny.clone(),
+                allow: None,
+            },
+        );
+    }
+    let mut cosigner_config = CosignerConfig {
+        database: DatabaseSection {
+            url: database.url(),
+        },
+        amqp: config.amqp.clone(),
+        vault: VaultSection {
+            address: bao.address.clone(),
+            token: cosigner_token.expose_secret().to_owned(),
+            transit_mount: TRANSIT_MOUNT.to_owned(),
+            transit_key: TRANSIT_KEY_B.to_owned(),
+        },
+        api: ApiSection {
+            listen,
+            hmac_secret: HMAC_SECRET.to_owned(),
+        },
+        chains,
+        assets,
+    };
+    let key_b = Cosigner::init(env, &cosigner_config).await?;
+
+    let key_c = MasterKey::from_seed(&Mnemonic::parse(KEY_C_WORDS)?.to_seed())?
+        .evm_account_xpub()?
+        .to_string();
+    let owners = [
+        safe_owner(&key_a.evm_account_xpub)?,
+        safe_owner(&key_b.evm_account_xpub)?,
+        safe_owner(&key_c)?,
+    ];
+    let safe = deploy_safe(chain.provider(), owners).await?;
+    let executor_xpub: Xpub = key_a.evm_account_xpub.parse()?;
+    let executor = derivation::evm_address_at(&executor_xpub, EXECUTOR_BRANCH, 0)?;
+    chain
+        .send_eth(0, executor, to_base_units("10", DECIMALS))
+        .await?;
+    if let Some(section) = cosigner_config.chains.get_mut(CHAIN) {
+        section.safe_address = Some(safe.to_checksum(None));
+    }
+    let process = Cosigner::start(env, &cosigner_config).await?;
+
+    config.cosigner = Some(CosignerLinkSection {
+        url: process.url().to_owned(),
+        hmac_secret: HMAC_SECRET.to_owned(),
+    });
+    for (name, section) in &mut config.chains {
+        let mut withdrawals = WithdrawalsSection {
+            poll_interval_ms: Some(200),
+            ..WithdrawalsSection::default()
+        };
+        if name == CHAIN {
+            withdrawals.safe_address = Some(safe.to_checksum(None));
+            withdrawals.replace_after_secs = Some(cosigner_options.replace_after_secs);
+        } else if let Some(network) = &section.network {
+            section.cosigner_xpub = key_b.bip48.get(network).cloned();
+            withdrawals.rbf_after_blocks = Some(cosigner_options.rbf_after_blocks);
+        }
+        section.withdrawals = Some(withdrawals);
+    }
+    let _ = token;
+    Ok((
+        config,
+        CosignerParts {
+            process,
+            database,
+            safe,
+            executor,
+            key_b,
+        },
+    ))
 }

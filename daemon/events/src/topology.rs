@@ -48,13 +48,18 @@ pub mod routing {
     /// A withdrawal was refused or cancelled before signing.
     pub const WITHDRAWAL_FAILED: &str = "withdrawal.failed";
 
-    /// Whether losing an event with this routing key would lose money, so the publisher
+    /// Whether losing a message with this routing key would lose money, so the publisher
     /// must see it routed to at least one queue (AMQP `mandatory`) before it counts as sent.
-    /// `deposit.detected` is informational and may have no consumer.
+    /// `deposit.detected` is informational and may have no consumer; a `withdrawal.request`
+    /// published before coinhubd declared its queue would leave the member's funds locked.
     pub fn requires_consumer(routing_key: &str) -> bool {
         matches!(
             routing_key,
-            DEPOSIT_CONFIRMED | DEPOSIT_ORPHANED | WITHDRAWAL_CONFIRMED | WITHDRAWAL_FAILED
+            DEPOSIT_CONFIRMED
+                | DEPOSIT_ORPHANED
+                | WITHDRAWAL_REQUEST
+                | WITHDRAWAL_CONFIRMED
+                | WITHDRAWAL_FAILED
         )
     }
 }

@@ -37,6 +37,43 @@ enum Command {
         #[command(subcommand)]
         command: DepositsCommand,
     },
+    /// Withdrawals.
+    Withdrawals {
+        #[command(subcommand)]
+        command: WithdrawalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WithdrawalsCommand {
+    /// Lists withdrawals, newest first.
+    List {
+        /// Only this member's.
+        #[arg(long)]
+        member: Option<String>,
+        /// Only this status (requested, signed, broadcast, confirmed, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one withdrawal with its signed transactions (JSON).
+    Show {
+        /// The withdrawal id (UUID).
+        id: String,
+    },
+    /// Cancels a withdrawal that is not signed yet; the exchange unlocks the member's funds.
+    Cancel {
+        /// The withdrawal id (UUID).
+        id: String,
+        /// Why (stored with the withdrawal and sent in `withdrawal.failed`).
+        #[arg(long)]
+        reason: String,
+        /// Who cancels it (default: $USER).
+        #[arg(long, env = "USER", default_value = "admin")]
+        operator: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,8 +158,81 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_deposits(&deposits);
             }
         }
+        Command::Withdrawals { command } => withdrawals(&client, command).await?,
     }
     Ok(())
+}
+
+async fn withdrawals(client: &AdminClient, command: WithdrawalsCommand) -> anyhow::Result<()> {
+    match command {
+        WithdrawalsCommand::List {
+            member,
+            status,
+            json,
+        } => {
+            let rows = client
+                .withdrawals(member.as_deref(), status.as_deref())
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_withdrawals(&rows);
+            }
+        }
+        WithdrawalsCommand::Show { id } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.withdrawal(&id).await?)?
+            );
+        }
+        WithdrawalsCommand::Cancel {
+            id,
+            reason,
+            operator,
+        } => {
+            let row = client.cancel_withdrawal(&id, &reason, &operator).await?;
+            println!(
+                "{} {}: {}",
+                text(&row["withdrawal_id"]),
+                text(&row["status"]),
+                text(&row["failure_reason"])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_withdrawals(rows: &[Value]) {
+    println!(
+        "{:<36} {:<10} {:<6} {:<14} {:>28}  destination / reason",
+        "id", "status", "asset", "member", "amount"
+    );
+    for row in rows {
+        let decimals = row["decimals"]
+            .as_u64()
+            .and_then(|d| u8::try_from(d).ok())
+            .unwrap_or(0);
+        let amount = row["amount"]
+            .as_str()
+            .and_then(|a| a.parse::<BaseUnits>().ok())
+            .map_or_else(
+                || text(&row["amount_text"]),
+                |a| a.to_decimal_string(decimals),
+            );
+        let tail = match row["failure_reason"].as_str() {
+            Some(reason) => reason.to_owned(),
+            None => text(&row["destination"]),
+        };
+        println!(
+            "{:<36} {:<10} {:<6} {:<14} {:>28}  {}",
+            text(&row["withdrawal_id"]),
+            text(&row["status"]),
+            text(&row["asset"]),
+            text(&row["member_id"]),
+            amount,
+            tail,
+        );
+    }
 }
 
 fn text(value: &Value) -> String {

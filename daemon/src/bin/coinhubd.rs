@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use coinhub_custody::keystore::HotKey;
 use coinhub_daemon::config::Config;
+use coinhub_daemon::cosigner::config::CosignerConfig;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,28 @@ enum Command {
     Run,
     /// Validates the configuration and exits.
     CheckConfig,
+    /// Runs the cosigner (key B) with its own configuration, database and Vault token; with
+    /// a subcommand, creates key B or checks the configuration instead.
+    Cosigner {
+        /// The cosigner's configuration file (TOML); `COINHUB_COSIGNER__SECTION__KEY`
+        /// environment variables override it. coinhubd's own `--config` is not read.
+        #[arg(long, env = "COINHUB_COSIGNER_CONFIG", default_value = "cosigner.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<CosignerAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CosignerAction {
+    /// Runs the cosigner: request consumer and signing API (the default).
+    Run,
+    /// Creates key B (24-word BIP39 seed, envelope-encrypted with the cosigner's transit key)
+    /// in the cosigner's database and prints its xpubs (put the BIP48 one into coinhubd's
+    /// `cosigner_xpub`). Refuses if key B exists.
+    Init,
+    /// Validates the cosigner's configuration and exits.
+    CheckConfig,
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +82,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Cosigner { config, action } = &cli.command {
+        return run_cosigner(config, action.as_ref().unwrap_or(&CosignerAction::Run)).await;
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
@@ -86,6 +112,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => coinhub_daemon::daemon::run(config).await,
+        Command::Cosigner { .. } => unreachable!("handled before coinhubd's config is read"),
+    }
+}
+
+async fn run_cosigner(path: &std::path::Path, action: &CosignerAction) -> anyhow::Result<()> {
+    let config = CosignerConfig::load(path)?;
+    match action {
+        CosignerAction::CheckConfig => {
+            println!(
+                "cosigner configuration ok: {} chain(s), {} asset(s)",
+                config.chains.len(),
+                config.assets.len()
+            );
+            Ok(())
+        }
+        CosignerAction::Init => {
+            let created = coinhub_daemon::cosigner::init(&config).await?;
+            println!("xpub {}", created.evm_account_xpub);
+            for (network, xpub) in &created.utxo_account_xpubs {
+                println!("bip48 {network} {xpub}");
+            }
+            Ok(())
+        }
+        CosignerAction::Run => coinhub_daemon::cosigner::run(config).await,
     }
 }
 

@@ -1,9 +1,24 @@
-//! The order book: price levels in `BTreeMap`s, each level a FIFO keyed by arrival sequence, and
-//! an index from order id to (side, price, sequence) so a cancel costs O(log n).
+//! The order book: per side a `BTreeMap` from price to a level, each level a FIFO queue in
+//! arrival order, and a hash index from order id to (side, price, arrival sequence), so a cancel
+//! costs a hash lookup, a price lookup (O(log levels)) and a binary search in its level
+//! (O(log orders at the price)).
+//!
+//! Hot-path choices (measured in `docs/benchmarks.md`):
+//! - levels live in a slab (`levels`, reused through `free_levels`), and the price maps hold
+//!   4-byte slab indices, so the maps stay small and a new price level reuses a queue's memory
+//!   instead of allocating;
+//! - a level's queue is a `VecDeque` of slots sorted by sequence; a cancel in the middle leaves a
+//!   tombstone (`remaining_lots == 0`) that is dropped when it reaches either end or when
+//!   tombstones outnumber live orders, so no cancel shifts a long queue;
+//! - the index is a `HashMap` with a fixed hash function (no random seed; the book never
+//!   iterates it, so results do not depend on hashing) that keeps ids differing only in their
+//!   lowest three bits in neighbouring buckets (see [`OrderIdHasher`]).
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::OccupiedEntry;
+use std::collections::btree_map::{Entry, OccupiedEntry};
+use std::collections::{BTreeMap, VecDeque};
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -11,19 +26,108 @@ use crate::{
     Side, TimeInForce,
 };
 
-/// A resting order.
+/// A freed level keeps at most this many slots of queue capacity (2 KiB) for its next use.
+const FREE_LEVEL_SLOTS_MAX: usize = 64;
+/// A level compacts its queue once it holds more tombstones than this and than live orders.
+const TOMBSTONES_MIN: usize = 16;
+
+/// A resting order in its level's queue; `remaining_lots == 0` marks a cancelled order whose
+/// slot has not been dropped yet (a tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Resting {
+struct Slot {
+    /// The book's arrival sequence number: increasing along the queue.
+    sequence: u64,
     id: OrderId,
     member: MemberId,
     remaining_lots: u64,
 }
 
-/// One price level: orders in arrival order (key = the book's arrival sequence number).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl Slot {
+    fn is_live(&self) -> bool {
+        self.remaining_lots > 0
+    }
+}
+
+/// One price level: orders in arrival order. The first and last slots are always live, so a
+/// level with no live order has an empty queue (and is removed from the book).
+#[derive(Debug, Clone)]
 struct Level {
-    orders: BTreeMap<u64, Resting>,
+    queue: VecDeque<Slot>,
+    /// Live orders in `queue`.
+    live: usize,
     total_lots: u64,
+}
+
+impl Level {
+    fn new() -> Self {
+        Level {
+            queue: VecDeque::new(),
+            live: 0,
+            total_lots: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Live orders, first to match first.
+    fn orders(&self) -> impl Iterator<Item = &Slot> {
+        self.queue.iter().filter(|slot| slot.is_live())
+    }
+
+    fn push(&mut self, slot: Slot) {
+        assert!(slot.is_live(), "only unfilled orders rest");
+        debug_assert!(
+            self.queue
+                .back()
+                .is_none_or(|last| last.sequence < slot.sequence),
+            "sequence numbers grow"
+        );
+        self.total_lots = self
+            .total_lots
+            .checked_add(slot.remaining_lots)
+            .expect("level total fits u64");
+        self.live += 1;
+        self.queue.push_back(slot);
+    }
+
+    fn position(&self, sequence: u64) -> Option<usize> {
+        self.queue
+            .binary_search_by_key(&sequence, |slot| slot.sequence)
+            .ok()
+            .filter(|&position| self.queue[position].is_live())
+    }
+
+    /// Takes the live order at `position` out of the queue, returning it.
+    fn remove(&mut self, position: usize) -> Slot {
+        let slot = &mut self.queue[position];
+        assert!(slot.is_live(), "removing a live order");
+        let removed = slot.clone();
+        slot.remaining_lots = 0;
+        self.total_lots = self
+            .total_lots
+            .checked_sub(removed.remaining_lots)
+            .expect("level total covers its orders");
+        self.live -= 1;
+        // Keep both ends live; compact when tombstones dominate.
+        while self.queue.front().is_some_and(|slot| !slot.is_live()) {
+            self.queue.pop_front();
+        }
+        while self.queue.back().is_some_and(|slot| !slot.is_live()) {
+            self.queue.pop_back();
+        }
+        let tombstones = self.queue.len() - self.live;
+        if tombstones > TOMBSTONES_MIN && tombstones > self.live {
+            self.queue.retain(Slot::is_live);
+        }
+        debug_assert_eq!(
+            self.live == 0,
+            self.queue.is_empty(),
+            "empty iff no live order"
+        );
+        removed
+    }
 }
 
 /// Where a live order sits.
@@ -86,10 +190,74 @@ enum Want {
 #[derive(Debug, Clone)]
 pub struct OrderBook {
     market: Market,
-    bids: BTreeMap<u64, Level>,
-    asks: BTreeMap<u64, Level>,
-    index: BTreeMap<OrderId, Location>,
+    /// Price → index in `levels`.
+    bids: BTreeMap<u64, LevelId>,
+    asks: BTreeMap<u64, LevelId>,
+    /// Slab of levels: those named in `bids` or `asks`, and free (empty) ones.
+    levels: Vec<Level>,
+    free_levels: Vec<LevelId>,
+    index: HashMap<OrderId, Location, BuildHasherDefault<OrderIdHasher>>,
     next_sequence: u64,
+}
+
+/// Hash of an order id for the index. Services hand out ids mostly in sequence, so ids that
+/// differ only in their lowest three bits keep them in the hash's lowest bits and land in
+/// neighbouring buckets: eight new orders touch one stretch of the table instead of eight
+/// random ones. The rest of the id goes through a multiply-and-rotate mix (rustc-hash's), so
+/// strided or otherwise patterned ids still spread over the table.
+#[derive(Debug, Clone, Copy, Default)]
+struct OrderIdHasher(u64);
+
+impl OrderIdHasher {
+    /// rustc-hash's multiplier.
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+}
+
+impl Hasher for OrderIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `OrderId` (it writes one u64); kept correct for any input.
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(Self::K);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+
+    fn finish(&self) -> u64 {
+        let id = self.0;
+        let mixed = (id >> 3).wrapping_mul(Self::K).rotate_left(26);
+        // Low bits pick the bucket, the top seven the control tag: the low three id bits go
+        // into both.
+        ((mixed & !7) | (id & 7)) ^ ((id & 7) << 57)
+    }
+}
+
+/// Index of a level in `OrderBook::levels`.
+type LevelId = u32;
+
+/// Takes a free level from the slab (or adds one) for a new price.
+fn take_level(levels: &mut Vec<Level>, free_levels: &mut Vec<LevelId>) -> LevelId {
+    if let Some(level_id) = free_levels.pop() {
+        debug_assert!(
+            levels[level_id as usize].is_empty(),
+            "free levels are empty"
+        );
+        return level_id;
+    }
+    let level_id = LevelId::try_from(levels.len()).expect("fewer than 2^32 price levels");
+    levels.push(Level::new());
+    level_id
+}
+
+/// Returns an emptied level to the slab, keeping a small queue allocation for its next use.
+fn free_level(levels: &mut [Level], free_levels: &mut Vec<LevelId>, level_id: LevelId) {
+    let level = &mut levels[level_id as usize];
+    assert!(level.is_empty(), "only empty levels are freed");
+    assert_eq!(level.total_lots, 0, "an empty level holds no lots");
+    level.queue.shrink_to(FREE_LEVEL_SLOTS_MAX);
+    free_levels.push(level_id);
 }
 
 impl OrderBook {
@@ -99,7 +267,9 @@ impl OrderBook {
             market,
             bids: BTreeMap::new(),
             asks: BTreeMap::new(),
-            index: BTreeMap::new(),
+            levels: Vec::new(),
+            free_levels: Vec::new(),
+            index: HashMap::default(),
             next_sequence: 0,
         }
     }
@@ -147,18 +317,17 @@ impl OrderBook {
     /// Unfilled lots of a live order.
     pub fn remaining_lots(&self, id: OrderId) -> Option<u64> {
         let location = self.index.get(&id)?;
-        let level = self.side(location.side).get(&location.price_ticks)?;
-        level
-            .orders
-            .get(&location.sequence)
-            .map(|order| order.remaining_lots)
+        let level_id = self.side(location.side).get(&location.price_ticks)?;
+        let level = &self.levels[*level_id as usize];
+        let position = level.position(location.sequence)?;
+        Some(level.queue[position].remaining_lots)
     }
 
     /// Aggregated depth: up to `levels_max` price levels per side, best first.
     pub fn depth(&self, levels_max: usize) -> Depth {
-        let level = |(price_ticks, level): (&u64, &Level)| DepthLevel {
+        let level = |(price_ticks, level_id): (&u64, &LevelId)| DepthLevel {
             price_ticks: *price_ticks,
-            total_lots: level.total_lots,
+            total_lots: self.levels[*level_id as usize].total_lots,
         };
         Depth {
             bids: self.bids.iter().rev().take(levels_max).map(level).collect(),
@@ -168,13 +337,12 @@ impl OrderBook {
 
     /// The whole book in priority order.
     pub fn snapshot(&self) -> BookSnapshot {
-        fn view<'a>(levels: impl Iterator<Item = (&'a u64, &'a Level)>) -> Vec<LevelView> {
-            levels
-                .map(|(price, level)| LevelView {
+        let view = |prices: &mut dyn Iterator<Item = (&u64, &LevelId)>| -> Vec<LevelView> {
+            prices
+                .map(|(price, level_id)| LevelView {
                     price_ticks: *price,
-                    orders: level
-                        .orders
-                        .values()
+                    orders: self.levels[*level_id as usize]
+                        .orders()
                         .map(|o| OrderView {
                             id: o.id,
                             member: o.member,
@@ -183,14 +351,14 @@ impl OrderBook {
                         .collect(),
                 })
                 .collect()
-        }
+        };
         BookSnapshot {
-            bids: view(self.bids.iter().rev()),
-            asks: view(self.asks.iter()),
+            bids: view(&mut self.bids.iter().rev()),
+            asks: view(&mut self.asks.iter()),
         }
     }
 
-    fn side(&self, side: Side) -> &BTreeMap<u64, Level> {
+    fn side(&self, side: Side) -> &BTreeMap<u64, LevelId> {
         match side {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
@@ -248,12 +416,15 @@ impl OrderBook {
         enough_lots: u64,
     ) -> u64 {
         let mut fillable: u64 = 0;
-        let levels: Box<dyn Iterator<Item = (&u64, &Level)>> = match side {
+        let prices: Box<dyn Iterator<Item = (&u64, &LevelId)>> = match side {
             Side::Buy => Box::new(self.asks.range(..=limit_price_ticks)),
             Side::Sell => Box::new(self.bids.range(limit_price_ticks..).rev()),
         };
-        for (_, level) in levels {
-            for order in level.orders.values().filter(|o| o.member != member) {
+        for (_, level_id) in prices {
+            for order in self.levels[*level_id as usize]
+                .orders()
+                .filter(|o| o.member != member)
+            {
                 fillable = fillable.saturating_add(order.remaining_lots);
                 if fillable >= enough_lots {
                     return fillable;
@@ -383,16 +554,18 @@ impl OrderBook {
     /// Matches the taker against the opposite side in price-time priority; returns what is
     /// still wanted.
     fn match_taker(&mut self, taker: &Taker, mut want: Want, events: &mut Vec<Event>) -> Want {
-        let (book, index) = match taker.side {
-            Side::Buy => (&mut self.asks, &mut self.index),
-            Side::Sell => (&mut self.bids, &mut self.index),
+        let book = match taker.side {
+            Side::Buy => &mut self.asks,
+            Side::Sell => &mut self.bids,
         };
+        let (levels, free_levels, index) =
+            (&mut self.levels, &mut self.free_levels, &mut self.index);
         loop {
-            let level_entry: Option<OccupiedEntry<'_, u64, Level>> = match taker.side {
+            let level_entry: Option<OccupiedEntry<'_, u64, LevelId>> = match taker.side {
                 Side::Buy => book.first_entry(),
                 Side::Sell => book.last_entry(),
             };
-            let Some(mut level_entry) = level_entry else {
+            let Some(level_entry) = level_entry else {
                 break;
             };
             let price_ticks = *level_entry.key();
@@ -416,19 +589,13 @@ impl OrderBook {
             if cap_lots == 0 {
                 break;
             }
-            let level = level_entry.get_mut();
-            let mut order_entry = level
-                .orders
-                .first_entry()
-                .expect("empty levels are removed");
-            let maker = order_entry.get_mut();
+            let level_id = *level_entry.get();
+            let level = &mut levels[level_id as usize];
+            let maker = level.queue.front_mut().expect("empty levels are removed");
+            assert!(maker.is_live(), "a level's first order is live");
 
             if maker.member == taker.member {
-                let cancelled = order_entry.remove();
-                level.total_lots = level
-                    .total_lots
-                    .checked_sub(cancelled.remaining_lots)
-                    .expect("level total covers its orders");
+                let cancelled = level.remove(0);
                 index
                     .remove(&cancelled.id)
                     .expect("resting orders are indexed");
@@ -439,11 +606,6 @@ impl OrderBook {
                 });
             } else {
                 let quantity_lots = cap_lots.min(maker.remaining_lots);
-                maker.remaining_lots -= quantity_lots;
-                level.total_lots = level
-                    .total_lots
-                    .checked_sub(quantity_lots)
-                    .expect("level total covers its orders");
                 events.push(Event::Trade {
                     maker_id: maker.id,
                     taker_id: taker.id,
@@ -453,12 +615,18 @@ impl OrderBook {
                     price_ticks,
                     quantity_lots,
                 });
-                if maker.remaining_lots == 0 {
-                    let filled = order_entry.remove();
+                if quantity_lots == maker.remaining_lots {
+                    let filled = level.remove(0);
                     index
                         .remove(&filled.id)
                         .expect("resting orders are indexed");
                     events.push(Event::Done { id: filled.id });
+                } else {
+                    maker.remaining_lots -= quantity_lots;
+                    level.total_lots = level
+                        .total_lots
+                        .checked_sub(quantity_lots)
+                        .expect("level total covers its orders");
                 }
                 want = match want {
                     Want::Lots {
@@ -479,13 +647,9 @@ impl OrderBook {
                     }
                 };
             }
-            if level_entry.get().orders.is_empty() {
-                assert_eq!(
-                    level_entry.get().total_lots,
-                    0,
-                    "an empty level holds no lots"
-                );
+            if level.is_empty() {
                 level_entry.remove();
+                free_level(levels, free_levels, level_id);
             }
         }
         want
@@ -499,19 +663,16 @@ impl OrderBook {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let level = book.entry(price_ticks).or_default();
-        level.total_lots = level
-            .total_lots
-            .checked_add(remaining_lots)
-            .expect("level total fits u64");
-        level.orders.insert(
+        let (levels, free_levels) = (&mut self.levels, &mut self.free_levels);
+        let level_id = *book
+            .entry(price_ticks)
+            .or_insert_with(|| take_level(levels, free_levels));
+        levels[level_id as usize].push(Slot {
             sequence,
-            Resting {
-                id: taker.id,
-                member: taker.member,
-                remaining_lots,
-            },
-        );
+            id: taker.id,
+            member: taker.member,
+            remaining_lots,
+        });
         let previous = self.index.insert(
             taker.id,
             Location {
@@ -544,31 +705,26 @@ impl OrderBook {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let level = book
-            .get_mut(&location.price_ticks)
-            .expect("indexed orders have a level");
-        let owner = level
-            .orders
-            .get(&location.sequence)
-            .expect("indexed orders are in their level")
-            .member;
-        if owner != member {
+        let Entry::Occupied(level_entry) = book.entry(location.price_ticks) else {
+            panic!("indexed orders have a level");
+        };
+        let level_id = *level_entry.get();
+        let level = &mut self.levels[level_id as usize];
+        let position = level
+            .position(location.sequence)
+            .expect("indexed orders are in their level");
+        if level.queue[position].member != member {
             events.push(Event::Rejected {
                 id,
                 reason: RejectReason::ForeignOrder,
             });
             return;
         }
-        let order = level
-            .orders
-            .remove(&location.sequence)
-            .expect("checked above");
-        level.total_lots = level
-            .total_lots
-            .checked_sub(order.remaining_lots)
-            .expect("level total covers its orders");
-        if level.orders.is_empty() {
-            book.remove(&location.price_ticks);
+        let order = level.remove(position);
+        assert_eq!(order.id, id, "the index points at the order");
+        if level.is_empty() {
+            level_entry.remove();
+            free_level(&mut self.levels, &mut self.free_levels, level_id);
         }
         self.index.remove(&id);
         events.push(Event::Cancelled {

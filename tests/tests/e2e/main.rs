@@ -15,7 +15,11 @@
 //! - [`utxo`]: Bitcoin deposits to the 2-of-3 `wsh(sortedmulti)` wallet on the regtest
 //!   node double, and a reorg after credit;
 //! - [`dash`]: Dash deposits to the 2-of-3 `sh(sortedmulti)` wallet on the node double in
-//!   Dash mode (X11 block hashes), credited in duffs.
+//!   Dash mode (X11 block hashes), credited in duffs;
+//! - [`withdrawals_evm`]: ETH and ERC-20 withdrawals from the Safe 2-of-3 with the cosigner,
+//!   settled by the exchange; a stuck one replaced with the same nonce;
+//! - [`withdrawals_utxo`]: Bitcoin and Dash withdrawals batched into one 2-of-3 transaction,
+//!   the cosigner's refusals, refusals before signing, and crashes around the broadcast.
 
 mod addresses;
 mod custody_init;
@@ -27,3 +31,5 @@ mod node_status;
 mod reorg;
 mod restarts;
 mod utxo;
+mod withdrawals_evm;
+mod withdrawals_utxo;

@@ -425,3 +425,63 @@ fn extreme_values_do_not_overflow() {
     );
     assert_eq!(book.remaining_lots(OrderId(1)), Some(u64::MAX - 1));
 }
+
+/// Cancels inside a long level (which leave tombstones in its queue until they reach an end or
+/// outnumber the live orders) keep the level's totals and time priority. Steps: 60 asks at one
+/// price; cancel the first, the last and 40 in the middle (enough to compact the queue), then
+/// re-place a cancelled id; the snapshot lists the survivors in arrival order with the re-placed
+/// order last, depth sums them, and a sweeping buy fills them in that order.
+#[test]
+fn cancels_inside_a_level_keep_priority() {
+    let mut book = book();
+    for id in 1..=60 {
+        book.apply(&gtc(id, ALICE, Side::Sell, 100, 2 + id));
+    }
+    let cancelled: Vec<u64> = [1, 60].into_iter().chain(10..50).collect();
+    for &id in &cancelled {
+        let events = book.apply(&Command::Cancel {
+            id: OrderId(id),
+            member: ALICE,
+        });
+        assert_eq!(
+            events,
+            vec![Event::Cancelled {
+                id: OrderId(id),
+                remaining: Remaining::Lots(2 + id),
+                reason: CancelReason::Requested
+            }]
+        );
+        assert_eq!(book.remaining_lots(OrderId(id)), None);
+    }
+    book.apply(&gtc(30, ALICE, Side::Sell, 100, 7));
+
+    let mut survivors: Vec<u64> = (2..10).chain(50..60).collect();
+    survivors.push(30);
+    let expected: Vec<OrderView> = survivors
+        .iter()
+        .map(|&id| OrderView {
+            id: OrderId(id),
+            member: ALICE,
+            remaining_lots: if id == 30 { 7 } else { 2 + id },
+        })
+        .collect();
+    let snapshot = book.snapshot();
+    assert_eq!(snapshot.asks.len(), 1);
+    assert_eq!(snapshot.asks[0].orders, expected);
+    let total_lots: u64 = expected.iter().map(|o| o.remaining_lots).sum();
+    assert_eq!(book.depth(1).asks[0].total_lots, total_lots);
+    assert_eq!(book.order_count(), survivors.len());
+
+    let events = book.apply(&gtc(100, BOB, Side::Buy, 100, total_lots));
+    let makers: Vec<u64> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Trade { maker_id, .. } => Some(maker_id.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(makers, survivors);
+    assert_eq!(events.last(), Some(&done(100)));
+    assert_eq!(book.best_ask_ticks(), None);
+    assert_eq!(book.order_count(), 0);
+}

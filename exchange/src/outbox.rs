@@ -1,0 +1,218 @@
+//! The exchange's transactional outbox: commands to coinhubd (today `withdrawal.request`)
+//! are written in the same database transaction as the ledger change they announce
+//! ([`enqueue`]) and relayed to RabbitMQ in `seq` order ([`run_relay`]) with publisher
+//! confirms, persistent delivery and AMQP `mandatory`, through
+//! [`ConfirmingPublisher::publish_all`].
+//!
+//! A message the broker returns as unroutable (coinhubd has not declared its queue yet) or
+//! nacks stays in the outbox and is retried, in order, after a pause; it is never dropped. A
+//! crash between the broker's confirm and the `published_at` update publishes the same
+//! message id again, which coinhubd ignores (it is idempotent on the withdrawal id).
+
+use std::time::Duration;
+
+use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage, PublishError};
+use coinhub_events::topology;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::service::{self, Backoff, ConsumerSettings, SessionError};
+
+/// Most messages published per relay round (one database transaction).
+const BATCH_MAX: i64 = 100;
+/// Pause when the outbox is empty.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Longest wait for the broker's confirms of one batch.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Adds `message` to the outbox inside the caller's transaction; it is published only if
+/// that transaction commits. `id` becomes the AMQP `message_id` (it must be the JSON `id`).
+///
+/// Errors: the database's (e.g. a duplicate `id`).
+pub async fn enqueue<T: Serialize>(
+    conn: &mut PgConnection,
+    exchange: &str,
+    routing_key: &str,
+    id: Uuid,
+    message: &T,
+) -> Result<(), sqlx::Error> {
+    let payload = serde_json::to_value(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("INSERT INTO outbox (id, exchange, routing_key, payload) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// PostgreSQL failed; nothing was marked published.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The broker did not take a message (unroutable, nacked, connection lost); it and the
+    /// ones after it stay in the outbox.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The broker did not confirm a batch within the timeout; nothing was marked published.
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    /// Connecting or declaring failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+impl From<lapin::Error> for RelayError {
+    fn from(error: lapin::Error) -> Self {
+        Self::Session(SessionError::Amqp(error))
+    }
+}
+
+/// Publishes the oldest unpublished rows (at most [`BATCH_MAX`]) in one transaction that
+/// holds their row locks, so two relays never publish the same row at once. Marks exactly
+/// the confirmed prefix as published; on a failure, counts an attempt and stores the error
+/// on the first unconfirmed row. Returns how many rows were published.
+///
+/// Errors: [`RelayError`]; the confirmed prefix is marked published even then.
+pub async fn publish_batch(
+    pool: &PgPool,
+    publisher: &ConfirmingPublisher,
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(i64, Uuid, String, String, String)> = sqlx::query_as(
+        "SELECT seq, id, exchange, routing_key, payload::text FROM outbox
+          WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(BATCH_MAX)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let messages: Vec<OutgoingMessage> = rows
+        .iter()
+        .map(|(_, id, exchange, routing_key, payload)| OutgoingMessage {
+            exchange: exchange.clone(),
+            routing_key: routing_key.clone(),
+            message_id: id.to_string(),
+            body: payload.clone().into_bytes(),
+            headers: Vec::new(),
+            correlation_id: None,
+        })
+        .collect();
+    let (sent, error) = tokio::time::timeout(CONFIRM_TIMEOUT, publisher.publish_all(&messages))
+        .await
+        .map_err(|_| RelayError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
+    assert!(
+        sent <= rows.len(),
+        "publish_all confirms at most what it was given"
+    );
+    let sent_seqs: Vec<i64> = rows[..sent].iter().map(|row| row.0).collect();
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+        .bind(&sent_seqs)
+        .execute(&mut *tx)
+        .await?;
+    if let (Some(error), Some(failed)) = (&error, rows.get(sent)) {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1")
+            .bind(failed.0)
+            .bind(error.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if sent > 0 {
+        tracing::info!(published = sent, "outbox messages published");
+    }
+    match error {
+        Some(error) => Err(error.into()),
+        None => Ok(sent),
+    }
+}
+
+/// Relays the outbox until `shutdown` is cancelled: connects (with `settings`' timeout),
+/// declares the exchanges, publishes in order, and pauses with backoff (from
+/// `settings.retry_delay` up to `settings.reconnect_delay_max`) after each failure. An
+/// unroutable or nacked message keeps the connection and is retried; a broken connection is
+/// reopened.
+pub async fn run_relay(pool: PgPool, settings: ConsumerSettings, shutdown: CancellationToken) {
+    let mut reconnects = Backoff::new(settings.retry_delay, settings.reconnect_delay_max);
+    while !shutdown.is_cancelled() {
+        match relay_session(&pool, &settings, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                let delay = reconnects.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis(),
+                    "outbox relay lost the broker; reconnecting");
+                if !service::sleep_or_cancel(delay, &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("outbox relay stopped");
+}
+
+/// One connection: publish until the connection fails (error) or shutdown (`Ok`).
+async fn relay_session(
+    pool: &PgPool,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let connection = tokio::select! {
+        connection = service::connect(settings) => connection?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let publisher = ConfirmingPublisher::open(&connection).await?;
+    topology::declare_exchanges(publisher.channel()).await?;
+    tracing::info!("outbox relay connected");
+    let mut retries = Backoff::new(settings.retry_delay, settings.reconnect_delay_max);
+    let outcome = loop {
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        let pause = match publish_batch(pool, &publisher).await {
+            Ok(0) => IDLE_POLL,
+            Ok(_) => {
+                retries.reset();
+                continue;
+            }
+            Err(RelayError::Publish(
+                error @ (PublishError::Unroutable { .. } | PublishError::Nacked { .. }),
+            )) => {
+                let delay = retries.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis(),
+                    "outbox message not taken by the broker; kept for a retry");
+                delay
+            }
+            Err(RelayError::Database(error)) => {
+                let delay = retries.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis(),
+                    "outbox relay cannot read the database");
+                delay
+            }
+            Err(error) => break Err(error),
+        };
+        if !service::sleep_or_cancel(pause, shutdown).await {
+            break Ok(());
+        }
+    };
+    if let Err(error) = connection.close(200, "outbox relay stopping".into()).await {
+        tracing::debug!(%error, "closing relay connection");
+    }
+    outcome
+}
+
+/// How many outbox rows wait to be published.
+///
+/// Errors: the database's.
+pub async fn unpublished(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+}

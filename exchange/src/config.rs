@@ -14,6 +14,10 @@
 //! reconnect_delay_max_ms = 30000
 //! connect_timeout_ms = 10000
 //!
+//! [api]                         # the member HTTP API (`crate::api`)
+//! listen = "127.0.0.1:8790"
+//! max_clock_skew_secs = 30      # request timestamps may differ this much from our clock
+//!
 //! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
 //! withdraw_fee = "10000"        # base units charged per withdrawal, default "0"
 //! ```
@@ -22,6 +26,7 @@
 //! `COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE=...` sets BTC's withdrawal fee.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -45,6 +50,9 @@ pub struct Config {
     /// `[amqp]`.
     #[serde(default)]
     pub amqp: AmqpConfig,
+    /// `[api]`: the member HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// `[assets.<SYMBOL>]`: per-asset settings; an asset without a table gets the defaults.
     #[serde(default)]
     pub assets: AssetsConfig,
@@ -180,6 +188,34 @@ impl Default for AmqpConfig {
     }
 }
 
+/// `[api]`: the member HTTP API ([`crate::api`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address. Default `127.0.0.1:8790`.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted difference between a request's `x-coinhub-timestamp` and our clock,
+    /// in seconds (either direction), 1 to 3600. Default 30. Nonces are kept twice as long.
+    #[serde(default = "default_max_clock_skew_secs")]
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+            max_clock_skew_secs: default_max_clock_skew_secs(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8790))
+}
+fn default_max_clock_skew_secs() -> u64 {
+    30
+}
 fn default_max_connections() -> u32 {
     5
 }
@@ -296,6 +332,12 @@ impl Config {
                 "must be 100 to 600000".into(),
             ));
         }
+        if !(1..=3_600).contains(&self.api.max_clock_skew_secs) {
+            return Err(invalid(
+                "api.max_clock_skew_secs",
+                "must be 1 to 3600".into(),
+            ));
+        }
         for symbol in self.assets.0.keys() {
             symbol
                 .parse::<crate::ledger::AssetSymbol>()
@@ -350,6 +392,24 @@ mod tests {
         );
         assert_eq!(config.amqp.prefetch, 16);
         assert_eq!(config.database.max_connections, 5);
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8790");
+        assert_eq!(config.api.max_clock_skew_secs, 30);
+    }
+
+    #[test]
+    fn api_section_is_checked() {
+        let config = from_toml(
+            "[database]\nurl = \"postgres://h/x\"\n[api]\nlisten = \"0.0.0.0:9000\"\nmax_clock_skew_secs = 5\n",
+        )
+        .expect("valid");
+        assert_eq!(config.api.listen.port(), 9000);
+        assert_eq!(config.api.max_clock_skew_secs, 5);
+        let zero = from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nmax_clock_skew_secs = 0\n")
+            .expect_err("zero skew");
+        assert!(zero.to_string().contains("`api.max_clock_skew_secs`"), "{zero}");
+        let bad = from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nlisten = \"nowhere\"\n")
+            .expect_err("bad address");
+        assert!(bad.to_string().contains("`api.listen`"), "{bad}");
     }
 
     #[test]

@@ -17,9 +17,9 @@
 use std::collections::btree_map::{Entry, OccupiedEntry};
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     CancelReason, Command, Event, Market, MemberId, OrderId, OrderKind, RejectReason, Remaining,
@@ -204,7 +204,9 @@ pub struct OrderBook {
 /// differ only in their lowest three bits keep them in the hash's lowest bits and land in
 /// neighbouring buckets: eight new orders touch one stretch of the table instead of eight
 /// random ones. The rest of the id goes through a multiply-and-rotate mix (rustc-hash's), so
-/// strided or otherwise patterned ids still spread over the table.
+/// strided or otherwise patterned ids still spread over the table; at worst (all ids alike in
+/// their lowest three bits) they start their probes only at every eighth bucket, which the
+/// table's 16-bucket probe groups absorb.
 #[derive(Debug, Clone, Copy, Default)]
 struct OrderIdHasher(u64);
 

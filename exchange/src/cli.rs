@@ -7,6 +7,7 @@ use coinhub_events::MemberId;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::api::keys::{ApiKeyInfo, KeyId};
 use crate::journal::Balance;
 use crate::withdrawals::Withdrawal;
 
@@ -44,6 +45,58 @@ pub enum Command {
     Withdraw(WithdrawArgs),
     /// List a member's withdrawals and their status.
     Withdrawals(WithdrawalsArgs),
+    /// Create, revoke or list members' API keys (the HTTP API's HMAC keys).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+/// `api-key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key for a member and print its id and secret. The secret is shown only
+    /// this once; give it to the member over a secure channel.
+    Create(ApiKeyCreateArgs),
+    /// Revoke a key: requests signed with it are refused from now on.
+    Revoke(ApiKeyRevokeArgs),
+    /// List a member's keys (ids, labels, dates; never secrets).
+    List(ApiKeyListArgs),
+}
+
+/// `api-key create` options.
+#[derive(Debug, Args)]
+pub struct ApiKeyCreateArgs {
+    /// The member the key acts for.
+    #[arg(long, value_parser = parse_member)]
+    pub member: MemberId,
+    /// A label for operators, e.g. `trading bot` (1-100 characters).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print JSON (`{"key_id":…,"member":…,"secret":…}`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `api-key revoke` options.
+#[derive(Debug, Args)]
+pub struct ApiKeyRevokeArgs {
+    /// The key id (`ck_…`).
+    #[arg(long, value_parser = parse_key_id)]
+    pub key_id: KeyId,
+}
+
+/// `api-key list` options.
+#[derive(Debug, Args)]
+pub struct ApiKeyListArgs {
+    /// The member whose keys to print.
+    #[arg(long, value_parser = parse_member)]
+    pub member: MemberId,
+    /// Print JSON (one object) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_id(value: &str) -> Result<KeyId, String> {
+    value.parse()
 }
 
 /// `withdraw` options. The amount is in base units; the asset's `withdraw_fee` is locked
@@ -178,6 +231,28 @@ pub struct WithdrawalsJson<'a> {
     pub withdrawals: &'a [Withdrawal],
 }
 
+/// One text line per API key: `<key id> <member> created <time> [revoked <time>] [label]`.
+pub fn api_key_text(key: &ApiKeyInfo) -> String {
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let mut line = format!(
+        "{} {} created {}",
+        key.key_id,
+        key.member,
+        rfc3339(key.created_at)
+    );
+    if let Some(revoked_at) = key.revoked_at {
+        line.push_str(&format!(" revoked {}", rfc3339(revoked_at)));
+    }
+    if let Some(label) = &key.label {
+        line.push_str(&format!(" label {label:?}"));
+    }
+    line.push('\n');
+    line
+}
+
 /// One text line per withdrawal, e.g.
 /// `<id> requested BTC 100000 (0.001) fee 1000 to bcrt1q... ` plus `txid ...` or
 /// `reason ...` once settled.
@@ -276,5 +351,41 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn parses_api_key_commands() {
+        let create = Cli::try_parse_from([
+            "coinhub-exchange",
+            "api-key",
+            "create",
+            "--member",
+            "alice",
+            "--label",
+            "bot",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            create.command,
+            Command::ApiKey(ApiKeyCommand::Create(ApiKeyCreateArgs { ref member, .. }))
+                if member.as_str() == "alice"
+        ));
+        let revoke = Cli::try_parse_from([
+            "coinhub-exchange",
+            "api-key",
+            "revoke",
+            "--key-id",
+            "ck_0123456789abcdef0123456789abcdef",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            revoke.command,
+            Command::ApiKey(ApiKeyCommand::Revoke(_))
+        ));
+        assert!(
+            Cli::try_parse_from(["coinhub-exchange", "api-key", "revoke", "--key-id", "nope"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["coinhub-exchange", "api-key", "create"]).is_err());
     }
 }

@@ -20,10 +20,20 @@
 //!
 //! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
 //! withdraw_fee = "10000"        # base units charged per withdrawal, default "0"
+//!
+//! [markets.btc_usdt]           # optional, one table per market; see `crate::markets`
+//! base = "BTC"
+//! quote = "USDT"
+//! tick_size = "100"             # quote base units per lot, per price step
+//! lot_size = "1000"             # base units per lot
+//! min_quantity = "1000"         # base units, default one lot
+//! maker_fee_bps = 10
+//! taker_fee_bps = 20
 //! ```
 //!
 //! `COINHUB_EXCHANGE__DATABASE__URL=...` overrides `[database] url`;
-//! `COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE=...` sets BTC's withdrawal fee.
+//! `COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE=...` sets BTC's withdrawal fee;
+//! `COINHUB_EXCHANGE__MARKETS__BTC_USDT__TAKER_FEE_BPS=...` a market's taker fee.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,6 +66,9 @@ pub struct Config {
     /// `[assets.<SYMBOL>]`: per-asset settings; an asset without a table gets the defaults.
     #[serde(default)]
     pub assets: AssetsConfig,
+    /// `[markets.<name>]`: the markets the trading engine runs (see [`crate::markets`]).
+    #[serde(default)]
+    pub markets: crate::markets::MarketsConfig,
 }
 
 /// `[assets.<SYMBOL>]` tables, keyed by upper-case asset symbol. Symbols ignore case:
@@ -338,6 +351,9 @@ impl Config {
                 "must be 1 to 3600".into(),
             ));
         }
+        self.markets
+            .checked()
+            .map_err(|e| invalid(&e.key, e.reason))?;
         for symbol in self.assets.0.keys() {
             symbol
                 .parse::<crate::ledger::AssetSymbol>()
@@ -404,9 +420,13 @@ mod tests {
         .expect("valid");
         assert_eq!(config.api.listen.port(), 9000);
         assert_eq!(config.api.max_clock_skew_secs, 5);
-        let zero = from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nmax_clock_skew_secs = 0\n")
-            .expect_err("zero skew");
-        assert!(zero.to_string().contains("`api.max_clock_skew_secs`"), "{zero}");
+        let zero =
+            from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nmax_clock_skew_secs = 0\n")
+                .expect_err("zero skew");
+        assert!(
+            zero.to_string().contains("`api.max_clock_skew_secs`"),
+            "{zero}"
+        );
         let bad = from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nlisten = \"nowhere\"\n")
             .expect_err("bad address");
         assert!(bad.to_string().contains("`api.listen`"), "{bad}");

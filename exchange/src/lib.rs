@@ -9,6 +9,8 @@
 //! - [`outbox`]: the exchange's outbox and its relay to RabbitMQ (publisher confirms,
 //!   `mandatory`).
 //! - [`service`]: the AMQP consumers with reconnects and graceful shutdown.
+//! - [`api`]: the member HTTP API (axum) with HMAC-signed requests per API key, and its
+//!   client.
 //! - [`config`], [`db`], [`cli`]: configuration, database pool and migrations,
 //!   and the command line of the `coinhub-exchange` binary.
 //!
@@ -25,12 +27,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deposits;
 pub mod journal;
 pub mod ledger;
+pub mod markets;
 pub mod outbox;
 pub mod service;
+pub mod trading;
 pub mod withdrawals;

@@ -4,7 +4,10 @@
 
 use anyhow::Context;
 use clap::Parser;
-use coinhub_exchange::cli::{self, BalancesArgs, Cli, Command, WithdrawArgs, WithdrawalsArgs};
+use coinhub_exchange::api::{self, ApiState, keys};
+use coinhub_exchange::cli::{
+    self, ApiKeyCommand, BalancesArgs, Cli, Command, WithdrawArgs, WithdrawalsArgs,
+};
 use coinhub_exchange::config::Config;
 use coinhub_exchange::service::{self, ConsumerSettings};
 use coinhub_exchange::withdrawals::{self, NewWithdrawal};
@@ -23,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Balances(args) => balances(&config, &args).await,
         Command::Withdraw(args) => withdraw(&config, args).await,
         Command::Withdrawals(args) => list_withdrawals(&config, &args).await,
+        Command::ApiKey(command) => api_key(&config, command).await,
     }
 }
 
@@ -56,16 +60,68 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     if service::migrate_with_retry(&pool, &settings, &shutdown).await {
         tracing::info!("database migrated; starting the consumers and the outbox relay");
+        // ── Member HTTP API (exchange/src/api): bind, then serve until shutdown. ──
+        let api_server = match start_api_server(config, &pool, shutdown.clone()).await {
+            Ok(server) => server,
+            Err(error) => {
+                shutdown.cancel();
+                signals.abort();
+                pool.close().await;
+                return Err(error);
+            }
+        };
+        // ── end of the member HTTP API block ──
         tokio::join!(
             service::run_deposit_consumer(pool.clone(), settings.clone(), shutdown.clone()),
             service::run_withdrawal_consumer(pool.clone(), settings.clone(), shutdown.clone()),
             outbox::run_relay(pool.clone(), settings, shutdown.clone()),
+            api_server,
         );
     }
     signals.abort();
     pool.close().await;
     tracing::info!("coinhub-exchange stopped");
     Ok(())
+}
+
+/// Binds `[api] listen` and returns the member API server, which runs until `shutdown`; if
+/// it fails while running it cancels `shutdown` (a critical task: the process stops).
+///
+/// Errors: the address cannot be bound.
+async fn start_api_server(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the member api to {}", config.api.listen))?;
+    // The trading engine: rebuilds every market's book from its command log first.
+    let trading = if config.markets.0.is_empty() {
+        tracing::warn!("no [markets.*] configured; the trading routes answer 503");
+        None
+    } else {
+        let engine = coinhub_exchange::trading::TradingEngine::start(
+            pool.clone(),
+            config.markets.clone(),
+            coinhub_exchange::trading::EventsSink::Outbox,
+        )
+        .await
+        .context("starting the trading engine")?;
+        Some(engine)
+    };
+    let state = ApiState::new(
+        pool.clone(),
+        config.assets.clone(),
+        config.api.max_clock_skew_secs,
+        trading,
+    );
+    Ok(async move {
+        if let Err(error) = api::serve(listener, state, shutdown.clone()).await {
+            tracing::error!(%error, "member api stopped; shutting down");
+            shutdown.cancel();
+        }
+    })
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
@@ -168,6 +224,70 @@ async fn list_withdrawals(config: &Config, args: &WithdrawalsArgs) -> anyhow::Re
     } else {
         for withdrawal in &list {
             print!("{}", cli::withdrawal_text(withdrawal));
+        }
+    }
+    Ok(())
+}
+
+async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let result = api_key_command(&pool, command).await;
+    pool.close().await;
+    result
+}
+
+async fn api_key_command(pool: &sqlx::PgPool, command: ApiKeyCommand) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    match command {
+        ApiKeyCommand::Create(args) => {
+            let key = keys::create(pool, &args.member, args.label.as_deref())
+                .await
+                .context("creating the api key")?;
+            // The only place the secret is ever shown: stdout of this command.
+            if args.json {
+                let json = serde_json::json!({
+                    "key_id": key.key_id,
+                    "member": key.member.as_str(),
+                    "secret": key.secret.expose_secret(),
+                });
+                println!("{json}");
+            } else {
+                println!("key_id {}", key.key_id);
+                println!("member {}", key.member);
+                println!("secret {}", key.secret.expose_secret());
+                eprintln!("the secret is shown only this once; store it now");
+            }
+        }
+        ApiKeyCommand::Revoke(args) => {
+            let revoked_now = keys::revoke(pool, &args.key_id)
+                .await
+                .context("revoking the api key")?;
+            if revoked_now {
+                println!("revoked {}", args.key_id);
+            } else {
+                eprintln!("{} was already revoked; nothing changed", args.key_id);
+            }
+        }
+        ApiKeyCommand::List(args) => {
+            let list = keys::list(pool, &args.member)
+                .await
+                .context("listing api keys")?;
+            if args.json {
+                let json = serde_json::to_string_pretty(&serde_json::json!({
+                    "member": args.member.as_str(),
+                    "keys": list,
+                }))
+                .context("serializing api keys")?;
+                println!("{json}");
+            } else if list.is_empty() {
+                eprintln!("no api keys for {}", args.member);
+            } else {
+                for key in &list {
+                    print!("{}", cli::api_key_text(key));
+                }
+            }
         }
     }
     Ok(())

@@ -170,6 +170,7 @@ async fn relay_session(
     };
     let publisher = ConfirmingPublisher::open(&connection).await?;
     topology::declare_exchanges(publisher.channel()).await?;
+    crate::trading::declare_exchange(publisher.channel()).await?;
     tracing::info!("outbox relay connected");
     let mut retries = Backoff::new(settings.retry_delay, settings.reconnect_delay_max);
     let outcome = loop {

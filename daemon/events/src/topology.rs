@@ -94,6 +94,25 @@ pub async fn declare_exchanges(channel: &Channel) -> Result<(), lapin::Error> {
     declare_queue(channel, DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, &["#"]).await
 }
 
+/// Declares BOTH queues that receive `withdrawal.request` (coinhubd's and the cosigner's),
+/// bound to `coinhub.commands`. coinhubd and the cosigner each declare both at start, so a
+/// request published while one of them has never run yet still reaches it: `mandatory` only
+/// proves that *some* queue took the message. Idempotent.
+///
+/// Errors: the broker's.
+pub async fn declare_withdrawal_request_queues(channel: &Channel) -> Result<(), lapin::Error> {
+    for queue in [WITHDRAWAL_REQUEST_QUEUE, COSIGNER_WITHDRAWAL_REQUEST_QUEUE] {
+        declare_queue(
+            channel,
+            queue,
+            COMMANDS_EXCHANGE,
+            &[routing::WITHDRAWAL_REQUEST],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Declares a durable queue and binds it to `exchange` with each of `routing_keys`.
 /// Idempotent.
 ///

@@ -15,9 +15,7 @@ use std::time::Duration;
 use coinhub_chains::destination;
 use coinhub_events::WithdrawalRequest;
 use coinhub_events::consumer::{self, ConsumerOptions, Handler, HandlerError};
-use coinhub_events::topology::{
-    self, COMMANDS_EXCHANGE, COSIGNER_WITHDRAWAL_REQUEST_QUEUE, routing,
-};
+use coinhub_events::topology::{self, COSIGNER_WITHDRAWAL_REQUEST_QUEUE, routing};
 use lapin::message::Delivery;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
@@ -159,20 +157,15 @@ impl Handler for RequestHandler {
     }
 }
 
-/// Declares the exchanges and the cosigner's queue (bound to `withdrawal.request` on
-/// `coinhub.commands`). Idempotent.
+/// Declares the exchanges, the cosigner's queue and coinhubd's (both bound to
+/// `withdrawal.request` on `coinhub.commands`, see
+/// [`topology::declare_withdrawal_request_queues`]). Idempotent.
 ///
 /// # Errors
 /// The broker's.
 pub async fn declare(channel: &lapin::Channel) -> Result<(), lapin::Error> {
     topology::declare_exchanges(channel).await?;
-    topology::declare_queue(
-        channel,
-        COSIGNER_WITHDRAWAL_REQUEST_QUEUE,
-        COMMANDS_EXCHANGE,
-        &[routing::WITHDRAWAL_REQUEST],
-    )
-    .await
+    topology::declare_withdrawal_request_queues(channel).await
 }
 
 /// Consumes the cosigner's request queue until `cancel` fires, reconnecting to RabbitMQ after

@@ -9,7 +9,7 @@ use alloy::primitives::U256;
 use coinhub_chains::destination::{self, DestinationNetwork};
 use coinhub_custody::utxo::UtxoNetwork;
 use coinhub_events::consumer::{self, ConsumerOptions, Handler, HandlerError};
-use coinhub_events::topology::{self, COMMANDS_EXCHANGE, WITHDRAWAL_REQUEST_QUEUE, routing};
+use coinhub_events::topology::{self, WITHDRAWAL_REQUEST_QUEUE, routing};
 use coinhub_events::{BaseUnits, WithdrawalRequest};
 use lapin::message::Delivery;
 use lapin::{Connection, ConnectionProperties};
@@ -163,13 +163,8 @@ pub async fn serve(
                     .await?;
             let channel = connection.create_channel().await?;
             topology::declare_exchanges(&channel).await?;
-            topology::declare_queue(
-                &channel,
-                WITHDRAWAL_REQUEST_QUEUE,
-                COMMANDS_EXCHANGE,
-                &[routing::WITHDRAWAL_REQUEST],
-            )
-            .await?;
+            // The cosigner's queue too: a request must reach both (see the function's doc).
+            topology::declare_withdrawal_request_queues(&channel).await?;
             tracing::info!(
                 queue = WITHDRAWAL_REQUEST_QUEUE,
                 "serving withdrawal requests"

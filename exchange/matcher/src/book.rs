@@ -10,16 +10,14 @@
 //! - a level's queue is a `VecDeque` of slots sorted by sequence; a cancel in the middle leaves a
 //!   tombstone (`remaining_lots == 0`) that is dropped when it reaches either end or when
 //!   tombstones outnumber live orders, so no cancel shifts a long queue;
-//! - the index is a `HashMap` with a fixed hash function (no random seed; the book never
-//!   iterates it, so results do not depend on hashing) that keeps ids differing only in their
-//!   lowest three bits in neighbouring buckets (see [`OrderIdHasher`]).
+//! - the index is an `FxHashMap`: a fixed hash function (no random seed), and the book never
+//!   iterates it, so results do not depend on hashing.
 
 use std::collections::btree_map::{Entry, OccupiedEntry};
 use std::collections::{BTreeMap, VecDeque};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::{
     CancelReason, Command, Event, Market, MemberId, OrderId, OrderKind, RejectReason, Remaining,
@@ -93,10 +91,17 @@ impl Level {
     }
 
     fn position(&self, sequence: u64) -> Option<usize> {
-        self.queue
-            .binary_search_by_key(&sequence, |slot| slot.sequence)
-            .ok()
-            .filter(|&position| self.queue[position].is_live())
+        // Most levels hold one or two orders: try the ends before searching.
+        let position = if self.queue.front()?.sequence == sequence {
+            0
+        } else if self.queue.back()?.sequence == sequence {
+            self.queue.len() - 1
+        } else {
+            self.queue
+                .binary_search_by_key(&sequence, |slot| slot.sequence)
+                .ok()?
+        };
+        Some(position).filter(|&position| self.queue[position].is_live())
     }
 
     /// Takes the live order at `position` out of the queue, returning it.
@@ -196,44 +201,8 @@ pub struct OrderBook {
     /// Slab of levels: those named in `bids` or `asks`, and free (empty) ones.
     levels: Vec<Level>,
     free_levels: Vec<LevelId>,
-    index: HashMap<OrderId, Location, BuildHasherDefault<OrderIdHasher>>,
+    index: FxHashMap<OrderId, Location>,
     next_sequence: u64,
-}
-
-/// Hash of an order id for the index. Services hand out ids mostly in sequence, so ids that
-/// differ only in their lowest three bits keep them in the hash's lowest bits and land in
-/// neighbouring buckets: eight new orders touch one stretch of the table instead of eight
-/// random ones. The rest of the id goes through a multiply-and-rotate mix (rustc-hash's), so
-/// strided or otherwise patterned ids still spread over the table; at worst (all ids alike in
-/// their lowest three bits) they start their probes only at every eighth bucket, which the
-/// table's 16-bucket probe groups absorb.
-#[derive(Debug, Clone, Copy, Default)]
-struct OrderIdHasher(u64);
-
-impl OrderIdHasher {
-    /// rustc-hash's multiplier.
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-}
-
-impl Hasher for OrderIdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `OrderId` (it writes one u64); kept correct for any input.
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(Self::K);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id;
-    }
-
-    fn finish(&self) -> u64 {
-        let id = self.0;
-        let mixed = (id >> 3).wrapping_mul(Self::K).rotate_left(26);
-        // Low bits pick the bucket, the top seven the control tag: the low three id bits go
-        // into both.
-        ((mixed & !7) | (id & 7)) ^ ((id & 7) << 57)
-    }
 }
 
 /// Index of a level in `OrderBook::levels`.
@@ -271,7 +240,7 @@ impl OrderBook {
             asks: BTreeMap::new(),
             levels: Vec::new(),
             free_levels: Vec::new(),
-            index: HashMap::default(),
+            index: FxHashMap::default(),
             next_sequence: 0,
         }
     }

@@ -359,7 +359,9 @@ mod tests {
     }
 
     fn key_id() -> KeyId {
-        "ck_0123456789abcdef0123456789abcdef".parse().expect("key id")
+        "ck_0123456789abcdef0123456789abcdef"
+            .parse()
+            .expect("key id")
     }
 
     /// A signed request verifies; another secret, path, query, method, body or an old
@@ -410,7 +412,13 @@ mod tests {
     #[test]
     fn canonical_string_is_documented_layout() {
         assert_eq!(
-            canonical_string("post", "/v1/orders", 1_700_000_000, "n0nce-n0nce-n0nce", b""),
+            canonical_string(
+                "post",
+                "/v1/orders",
+                1_700_000_000,
+                "n0nce-n0nce-n0nce",
+                b""
+            ),
             "POST\n/v1/orders\n1700000000\nn0nce-n0nce-n0nce\n\
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
@@ -420,7 +428,15 @@ mod tests {
     #[test]
     fn headers_are_checked() {
         let secret = SecretString::from("a".repeat(64));
-        let signed = sign_request_at(&key_id(), &secret, "GET", "/", b"", 1, "n".repeat(16).as_str());
+        let signed = sign_request_at(
+            &key_id(),
+            &secret,
+            "GET",
+            "/",
+            b"",
+            1,
+            "n".repeat(16).as_str(),
+        );
         let full = headers(&signed);
         assert!(parse_headers(&full).is_ok());
         for name in [KEY_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER] {

@@ -568,3 +568,286 @@ async fn a_crash_after_broadcast_resumes_the_same_transaction() {
     )
     .await;
 }
+
+/// Proves: a Bitcoin payout that miners leave out (`prioritisetransaction` with a negative
+/// delta keeps it out of blocks) is replaced after `rbf_after_blocks` by a BIP125 replacement
+/// that spends the same inputs with a higher fee, signed again by both keys; the replacement
+/// is mined, the original never is, the destination is paid exactly once, and the withdrawal
+/// is confirmed with the replacement's fee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_bitcoin_withdrawal_is_replaced_by_fee() {
+    run_test(
+        "a_stuck_bitcoin_withdrawal_is_replaced_by_fee",
+        |env| async move {
+            let double = BitcoindDouble::start(Params::bitcoin())?;
+            let rpc = (
+                double.rpc_url.as_str(),
+                double.user.as_str(),
+                double.password.as_str(),
+            );
+            let utxo = UtxoChainOptions::regtest_double(BTC.chain, BTC.network, rpc, BTC.asset, 2)?;
+            let options = StackOptions {
+                with_token: false,
+                utxo: Some(utxo),
+                cosigner: Some(CosignerOptions {
+                    rbf_after_blocks: 2,
+                    ..CosignerOptions::default()
+                }),
+                ..StackOptions::default()
+            };
+            let stack = Stack::start(&env, options).await?;
+            let wallet = credit(&stack, &double, BTC, "frank", &[COIN]).await?;
+            let (address, script) = BTC.destination(51);
+            let id = stack
+                .exchange()
+                .withdraw("frank", "BTC", "40000000", &address)
+                .await?;
+            let api = stack.coinhubd.api();
+            let broadcast = api.wait_withdrawal_status(&id, "broadcast", WAIT).await?;
+            let original = broadcast["attempts"][0]["txid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            wallet
+                .rpc("prioritisetransaction", json!([original, 0, -10_000_000]))
+                .await?;
+
+            let replaced = coinhub_tests::wait::wait_until(
+                "a BIP125 replacement is broadcast",
+                WAIT,
+                Duration::from_millis(300),
+                || async {
+                    wallet.mine(1).await?;
+                    let withdrawal = api.withdrawal(&id).await?.unwrap_or_default();
+                    let attempts = withdrawal["attempts"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    Ok(
+                        (attempts.len() >= 2 && !attempts[1]["broadcast_at"].is_null())
+                            .then_some(withdrawal),
+                    )
+                },
+            )
+            .await?;
+            let replacement = replaced["attempts"][1]["txid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let (old_tx, new_tx) = (
+                transaction(&wallet, &original).await,
+                transaction(&wallet, &replacement).await?,
+            );
+            assert!(
+                old_tx.is_err(),
+                "the original left the mempool and is in no block"
+            );
+            let withdrawals =
+                mine_until_confirmed(&stack, &wallet, std::slice::from_ref(&id)).await?;
+            let attempts = withdrawals[0]["attempts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let fees: Vec<u64> = attempts
+                .iter()
+                .map(|a| a["fee"].as_str().unwrap_or("0").parse().unwrap_or(0))
+                .collect();
+            assert!(fees[1] > fees[0], "the replacement pays more: {fees:?}");
+            assert_eq!(
+                withdrawals[0]["fee"].as_str(),
+                Some(fees[1].to_string().as_str()),
+                "the mined replacement's fee is reported"
+            );
+            assert_eq!(
+                new_tx
+                    .output
+                    .iter()
+                    .filter(|o| o.script_pubkey == script)
+                    .map(|o| o.value.to_sat())
+                    .collect::<Vec<_>>(),
+                vec![40_000_000]
+            );
+            let mempool = wallet.rpc("getrawmempool", json!([])).await?;
+            assert_eq!(mempool, json!([]), "nothing else pays the withdrawal");
+            stack
+                .wait_balances("frank", &[("BTC", U256::from(COIN - 40_000_000))])
+                .await?;
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Proves: requests that a careless exchange could send — zero, negative and fractional
+/// amounts, an unknown asset, wrong decimals — published straight to `withdrawal.request`,
+/// are stored as `failed` with a reason naming the field, before anything is signed; a
+/// repeated request id changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_withdrawal_requests_fail_before_signing_with_a_clear_reason() {
+    run_test(
+        "invalid_withdrawal_requests_fail_before_signing_with_a_clear_reason",
+        |env| async move {
+            let (_double, stack) = start(&env, BTC, None).await?;
+            let (address, _) = BTC.destination(61);
+            let amqp = stack.amqp().await?;
+            let cases = [
+                ("BTC", "0", 8, "amount: amount is zero"),
+                ("BTC", "-5", 8, "amount: amount \"-5\" is negative"),
+                (
+                    "BTC",
+                    "1.5",
+                    8,
+                    "amount: amount \"1.5\" has a decimal point",
+                ),
+                ("XYZ", "1000", 8, "asset: unknown asset \"XYZ\""),
+                (
+                    "BTC",
+                    "1000",
+                    18,
+                    "decimals: the request says 18 but BTC has 8",
+                ),
+            ];
+            for (asset, amount, decimals, expected) in cases {
+                let id = uuid::Uuid::new_v4().to_string();
+                let body = json!({
+                    "version": 1, "id": id, "occurred_at": "2026-11-22T10:00:00Z", "member": "gina",
+                    "asset": asset, "amount": amount, "decimals": decimals, "destination": address,
+                });
+                for _ in 0..2 {
+                    amqp.publish_routed(
+                        "coinhub.commands",
+                        "withdrawal.request",
+                        body.to_string().as_bytes(),
+                        Default::default(),
+                        WAIT,
+                    )
+                    .await?;
+                }
+                let withdrawal = stack
+                    .coinhubd
+                    .api()
+                    .wait_withdrawal_status(&id, "failed", WAIT)
+                    .await?;
+                let reason = withdrawal["failure_reason"].as_str().unwrap_or_default();
+                assert!(
+                    reason.starts_with(expected),
+                    "{reason:?} should start with {expected:?}"
+                );
+                assert!(withdrawal["payout_id"].is_null());
+            }
+            let daemon_db = sqlx::PgPool::connect(&stack.daemon_db.url()).await?;
+            let counts: (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM withdrawals), (SELECT count(*) FROM payouts),
+                    (SELECT count(*) FROM outbox WHERE routing_key = 'withdrawal.failed')",
+            )
+            .fetch_one(&daemon_db)
+            .await?;
+            assert_eq!(
+                counts,
+                (5, 0, 5),
+                "one row and one withdrawal.failed per id, nothing signed"
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Proves: `coinhub withdrawals cancel` fails a withdrawal that is not signed yet (the
+/// cosigner is down, so it waits as `requested`) with the operator's reason, and the exchange
+/// returns the member's funds; `withdrawals list` shows it; cancelling a withdrawal that is
+/// already signed is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancels_a_withdrawal_only_before_it_is_signed() {
+    run_test(
+        "an_operator_cancels_a_withdrawal_only_before_it_is_signed",
+        |env| async move {
+            let (double, mut stack) = start(&env, BTC, None).await?;
+            let wallet = credit(&stack, &double, BTC, "hank", &[COIN]).await?;
+            let (address, _) = BTC.destination(71);
+            stack.cosigner.as_mut().expect("cosigner").process.kill();
+            let waiting = stack
+                .exchange()
+                .withdraw("hank", "BTC", "30000000", &address)
+                .await?;
+            wait_requested(&stack, std::slice::from_ref(&waiting)).await?;
+            let output = stack
+                .coinhubd
+                .cli(&[
+                    "withdrawals",
+                    "cancel",
+                    &waiting,
+                    "--reason",
+                    "member asked",
+                    "--operator",
+                    "ops-1",
+                ])
+                .await?;
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let withdrawal = stack
+                .coinhubd
+                .api()
+                .wait_withdrawal_status(&waiting, "failed", WAIT)
+                .await?;
+            assert_eq!(
+                withdrawal["failure_reason"].as_str(),
+                Some("cancelled by ops-1: member asked")
+            );
+            assert_eq!(withdrawal["cancelled_by"].as_str(), Some("ops-1"));
+            stack
+                .wait_balances("hank", &[("BTC", U256::from(COIN))])
+                .await?;
+            let listed = stack
+                .coinhubd
+                .cli(&["withdrawals", "list", "--member", "hank"])
+                .await?;
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                listed.contains(&waiting) && listed.contains("cancelled by ops-1"),
+                "{listed}"
+            );
+
+            stack
+                .cosigner
+                .as_mut()
+                .expect("cosigner")
+                .process
+                .restart()
+                .await?;
+            let paid = stack
+                .exchange()
+                .withdraw("hank", "BTC", "20000000", &address)
+                .await?;
+            mine_until_confirmed(&stack, &wallet, std::slice::from_ref(&paid)).await?;
+            let output = stack
+                .coinhubd
+                .cli(&["withdrawals", "cancel", &paid, "--reason", "too late"])
+                .await?;
+            assert!(
+                !output.status.success(),
+                "a signed withdrawal cannot be cancelled"
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("only a requested (unsigned) withdrawal can be cancelled"),
+                "{stderr}"
+            );
+            let withdrawal = stack
+                .coinhubd
+                .api()
+                .withdrawal(&paid)
+                .await?
+                .unwrap_or_default();
+            assert_eq!(withdrawal["status"], "confirmed");
+            stack
+                .wait_balances("hank", &[("BTC", U256::from(COIN - 20_000_000))])
+                .await?;
+            Ok(())
+        },
+    )
+    .await;
+}

@@ -485,30 +485,3 @@ fn cancels_inside_a_level_keep_priority() {
     assert_eq!(book.best_ask_ticks(), None);
     assert_eq!(book.order_count(), 0);
 }
-
-/// The index hash keeps runs of consecutive ids together and still spreads patterned ids:
-/// ids 8k..8k+8 hash to eight neighbouring values, and 4,096 ids with a stride of 8 or of 2^20
-/// (same lowest three bits) spread over at least 400 of the 512 eight-bucket groups of a
-/// 4,096-bucket table.
-#[test]
-fn order_id_hash_groups_neighbours_and_spreads_strides() {
-    let hash = |id: u64| {
-        let mut hasher = OrderIdHasher::default();
-        std::hash::Hash::hash(&OrderId(id), &mut hasher);
-        std::hash::Hasher::finish(&hasher)
-    };
-    let base = hash(8 * 12_345) & ((1 << 57) - 1);
-    for low in 0..8 {
-        assert_eq!(hash(8 * 12_345 + low) & ((1 << 57) - 1), base + low);
-    }
-    for stride in [8u64, 1 << 20] {
-        let groups: std::collections::BTreeSet<u64> = (0..4096u64)
-            .map(|i| (hash(i * stride) & 4095) >> 3)
-            .collect();
-        assert!(
-            groups.len() >= 400,
-            "stride {stride}: {} groups",
-            groups.len()
-        );
-    }
-}

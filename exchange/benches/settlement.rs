@@ -1,0 +1,227 @@
+//! End to end through the ledger: settled trades/s and latency from "order accepted" to
+//! "trade settled" (the `place` call returning after the batch's commit), with PostgreSQL and
+//! fsync on (`synchronous_commit = on`; printed at start).
+//!
+//! Workload: `CLIENTS` concurrent clients; each owns a maker and a taker member and loops:
+//! place a 1-lot GTC sell at 1000 ticks (it rests), then a 1-lot GTC buy at 1000 ticks (it
+//! takes the oldest resting sell: exactly one trade per buy, never a self-trade). The engine
+//! settles whatever is waiting (up to 4,096 commands) in one database transaction: command
+//! log, orders, trades, one netted `trade_settlement` journal transfer and, unless
+//! `SETTLEMENT_EVENTS=off`, the `exchange.events` outbox rows. Latency is measured on the buys.
+//! At the end the trade count, the fee account and the journal audit are checked.
+//!
+//! Run: `cargo bench -p coinhub-exchange --bench settlement`. Environment (optional):
+//! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`; a fresh
+//! database is created and dropped), `SETTLEMENT_TRADES` (default 200000),
+//! `SETTLEMENT_CLIENTS` (default 2000), `SETTLEMENT_MEMBERS` (default 200),
+//! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`).
+
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coinhub_events::{BaseUnits, DepositEvent, DepositEventKind, SCHEMA_VERSION};
+use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
+use coinhub_exchange::trading::{EventsSink, MemberId, NewOrder, OrderKind, Side, TradingEngine};
+use coinhub_exchange::{db, deposits, journal};
+use hdrhistogram::Histogram;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn deposit(member: &str, asset: &str, amount: &str, decimals: u8) -> DepositEvent {
+    let txid = format!("0x{}", Uuid::new_v4().simple());
+    DepositEvent {
+        version: SCHEMA_VERSION,
+        id: Uuid::new_v4(),
+        event: DepositEventKind::Confirmed,
+        occurred_at: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("valid nanosecond"),
+        deposit_id: DepositEvent::deposit_id_for("bench", &txid, 0),
+        chain: "bench".into(),
+        asset: asset.into(),
+        member: member.parse().expect("member id"),
+        address: "bench".into(),
+        txid,
+        index: 0,
+        amount: amount.parse::<BaseUnits>().expect("amount"),
+        decimals,
+        block_height: 1,
+        block_hash: "0x00".into(),
+        confirmations: 1,
+        was_confirmed: false,
+    }
+}
+
+fn order(side: Side) -> NewOrder {
+    NewOrder {
+        market: "btc_usdt".into(),
+        side,
+        kind: OrderKind::Limit,
+        price: Some("100000".into()),
+        quantity: Some("1000".into()),
+        quote_amount: None,
+        time_in_force: None,
+        client_order_id: None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let trades_total = env_u64("SETTLEMENT_TRADES", 200_000);
+    let clients = env_u64("SETTLEMENT_CLIENTS", 2_000);
+    let members = env_u64("SETTLEMENT_MEMBERS", 200).max(2) & !1;
+    let events = match std::env::var("SETTLEMENT_EVENTS").as_deref() {
+        Ok("off") => EventsSink::Disabled,
+        _ => EventsSink::Outbox,
+    };
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let server = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(s, _)| s)
+        .to_owned();
+    let name = format!("coinhub_bench_{}", Uuid::new_v4().simple());
+    let mut admin_conn = PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin_conn)
+        .await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&format!("{server}/{name}"))
+        .await?;
+    let result = run(&pool, trades_total, clients, members, events).await;
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin_conn)
+        .await?;
+    result
+}
+
+async fn run(
+    pool: &sqlx::PgPool,
+    trades_total: u64,
+    clients: u64,
+    members: u64,
+    events: EventsSink,
+) -> anyhow::Result<()> {
+    db::migrate(pool).await?;
+    let (fsync, sync_commit): (String, String) =
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+            .fetch_one(pool)
+            .await?;
+    println!(
+        "exchange settlement: trades={trades_total} clients={clients} members={members} \
+         events={events:?} fsync={fsync} synchronous_commit={sync_commit}"
+    );
+    for i in 0..members {
+        let who = format!("m{i}");
+        deposits::apply(pool, &deposit(&who, "BTC", "1000000000000", 8)).await?;
+        deposits::apply(pool, &deposit(&who, "USDT", "1000000000000000", 6)).await?;
+    }
+    let mut markets = BTreeMap::new();
+    markets.insert(
+        "btc_usdt".to_owned(),
+        MarketConfig {
+            base: "BTC".into(),
+            quote: "USDT".into(),
+            tick_size: UnitsValue::Text("100".into()),
+            lot_size: UnitsValue::Text("1000".into()),
+            min_quantity: None,
+            maker_fee_bps: 10,
+            taker_fee_bps: 20,
+        },
+    );
+    let engine = TradingEngine::start(pool.clone(), MarketsConfig(markets), events).await?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let engine = engine.clone();
+        let issued = issued.clone();
+        let maker: MemberId = format!("m{}", (2 * client) % members)
+            .parse()
+            .expect("member");
+        let taker: MemberId = format!("m{}", (2 * client + 1) % members)
+            .parse()
+            .expect("member");
+        tasks.push(tokio::spawn(async move {
+            let mut latency =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            while issued.fetch_add(1, Ordering::Relaxed) < trades_total {
+                engine
+                    .place(&maker, order(Side::Sell))
+                    .await
+                    .expect("sell rests");
+                let at = Instant::now();
+                let buy = engine
+                    .place(&taker, order(Side::Buy))
+                    .await
+                    .expect("buy settles");
+                let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latency.saturating_record(micros.max(1));
+                assert_eq!(buy.status, "filled", "every buy takes one resting sell");
+            }
+            latency
+        }));
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task in tasks {
+        latency.add(task.await?)?;
+    }
+    let elapsed = started.elapsed();
+    let trades: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
+        .fetch_one(pool)
+        .await?;
+    let batches: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM transfers WHERE kind = 'trade_settlement'")
+            .fetch_one(pool)
+            .await?;
+    anyhow::ensure!(
+        trades as u64 == trades_total,
+        "{trades} trades settled, expected {trades_total}"
+    );
+    let fees: String = sqlx::query_scalar(
+        "SELECT balance::text FROM accounts WHERE kind = 'fee_revenue' AND asset = 'USDT'",
+    )
+    .fetch_one(pool)
+    .await?;
+    // Each trade: notional 100,000; maker 10 bps = 100, taker 20 bps = 200.
+    anyhow::ensure!(
+        fees == (trades_total * 300).to_string(),
+        "fee revenue {fees}"
+    );
+    let mut conn = pool.acquire().await?;
+    let findings = journal::audit(&mut conn).await?;
+    anyhow::ensure!(findings.is_empty(), "journal audit: {findings:?}");
+    let seconds = elapsed.as_secs_f64();
+    let us = |q: f64| Duration::from_micros(latency.value_at_quantile(q));
+    println!(
+        "settled {trades} trades ({} commands) in {seconds:.2} s: {:.0} trades/s, {:.0} commands/s; \
+         {batches} transactions (~{:.0} commands each)",
+        trades * 2,
+        trades as f64 / seconds,
+        (trades * 2) as f64 / seconds,
+        (trades * 2) as f64 / batches.max(1) as f64,
+    );
+    println!(
+        "accepted -> settled latency: p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
+        us(0.50),
+        us(0.99),
+        us(0.999),
+        Duration::from_micros(latency.max())
+    );
+    println!("checks: trade count, fee revenue and journal audit OK");
+    Ok(())
+}

@@ -1,0 +1,1054 @@
+//! The engine: one task per market owns the book and settles batches of commands.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use coinhub_matcher::{
+    CancelReason, Command, Depth, Event, Market as MatcherMarket, MemberId as MatcherMember,
+    OrderBook, OrderId, OrderKind as MatcherKind, RejectReason, Side as MatcherSide,
+    TimeInForce as MatcherTif,
+};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::store::{self, OrderRow, TradeRow};
+use super::{
+    DepthView, EventsSink, MarketView, MemberId, NewOrder, OrderKind, OrderView, Side, TimeInForce,
+    TradeView, TradingError,
+};
+use crate::ledger::{AccountKey, AssetSymbol};
+use crate::markets::{Market, MarketsConfig};
+
+/// Most commands settled in one database transaction.
+pub const BATCH_MAX: usize = 4_096;
+/// Commands that may wait for a market's task.
+const QUEUE_MAX: usize = 65_536;
+/// Deepest depth view kept per market.
+const DEPTH_LEVELS_MAX: usize = 1_000;
+/// Longest history page.
+const PAGE_MAX: u32 = 1_000;
+
+/// The trading service. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct TradingEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    markets: BTreeMap<String, MarketHandle>,
+    members: Mutex<HashMap<String, u64>>,
+}
+
+struct MarketHandle {
+    market: Arc<Market>,
+    requests: mpsc::Sender<Request>,
+    depth: Arc<RwLock<Depth>>,
+}
+
+/// An order checked against its market, ready for the book.
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub(crate) side: Side,
+    pub(crate) kind: OrderKind,
+    pub(crate) matcher_kind: MatcherKind,
+    pub(crate) time_in_force: Option<TimeInForce>,
+    pub(crate) client_order_id: Option<String>,
+}
+
+enum Request {
+    Place {
+        member: MemberId,
+        number: u64,
+        order: Checked,
+        reply: oneshot::Sender<Result<OrderView, TradingError>>,
+    },
+    Cancel {
+        member: MemberId,
+        number: u64,
+        order_id: u64,
+        reply: oneshot::Sender<Result<OrderView, TradingError>>,
+    },
+}
+
+impl TradingEngine {
+    /// Checks the markets, records them (refusing a changed tick or lot size), rebuilds every
+    /// book by replaying `trading_commands`, and starts one task per market.
+    ///
+    /// Errors: [`TradingError::InvalidQuantity`] for a bad or changed market table;
+    /// [`TradingError::Database`].
+    pub async fn start(
+        pool: PgPool,
+        markets: MarketsConfig,
+        events: EventsSink,
+    ) -> Result<Self, TradingError> {
+        let markets = markets
+            .checked()
+            .map_err(|e| TradingError::InvalidQuantity(e.to_string()))?;
+        let ids = Arc::new(IdSource {
+            next_order_id: AtomicU64::new(0),
+            next_trade_id: AtomicU64::new(0),
+        });
+        let (max_order, max_trade) = store::max_ids(&pool).await?;
+        ids.next_order_id.store(max_order + 1, Ordering::SeqCst);
+        ids.next_trade_id.store(max_trade + 1, Ordering::SeqCst);
+        let mut handles = BTreeMap::new();
+        for (name, market) in markets {
+            store::record_market(&pool, &market).await?;
+            let market = Arc::new(market);
+            let state = MarketState::load(&pool, market.clone()).await?;
+            let depth = Arc::new(RwLock::new(state.book.depth(DEPTH_LEVELS_MAX)));
+            let (sender, receiver) = mpsc::channel(QUEUE_MAX);
+            let worker = Worker {
+                pool: pool.clone(),
+                state,
+                ids: ids.clone(),
+                events,
+                depth: depth.clone(),
+            };
+            tokio::spawn(worker.run(receiver));
+            tracing::info!(market = %name, "market open");
+            handles.insert(
+                name,
+                MarketHandle {
+                    market,
+                    requests: sender,
+                    depth,
+                },
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                markets: handles,
+                members: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn handle(&self, market: &str) -> Result<&MarketHandle, TradingError> {
+        self.inner
+            .markets
+            .get(market)
+            .ok_or_else(|| TradingError::UnknownMarket(market.to_owned()))
+    }
+
+    async fn member_number(&self, member: &MemberId) -> Result<u64, TradingError> {
+        if let Some(number) = self
+            .inner
+            .members
+            .lock()
+            .expect("member cache lock is never poisoned")
+            .get(member.as_str())
+        {
+            return Ok(*number);
+        }
+        let number = store::member_number(&self.inner.pool, member).await?;
+        self.inner
+            .members
+            .lock()
+            .expect("member cache lock is never poisoned")
+            .insert(member.as_str().to_owned(), number);
+        Ok(number)
+    }
+
+    /// Places an order: checks it, locks its hold, matches it, settles its trades, and
+    /// returns its state after matching (status `open` if it rests).
+    ///
+    /// Errors: the client errors of [`TradingError`] (nothing is locked then; a
+    /// [`TradingError::Rejected`] order is recorded with status `rejected`);
+    /// [`TradingError::Database`] / [`TradingError::Unavailable`] (nothing applied).
+    pub async fn place(
+        &self,
+        member: &MemberId,
+        order: NewOrder,
+    ) -> Result<OrderView, TradingError> {
+        let handle = self.handle(&order.market)?;
+        let checked = check_order(&handle.market, order)?;
+        let number = self.member_number(member).await?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Place {
+            member: member.clone(),
+            number,
+            order: checked,
+            reply,
+        };
+        send(handle, request, answer).await
+    }
+
+    /// Cancels an open order of `member` and releases its hold.
+    ///
+    /// Errors: [`TradingError::UnknownMarket`], [`TradingError::UnknownOrder`] (no open
+    /// order with this id in this market), [`TradingError::ForeignOrder`].
+    pub async fn cancel(
+        &self,
+        member: &MemberId,
+        market: &str,
+        order_id: u64,
+    ) -> Result<OrderView, TradingError> {
+        let handle = self.handle(market)?;
+        let number = self.member_number(member).await?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Cancel {
+            member: member.clone(),
+            number,
+            order_id,
+            reply,
+        };
+        send(handle, request, answer).await
+    }
+
+    /// `member`'s open orders, newest first.
+    ///
+    /// Errors: [`TradingError::UnknownMarket`], [`TradingError::Database`].
+    pub async fn open_orders(
+        &self,
+        member: &MemberId,
+        market: Option<&str>,
+    ) -> Result<Vec<OrderView>, TradingError> {
+        self.orders(member, market, true, PAGE_MAX * 100).await
+    }
+
+    /// `member`'s orders of any status, newest first, at most `limit` (capped at 1000).
+    ///
+    /// Errors: as [`Self::open_orders`].
+    pub async fn order_history(
+        &self,
+        member: &MemberId,
+        market: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OrderView>, TradingError> {
+        self.orders(member, market, false, limit.min(PAGE_MAX))
+            .await
+    }
+
+    async fn orders(
+        &self,
+        member: &MemberId,
+        market: Option<&str>,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OrderView>, TradingError> {
+        if let Some(market) = market {
+            self.handle(market)?;
+        }
+        store::load_orders(&self.inner.pool, member, market, open_only, limit, |name| {
+            self.inner.markets.get(name).map(|h| h.market.clone())
+        })
+        .await
+    }
+
+    /// `member`'s trades, newest first, at most `limit` (capped at 1000).
+    ///
+    /// Errors: as [`Self::open_orders`].
+    pub async fn trades(
+        &self,
+        member: &MemberId,
+        market: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TradeView>, TradingError> {
+        if let Some(market) = market {
+            self.handle(market)?;
+        }
+        store::load_trades(&self.inner.pool, member, market, limit.min(PAGE_MAX)).await
+    }
+
+    /// The best `levels` price levels of each side (capped at 1000), as of the last settled
+    /// batch.
+    ///
+    /// Errors: [`TradingError::UnknownMarket`].
+    pub fn depth(&self, market: &str, levels: usize) -> Result<DepthView, TradingError> {
+        let handle = self.handle(market)?;
+        let depth = handle
+            .depth
+            .read()
+            .expect("depth lock is never poisoned")
+            .clone();
+        let m = &handle.market;
+        let level = |l: &coinhub_matcher::DepthLevel| {
+            (
+                m.price_units(l.price_ticks).to_string(),
+                m.base_units(l.total_lots).to_string(),
+            )
+        };
+        Ok(DepthView {
+            market: market.to_owned(),
+            bids: depth.bids.iter().take(levels).map(level).collect(),
+            asks: depth.asks.iter().take(levels).map(level).collect(),
+        })
+    }
+
+    /// The configured markets, by name.
+    pub fn markets(&self) -> Vec<MarketView> {
+        self.inner
+            .markets
+            .values()
+            .map(|handle| {
+                let m = &handle.market;
+                MarketView {
+                    name: m.name.clone(),
+                    base: m.base.to_string(),
+                    quote: m.quote.to_string(),
+                    tick_size: m.tick_size.to_string(),
+                    lot_size: m.lot_size.to_string(),
+                    min_quantity: m.base_units(m.min_lots).to_string(),
+                    maker_fee_bps: m.maker_fee_bps,
+                    taker_fee_bps: m.taker_fee_bps,
+                }
+            })
+            .collect()
+    }
+}
+
+async fn send(
+    handle: &MarketHandle,
+    request: Request,
+    answer: oneshot::Receiver<Result<OrderView, TradingError>>,
+) -> Result<OrderView, TradingError> {
+    handle
+        .requests
+        .send(request)
+        .await
+        .map_err(|_| TradingError::Unavailable("market task stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| TradingError::Unavailable("market task stopped".into()))?
+}
+
+/// Checks `order` against `market` without touching any state.
+pub(crate) fn check_order(market: &Market, order: NewOrder) -> Result<Checked, TradingError> {
+    let convert = |e| TradingError::from_convert(e, market.tick_size, market.lot_size);
+    let parse =
+        |field: &'static str, value: &Option<String>| -> Result<Option<u128>, TradingError> {
+            value
+                .as_deref()
+                .map(|text| Market::parse_units(field, text.trim()).map_err(convert))
+                .transpose()
+        };
+    if let Some(id) = &order.client_order_id {
+        let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(TradingError::InvalidQuantity(
+                "client_order_id must be 1-64 printable ASCII characters".into(),
+            ));
+        }
+    }
+    let price = parse("price", &order.price)?;
+    let quantity = parse("quantity", &order.quantity)?;
+    let quote_amount = parse("quote_amount", &order.quote_amount)?;
+    let lots = |quantity: u128| -> Result<u64, TradingError> {
+        let lots = market.quantity_lots(quantity).map_err(convert)?;
+        if lots < market.min_lots {
+            return Err(TradingError::BelowMinimum {
+                quantity: quantity.to_string(),
+                min_quantity: market.base_units(market.min_lots).to_string(),
+            });
+        }
+        Ok(lots)
+    };
+    let invalid = |text: &str| Err(TradingError::InvalidQuantity(text.to_owned()));
+    let (matcher_kind, time_in_force) = match order.kind {
+        OrderKind::Limit => {
+            let (Some(price), Some(quantity)) = (price, quantity) else {
+                return invalid("a limit order needs price and quantity");
+            };
+            if quote_amount.is_some() {
+                return invalid("quote_amount is only for market buys");
+            }
+            let price_ticks = market.price_ticks(price).map_err(convert)?;
+            let quantity_lots = lots(quantity)?;
+            if market.notional(price_ticks, quantity_lots).is_none() {
+                return invalid("price × quantity is too large");
+            }
+            let tif = order.time_in_force.unwrap_or_default();
+            let matcher_tif = match tif {
+                TimeInForce::Gtc => MatcherTif::Gtc,
+                TimeInForce::Ioc => MatcherTif::Ioc,
+                TimeInForce::Fok => MatcherTif::Fok,
+                TimeInForce::PostOnly => MatcherTif::PostOnly,
+            };
+            (
+                MatcherKind::Limit {
+                    price_ticks,
+                    quantity_lots,
+                    tif: matcher_tif,
+                },
+                Some(tif),
+            )
+        }
+        OrderKind::Market => {
+            if price.is_some() {
+                return invalid("a market order takes no price");
+            }
+            if order.time_in_force.is_some() {
+                return invalid("time_in_force is only for limit orders");
+            }
+            match (quantity, quote_amount, order.side) {
+                (Some(quantity), None, _) => (
+                    MatcherKind::Market {
+                        quantity_lots: lots(quantity)?,
+                    },
+                    None,
+                ),
+                (None, Some(quote_amount), Side::Buy) => (
+                    MatcherKind::MarketBuyByQuote {
+                        quote_amount: market.quote_budget(quote_amount).map_err(convert)?,
+                    },
+                    None,
+                ),
+                (None, Some(_), Side::Sell) => {
+                    return invalid("a market sell takes quantity, not quote_amount");
+                }
+                _ => {
+                    return invalid("a market order needs exactly one of quantity or quote_amount");
+                }
+            }
+        }
+    };
+    Ok(Checked {
+        side: order.side,
+        kind: order.kind,
+        matcher_kind,
+        time_in_force,
+        client_order_id: order.client_order_id,
+    })
+}
+
+struct IdSource {
+    next_order_id: AtomicU64,
+    next_trade_id: AtomicU64,
+}
+
+/// One market's book and the service's view of its open orders.
+pub(crate) struct MarketState {
+    pub(crate) market: Arc<Market>,
+    pub(crate) book: OrderBook,
+    /// Last committed command.
+    pub(crate) seq: u64,
+    /// Open orders by id.
+    pub(crate) open: HashMap<u64, OrderRow>,
+}
+
+pub(crate) fn matcher_market(market: &Market) -> MatcherMarket {
+    // The configured minimum is enforced before a command is logged, so replay does not
+    // depend on it.
+    MatcherMarket {
+        base: market.base.to_string(),
+        quote: market.quote.to_string(),
+        min_order_lots: 1,
+    }
+}
+
+impl MarketState {
+    /// Rebuilds the book from the command log and checks it against the open orders.
+    pub(crate) async fn load(pool: &PgPool, market: Arc<Market>) -> Result<Self, TradingError> {
+        let mut book = OrderBook::new(matcher_market(&market));
+        let commands = store::load_commands(pool, &market.name).await?;
+        let mut events = Vec::new();
+        let mut seq = 0;
+        for (stored_seq, command) in &commands {
+            assert_eq!(
+                *stored_seq,
+                seq + 1,
+                "the command log of {} has no gaps",
+                market.name
+            );
+            seq = *stored_seq;
+            events.clear();
+            book.execute(command, &mut events);
+        }
+        let open: HashMap<u64, OrderRow> = store::load_open_orders(pool, &market)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        assert_eq!(
+            book.order_count(),
+            open.len(),
+            "replayed book of {} holds exactly the open orders",
+            market.name
+        );
+        for row in open.values() {
+            assert_eq!(
+                book.remaining_lots(OrderId(row.id)),
+                Some(row.remaining_lots()),
+                "replayed order {} has its recorded remaining quantity",
+                row.id
+            );
+        }
+        tracing::info!(market = %market.name, commands = seq, open = open.len(), "book rebuilt");
+        Ok(Self {
+            market,
+            book,
+            seq,
+            open,
+        })
+    }
+}
+
+struct Worker {
+    pool: PgPool,
+    state: MarketState,
+    ids: Arc<IdSource>,
+    events: EventsSink,
+    depth: Arc<RwLock<Depth>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+            self.settle(std::mem::take(&mut batch)).await;
+            batch.reserve(BATCH_MAX);
+        }
+        tracing::info!(market = %self.state.market.name, "market task stopped");
+    }
+
+    async fn settle(&mut self, requests: Vec<Request>) {
+        let mut replies = Vec::with_capacity(requests.len());
+        match self.settle_in_transaction(requests, &mut replies).await {
+            Ok(()) => {
+                for (reply, outcome) in replies {
+                    // A caller that went away still had its command settled.
+                    let _ = reply.send(outcome);
+                }
+                *self.depth.write().expect("depth lock is never poisoned") =
+                    self.state.book.depth(DEPTH_LEVELS_MAX);
+            }
+            Err(error) => {
+                tracing::error!(market = %self.state.market.name, %error,
+                    "settling a batch failed; nothing applied; rebuilding the book from the log");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(TradingError::Database(error.to_string())));
+                }
+                // The book and open orders ran ahead of the database: rebuild them.
+                loop {
+                    match MarketState::load(&self.pool, self.state.market.clone()).await {
+                        Ok(state) => {
+                            self.state = state;
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "rebuilding the book failed; retrying in 1 s");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn settle_in_transaction(
+        &mut self,
+        requests: Vec<Request>,
+        replies: &mut Vec<(oneshot::Sender<Outcome>, Outcome)>,
+    ) -> Result<(), TradingError> {
+        let members: Vec<MemberId> = requests
+            .iter()
+            .map(|request| match request {
+                Request::Place { member, .. } | Request::Cancel { member, .. } => member.clone(),
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let balances = store::lock_balances(&mut tx, &self.state.market, &members).await?;
+        let mut batch = Batch::new(&self.state.market, balances, OffsetDateTime::now_utc());
+        for request in requests {
+            replies.push(batch.run(&mut self.state, &self.ids, request));
+        }
+        store::write_batch(&mut tx, &self.state.market, &batch, self.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Account balances a batch reads, and the net change it makes.
+pub(crate) struct Batch {
+    market: Arc<Market>,
+    now: OffsetDateTime,
+    /// Current available balances of the batch's members (base and quote), base units.
+    available: HashMap<(MemberId, bool), u128>,
+    /// Net change per account: (credits, debits) on its normal (credit) side.
+    pub(crate) changes: BTreeMap<AccountKey, (u128, u128)>,
+    pub(crate) commands: Vec<(u64, Command)>,
+    pub(crate) orders: BTreeMap<u64, OrderRow>,
+    pub(crate) trades: Vec<TradeRow>,
+    events: Vec<Event>,
+}
+
+type Outcome = Result<OrderView, TradingError>;
+
+impl Batch {
+    pub(crate) fn new(
+        market: &Arc<Market>,
+        available: HashMap<(MemberId, bool), u128>,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            market: market.clone(),
+            now,
+            available,
+            changes: BTreeMap::new(),
+            commands: Vec::new(),
+            orders: BTreeMap::new(),
+            trades: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn asset(&self, base: bool) -> &AssetSymbol {
+        if base {
+            &self.market.base
+        } else {
+            &self.market.quote
+        }
+    }
+
+    fn credit(&mut self, key: AccountKey, amount: u128) {
+        if amount == 0 {
+            return;
+        }
+        let entry = self.changes.entry(key).or_insert((0, 0));
+        entry.0 = entry.0.checked_add(amount).expect("batch sums fit u128");
+    }
+
+    fn debit(&mut self, key: AccountKey, amount: u128) {
+        if amount == 0 {
+            return;
+        }
+        let entry = self.changes.entry(key).or_insert((0, 0));
+        entry.1 = entry.1.checked_add(amount).expect("batch sums fit u128");
+    }
+
+    /// Moves `amount` of `member`'s base (or quote) from available to locked.
+    fn lock(&mut self, member: &MemberId, base: bool, amount: u128) {
+        let asset = self.asset(base).clone();
+        let available = self
+            .available
+            .get_mut(&(member.clone(), base))
+            .expect("the batch read every requesting member's balances");
+        *available = available
+            .checked_sub(amount)
+            .expect("lock checked against available");
+        self.debit(AccountKey::available(member.clone(), asset.clone()), amount);
+        self.credit(AccountKey::locked(member.clone(), asset), amount);
+    }
+
+    /// Moves `amount` back from locked to available.
+    fn unlock(&mut self, member: &MemberId, base: bool, amount: u128) {
+        let asset = self.asset(base).clone();
+        self.add_available(member, base, amount);
+        self.debit(AccountKey::locked(member.clone(), asset.clone()), amount);
+        self.credit(AccountKey::available(member.clone(), asset), amount);
+    }
+
+    fn add_available(&mut self, member: &MemberId, base: bool, amount: u128) {
+        if let Some(available) = self.available.get_mut(&(member.clone(), base)) {
+            *available = available.checked_add(amount).expect("balances fit u128");
+        }
+    }
+
+    /// Runs one request against the book, recording what to write.
+    fn run(
+        &mut self,
+        state: &mut MarketState,
+        ids: &IdSource,
+        request: Request,
+    ) -> (oneshot::Sender<Outcome>, Outcome) {
+        match request {
+            Request::Place {
+                member,
+                number,
+                order,
+                reply,
+            } => (reply, self.place(state, ids, member, number, order)),
+            Request::Cancel {
+                member,
+                number,
+                order_id,
+                reply,
+            } => (reply, self.cancel(state, ids, &member, number, order_id)),
+        }
+    }
+
+    /// What `order` must lock: (base asset?, amount).
+    fn hold(
+        &self,
+        state: &MarketState,
+        member: &MemberId,
+        order: &Checked,
+    ) -> Option<(bool, u128)> {
+        let m = &self.market;
+        match (order.side, order.matcher_kind) {
+            (Side::Sell, MatcherKind::Limit { quantity_lots, .. })
+            | (Side::Sell, MatcherKind::Market { quantity_lots }) => {
+                Some((true, m.base_units(quantity_lots)))
+            }
+            (
+                Side::Buy,
+                MatcherKind::Limit {
+                    price_ticks,
+                    quantity_lots,
+                    ..
+                },
+            ) => {
+                let notional = m.notional(price_ticks, quantity_lots)?;
+                let bps = m.maker_fee_bps.max(m.taker_fee_bps);
+                Some((false, notional.checked_add(Market::fee(notional, bps))?))
+            }
+            (Side::Buy, MatcherKind::MarketBuyByQuote { quote_amount }) => {
+                let notional = u128::from(quote_amount).checked_mul(m.tick_size)?;
+                Some((
+                    false,
+                    notional.checked_add(Market::fee(notional, m.taker_fee_bps))?,
+                ))
+            }
+            (Side::Buy, MatcherKind::Market { quantity_lots }) => {
+                // Worst case: the cost of the first `quantity + own resting asks` lots (our own
+                // asks are cancelled, not traded, so the fills lie within them).
+                let own: u64 = state
+                    .open
+                    .values()
+                    .filter(|row| row.side == Side::Sell && &row.member == member)
+                    .map(OrderRow::remaining_lots)
+                    .sum();
+                let mut want = quantity_lots.checked_add(own)?;
+                let mut cost: u128 = 0;
+                for level in state.book.depth(usize::MAX).asks {
+                    if want == 0 {
+                        break;
+                    }
+                    let take = want.min(level.total_lots);
+                    cost = cost.checked_add(m.notional(level.price_ticks, take)?)?;
+                    want -= take;
+                }
+                Some((false, cost.checked_add(Market::fee(cost, m.taker_fee_bps))?))
+            }
+            (Side::Sell, MatcherKind::MarketBuyByQuote { .. }) => None,
+        }
+    }
+
+    fn place(
+        &mut self,
+        state: &mut MarketState,
+        ids: &IdSource,
+        member: MemberId,
+        number: u64,
+        order: Checked,
+    ) -> Outcome {
+        let Some((hold_base, hold)) = self.hold(state, &member, &order) else {
+            return Err(TradingError::InvalidQuantity(
+                "order amount too large".into(),
+            ));
+        };
+        let available = self
+            .available
+            .get(&(member.clone(), hold_base))
+            .copied()
+            .unwrap_or(0);
+        if available < hold {
+            return Err(TradingError::InsufficientFunds {
+                asset: self.asset(hold_base).to_string(),
+                needed: hold.to_string(),
+                available: available.to_string(),
+            });
+        }
+        self.lock(&member, hold_base, hold);
+        let id = ids.next_order_id.fetch_add(1, Ordering::SeqCst);
+        state.seq += 1;
+        let command = Command::Place {
+            id: OrderId(id),
+            member: MatcherMember(number),
+            side: match order.side {
+                Side::Buy => MatcherSide::Buy,
+                Side::Sell => MatcherSide::Sell,
+            },
+            kind: order.matcher_kind,
+        };
+        let m = self.market.clone();
+        let (price, quantity_lots, quote_budget) = match order.matcher_kind {
+            MatcherKind::Limit {
+                price_ticks,
+                quantity_lots,
+                ..
+            } => (Some(price_ticks), Some(quantity_lots), None),
+            MatcherKind::Market { quantity_lots } => (None, Some(quantity_lots), None),
+            MatcherKind::MarketBuyByQuote { quote_amount } => (None, None, Some(quote_amount)),
+        };
+        let row = OrderRow {
+            id,
+            market: m.name.clone(),
+            member: member.clone(),
+            side: order.side,
+            kind: order.kind,
+            price_ticks: price,
+            quantity_lots,
+            quote_budget,
+            time_in_force: order.time_in_force,
+            client_order_id: order.client_order_id,
+            filled_lots: 0,
+            filled_quote: 0,
+            hold,
+            hold_base,
+            status: "open",
+            reason: None,
+            seq: state.seq,
+            created_at: self.now,
+            updated_at: self.now,
+        };
+        state.open.insert(id, row);
+        self.commands.push((state.seq, command));
+        self.apply(state, ids, &command);
+        let row = self
+            .orders
+            .get(&id)
+            .or_else(|| state.open.get(&id))
+            .expect("a placed order is recorded")
+            .clone();
+        if row.status == "rejected" {
+            return Err(TradingError::Rejected {
+                reason: row.reason.clone().unwrap_or_default(),
+                order: Box::new(row.view(&m)),
+            });
+        }
+        Ok(row.view(&m))
+    }
+
+    fn cancel(
+        &mut self,
+        state: &mut MarketState,
+        ids: &IdSource,
+        member: &MemberId,
+        number: u64,
+        order_id: u64,
+    ) -> Outcome {
+        let Some(row) = state.open.get(&order_id) else {
+            return Err(TradingError::UnknownOrder(order_id));
+        };
+        if &row.member != member {
+            return Err(TradingError::ForeignOrder(order_id));
+        }
+        state.seq += 1;
+        let command = Command::Cancel {
+            id: OrderId(order_id),
+            member: MatcherMember(number),
+        };
+        self.commands.push((state.seq, command));
+        self.apply(state, ids, &command);
+        let row = self
+            .orders
+            .get(&order_id)
+            .expect("a cancelled order is recorded");
+        assert_eq!(
+            row.status, "cancelled",
+            "a cancel of an open order cancels it"
+        );
+        Ok(row.view(&self.market))
+    }
+
+    /// Applies `command` to the book and turns its events into order, trade and ledger
+    /// changes.
+    fn apply(&mut self, state: &mut MarketState, ids: &IdSource, command: &Command) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        state.book.execute(command, &mut events);
+        let seq = state.seq;
+        let mut ordinal = 0;
+        for event in &events {
+            match *event {
+                Event::Accepted { .. } => {}
+                Event::Rejected { id, reason } => {
+                    let mut row = state
+                        .open
+                        .remove(&id.0)
+                        .expect("a rejected order was just placed");
+                    self.unlock(&row.member, row.hold_base, row.hold);
+                    row.hold = 0;
+                    row.status = "rejected";
+                    row.reason = Some(reject_code(reason).to_owned());
+                    self.orders.insert(row.id, row);
+                }
+                Event::Trade {
+                    maker_id,
+                    taker_id,
+                    taker_side,
+                    price_ticks,
+                    quantity_lots,
+                    ..
+                } => {
+                    ordinal += 1;
+                    let trade_id = ids.next_trade_id.fetch_add(1, Ordering::SeqCst);
+                    self.trade(
+                        state,
+                        seq,
+                        ordinal,
+                        trade_id,
+                        maker_id.0,
+                        taker_id.0,
+                        taker_side,
+                        price_ticks,
+                        quantity_lots,
+                    );
+                }
+                Event::Cancelled {
+                    id,
+                    remaining: _,
+                    reason,
+                } => {
+                    let mut row = state
+                        .open
+                        .remove(&id.0)
+                        .expect("a cancelled order was open");
+                    self.unlock(&row.member, row.hold_base, row.hold);
+                    row.hold = 0;
+                    row.status = "cancelled";
+                    row.reason = Some(
+                        match reason {
+                            CancelReason::Requested => "requested",
+                            CancelReason::SelfTrade => "self_trade",
+                            CancelReason::Unfilled => "unfilled",
+                            _ => "cancelled",
+                        }
+                        .to_owned(),
+                    );
+                    row.updated_at = self.now;
+                    self.orders.insert(row.id, row);
+                }
+                Event::Done { id } => {
+                    let mut row = state.open.remove(&id.0).expect("a done order was open");
+                    self.unlock(&row.member, row.hold_base, row.hold);
+                    row.hold = 0;
+                    row.status = "filled";
+                    row.updated_at = self.now;
+                    self.orders.insert(row.id, row);
+                }
+            }
+        }
+        // The taker may rest: record its current state too.
+        if let Command::Place { id, .. } = command {
+            if let Some(row) = state.open.get(&id.0) {
+                self.orders.insert(row.id, row.clone());
+            }
+        }
+        self.events = events;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn trade(
+        &mut self,
+        state: &mut MarketState,
+        seq: u64,
+        ordinal: u32,
+        trade_id: u64,
+        maker_id: u64,
+        taker_id: u64,
+        taker_side: MatcherSide,
+        price_ticks: u64,
+        quantity_lots: u64,
+    ) {
+        let m = self.market.clone();
+        let notional = m
+            .notional(price_ticks, quantity_lots)
+            .expect("a trade's notional is at most its order's checked hold");
+        let base = m.base_units(quantity_lots);
+        let maker_fee = Market::fee(notional, m.maker_fee_bps);
+        let taker_fee = Market::fee(notional, m.taker_fee_bps);
+        let (buyer_id, seller_id, buyer_fee, seller_fee) = match taker_side {
+            MatcherSide::Buy => (taker_id, maker_id, taker_fee, maker_fee),
+            MatcherSide::Sell => (maker_id, taker_id, maker_fee, taker_fee),
+        };
+        let buyer_pays = notional.checked_add(buyer_fee).expect("fits u128");
+        let seller_gets = notional - seller_fee;
+        let (buyer, seller) = {
+            let buyer = state
+                .open
+                .get_mut(&buyer_id)
+                .expect("the buyer's order is open");
+            assert!(
+                buyer.hold >= buyer_pays,
+                "order {buyer_id}'s hold covers its trade"
+            );
+            buyer.hold -= buyer_pays;
+            buyer.filled_lots += quantity_lots;
+            buyer.filled_quote += notional;
+            buyer.updated_at = self.now;
+            let buyer = buyer.member.clone();
+            let seller = state
+                .open
+                .get_mut(&seller_id)
+                .expect("the seller's order is open");
+            assert!(
+                seller.hold >= base,
+                "order {seller_id}'s hold covers its trade"
+            );
+            seller.hold -= base;
+            seller.filled_lots += quantity_lots;
+            seller.filled_quote += notional;
+            seller.updated_at = self.now;
+            (buyer, seller.member.clone())
+        };
+        for order_id in [maker_id, taker_id] {
+            let row = state.open[&order_id].clone();
+            self.orders.insert(order_id, row);
+        }
+        // Buyer: locked quote pays notional + fee, receives base.
+        self.debit(
+            AccountKey::locked(buyer.clone(), m.quote.clone()),
+            buyer_pays,
+        );
+        self.credit(AccountKey::available(buyer.clone(), m.base.clone()), base);
+        self.add_available(&buyer, true, base);
+        // Seller: locked base goes, receives notional − fee.
+        self.debit(AccountKey::locked(seller.clone(), m.base.clone()), base);
+        self.credit(
+            AccountKey::available(seller.clone(), m.quote.clone()),
+            seller_gets,
+        );
+        self.add_available(&seller, false, seller_gets);
+        self.credit(
+            AccountKey::fee_revenue(m.quote.clone()),
+            maker_fee + taker_fee,
+        );
+        let maker_member = state.open[&maker_id].member.clone();
+        let taker_member = state.open[&taker_id].member.clone();
+        self.trades.push(TradeRow {
+            id: trade_id,
+            market: m.name.clone(),
+            seq,
+            ordinal,
+            price: m.price_units(price_ticks),
+            quantity: base,
+            quote_quantity: notional,
+            maker_order_id: maker_id,
+            taker_order_id: taker_id,
+            maker_member,
+            taker_member,
+            taker_side: match taker_side {
+                MatcherSide::Buy => Side::Buy,
+                MatcherSide::Sell => Side::Sell,
+            },
+            maker_fee,
+            taker_fee,
+            fee_asset: m.quote.to_string(),
+            created_at: self.now,
+        });
+    }
+}
+
+fn reject_code(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::ZeroQuantity => "zero_quantity",
+        RejectReason::ZeroPrice => "zero_price",
+        RejectReason::BelowMinimum { .. } => "below_minimum",
+        RejectReason::DuplicateId => "duplicate_id",
+        RejectReason::UnknownOrder => "unknown_order",
+        RejectReason::ForeignOrder => "foreign_order",
+        RejectReason::PostOnlyWouldCross { .. } => "post_only_would_cross",
+        RejectReason::FokNotFillable { .. } => "fok_not_fillable",
+        RejectReason::SellByQuote => "sell_by_quote",
+        _ => "rejected",
+    }
+}

@@ -1,0 +1,661 @@
+//! The trading tables in PostgreSQL: the command log, orders, trades, and writing a settled
+//! batch (with its netted ledger transfer and outbox rows) inside the caller's transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use coinhub_events::BaseUnits;
+use coinhub_matcher::Command;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::engine::Batch;
+use super::{
+    EXCHANGE_EVENTS, EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView,
+    TradingError, routing,
+};
+use crate::journal::{self, JournalError};
+use crate::ledger::{Leg, Transfer};
+use crate::markets::Market;
+
+/// Kind of the netted transfer that settles one batch of commands.
+pub const TRADE_SETTLEMENT: &str = "trade_settlement";
+
+/// An order as the engine keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OrderRow {
+    pub(crate) id: u64,
+    pub(crate) market: String,
+    pub(crate) member: MemberId,
+    pub(crate) side: Side,
+    pub(crate) kind: OrderKind,
+    pub(crate) price_ticks: Option<u64>,
+    pub(crate) quantity_lots: Option<u64>,
+    /// Budget of a market buy by quote, in ticks × lots.
+    pub(crate) quote_budget: Option<u64>,
+    pub(crate) time_in_force: Option<TimeInForce>,
+    pub(crate) client_order_id: Option<String>,
+    pub(crate) filled_lots: u64,
+    /// Quote base units exchanged.
+    pub(crate) filled_quote: u128,
+    /// Still locked, base units of the base asset if `hold_base`, else of the quote asset.
+    pub(crate) hold: u128,
+    pub(crate) hold_base: bool,
+    pub(crate) status: &'static str,
+    pub(crate) reason: Option<String>,
+    pub(crate) seq: u64,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
+}
+
+impl OrderRow {
+    /// Lots not yet filled (0 for a market buy by quote).
+    pub(crate) fn remaining_lots(&self) -> u64 {
+        self.quantity_lots.map_or(0, |lots| {
+            lots.checked_sub(self.filled_lots)
+                .expect("filled ≤ quantity")
+        })
+    }
+
+    pub(crate) fn view(&self, market: &Market) -> OrderView {
+        OrderView {
+            id: self.id,
+            market: self.market.clone(),
+            side: self.side,
+            kind: self.kind,
+            price: self.price_ticks.map(|t| market.price_units(t).to_string()),
+            quantity: self.quantity_lots.map(|l| market.base_units(l).to_string()),
+            quote_amount: self
+                .quote_budget
+                .map(|b| (u128::from(b) * market.tick_size).to_string()),
+            filled: market.base_units(self.filled_lots).to_string(),
+            filled_quote: self.filled_quote.to_string(),
+            status: self.status.to_owned(),
+            reason: self.reason.clone(),
+            time_in_force: self.time_in_force,
+            client_order_id: self.client_order_id.clone(),
+            hold: self.hold.to_string(),
+            hold_asset: if self.hold_base {
+                market.base.to_string()
+            } else {
+                market.quote.to_string()
+            },
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+}
+
+/// A settled trade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TradeRow {
+    pub(crate) id: u64,
+    pub(crate) market: String,
+    pub(crate) seq: u64,
+    pub(crate) ordinal: u32,
+    pub(crate) price: u128,
+    pub(crate) quantity: u128,
+    pub(crate) quote_quantity: u128,
+    pub(crate) maker_order_id: u64,
+    pub(crate) taker_order_id: u64,
+    pub(crate) maker_member: MemberId,
+    pub(crate) taker_member: MemberId,
+    pub(crate) taker_side: Side,
+    pub(crate) maker_fee: u128,
+    pub(crate) taker_fee: u128,
+    pub(crate) fee_asset: String,
+    pub(crate) created_at: OffsetDateTime,
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339)
+        .expect("a timestamp from the clock or the database formats")
+}
+
+fn i64_of(value: u64) -> i64 {
+    i64::try_from(value).expect("ids and sequence numbers stay below 2^63")
+}
+
+fn u64_of(value: i64) -> Result<u64, TradingError> {
+    u64::try_from(value).map_err(|_| TradingError::Database(format!("negative id {value}")))
+}
+
+fn u128_of(text: &str) -> Result<u128, TradingError> {
+    text.parse()
+        .map_err(|_| TradingError::Database(format!("stored amount {text} does not fit u128")))
+}
+
+fn steps(value: u128, step: u128) -> Result<u64, TradingError> {
+    if value % step != 0 {
+        return Err(TradingError::Database(format!(
+            "stored amount {value} is not a multiple of {step}; market parameters changed"
+        )));
+    }
+    u64::try_from(value / step)
+        .map_err(|_| TradingError::Database("stored amount too large".into()))
+}
+
+/// The largest order and trade ids so far (0 when none).
+pub(crate) async fn max_ids(pool: &PgPool) -> Result<(u64, u64), TradingError> {
+    let (order, trade): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT coalesce(max(id), 0) FROM orders), (SELECT coalesce(max(id), 0) FROM trades)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((u64_of(order)?, u64_of(trade)?))
+}
+
+/// Records `market`, or checks it matches what its history was written with.
+pub(crate) async fn record_market(pool: &PgPool, market: &Market) -> Result<(), TradingError> {
+    sqlx::query(
+        "INSERT INTO trading_markets (name, base, quote, tick_size, lot_size)
+         VALUES ($1, $2, $3, $4::numeric, $5::numeric) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&market.name)
+    .bind(market.base.as_str())
+    .bind(market.quote.as_str())
+    .bind(market.tick_size.to_string())
+    .bind(market.lot_size.to_string())
+    .execute(pool)
+    .await?;
+    let (base, quote, tick, lot): (String, String, String, String) = sqlx::query_as(
+        "SELECT base, quote, tick_size::text, lot_size::text FROM trading_markets WHERE name = $1",
+    )
+    .bind(&market.name)
+    .fetch_one(pool)
+    .await?;
+    let recorded = (base.as_str(), quote.as_str(), tick, lot);
+    let configured = (
+        market.base.as_str(),
+        market.quote.as_str(),
+        market.tick_size.to_string(),
+        market.lot_size.to_string(),
+    );
+    if recorded != configured {
+        return Err(TradingError::InvalidQuantity(format!(
+            "invalid config key `markets.{}`: base, quote, tick_size and lot_size cannot change \
+             once the market has history (recorded {recorded:?})",
+            market.name
+        )));
+    }
+    Ok(())
+}
+
+/// The matcher's number for `member`, assigned on first use.
+pub(crate) async fn member_number(pool: &PgPool, member: &MemberId) -> Result<u64, TradingError> {
+    sqlx::query("INSERT INTO trading_members (member_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(member.as_str())
+        .execute(pool)
+        .await?;
+    let number: i64 = sqlx::query_scalar("SELECT number FROM trading_members WHERE member_id = $1")
+        .bind(member.as_str())
+        .fetch_one(pool)
+        .await?;
+    u64_of(number)
+}
+
+/// The command log of `market`, in order.
+pub(crate) async fn load_commands(
+    pool: &PgPool,
+    market: &str,
+) -> Result<Vec<(u64, Command)>, TradingError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, command::text FROM trading_commands WHERE market = $1 ORDER BY seq",
+    )
+    .bind(market)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(seq, text)| {
+            let command = serde_json::from_str(&text)
+                .map_err(|e| TradingError::Database(format!("command {market}/{seq}: {e}")))?;
+            Ok((u64_of(seq)?, command))
+        })
+        .collect()
+}
+
+const ORDER_COLUMNS: &str = "id, market, member_id, side, kind, price::text AS price,
+    quantity::text AS quantity, quote_amount::text AS quote_amount, time_in_force,
+    client_order_id, filled::text AS filled, filled_quote::text AS filled_quote,
+    hold::text AS hold, hold_asset, status, reason, seq, created_at, updated_at";
+
+fn order_from_row(row: &sqlx::postgres::PgRow, market: &Market) -> Result<OrderRow, TradingError> {
+    let text = |name: &str| -> Result<Option<String>, TradingError> { Ok(row.try_get(name)?) };
+    let corrupt = |what: &str| TradingError::Database(format!("corrupt order row: {what}"));
+    let side = match row.try_get::<String, _>("side")?.as_str() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => return Err(corrupt(other)),
+    };
+    let kind = match row.try_get::<String, _>("kind")?.as_str() {
+        "limit" => OrderKind::Limit,
+        "market" => OrderKind::Market,
+        other => return Err(corrupt(other)),
+    };
+    let time_in_force = match text("time_in_force")?.as_deref() {
+        None => None,
+        Some("gtc") => Some(TimeInForce::Gtc),
+        Some("ioc") => Some(TimeInForce::Ioc),
+        Some("fok") => Some(TimeInForce::Fok),
+        Some("post_only") => Some(TimeInForce::PostOnly),
+        Some(other) => return Err(corrupt(other)),
+    };
+    let status = match row.try_get::<String, _>("status")?.as_str() {
+        "open" => "open",
+        "filled" => "filled",
+        "cancelled" => "cancelled",
+        "rejected" => "rejected",
+        other => return Err(corrupt(other)),
+    };
+    let optional_steps = |name: &str, step: u128| -> Result<Option<u64>, TradingError> {
+        text(name)?
+            .map(|v| u128_of(&v).and_then(|v| steps(v, step)))
+            .transpose()
+    };
+    let member: String = row.try_get("member_id")?;
+    Ok(OrderRow {
+        id: u64_of(row.try_get("id")?)?,
+        market: row.try_get("market")?,
+        member: member.parse().map_err(|e: String| corrupt(&e))?,
+        side,
+        kind,
+        price_ticks: optional_steps("price", market.tick_size)?,
+        quantity_lots: optional_steps("quantity", market.lot_size)?,
+        quote_budget: optional_steps("quote_amount", market.tick_size)?,
+        time_in_force,
+        client_order_id: text("client_order_id")?,
+        filled_lots: steps(
+            u128_of(&row.try_get::<String, _>("filled")?)?,
+            market.lot_size,
+        )?,
+        filled_quote: u128_of(&row.try_get::<String, _>("filled_quote")?)?,
+        hold: u128_of(&row.try_get::<String, _>("hold")?)?,
+        hold_base: side == Side::Sell,
+        status,
+        reason: text("reason")?,
+        seq: u64_of(row.try_get("seq")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Open orders of `market`.
+pub(crate) async fn load_open_orders(
+    pool: &PgPool,
+    market: &Market,
+) -> Result<Vec<OrderRow>, TradingError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE market = $1 AND status = 'open' ORDER BY id"
+    ))
+    .bind(&market.name)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|row| order_from_row(row, market)).collect()
+}
+
+/// `member`'s orders, newest first.
+pub(crate) async fn load_orders(
+    pool: &PgPool,
+    member: &MemberId,
+    market: Option<&str>,
+    open_only: bool,
+    limit: u32,
+    lookup: impl Fn(&str) -> Option<Arc<Market>>,
+) -> Result<Vec<OrderView>, TradingError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders
+          WHERE member_id = $1 AND ($2::text IS NULL OR market = $2)
+            AND (NOT $3 OR status = 'open')
+          ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(member.as_str())
+    .bind(market)
+    .bind(open_only)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name: String = row.try_get("market")?;
+        // Orders of a market no longer configured are not shown.
+        if let Some(market) = lookup(&name) {
+            views.push(order_from_row(row, &market)?.view(&market));
+        }
+    }
+    Ok(views)
+}
+
+/// `member`'s trades, newest first.
+pub(crate) async fn load_trades(
+    pool: &PgPool,
+    member: &MemberId,
+    market: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TradeView>, TradingError> {
+    let rows = sqlx::query(
+        "SELECT id, market, price::text AS price, quantity::text AS quantity,
+                quote_quantity::text AS quote_quantity, maker_order_id, taker_order_id,
+                maker_member, taker_side, maker_fee::text AS maker_fee,
+                taker_fee::text AS taker_fee, fee_asset, created_at
+           FROM trades
+          WHERE (maker_member = $1 OR taker_member = $1) AND ($2::text IS NULL OR market = $2)
+          ORDER BY id DESC LIMIT $3",
+    )
+    .bind(member.as_str())
+    .bind(market)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let maker = row.try_get::<String, _>("maker_member")? == member.as_str();
+            let side = match row.try_get::<String, _>("taker_side")?.as_str() {
+                "buy" => Side::Buy,
+                _ => Side::Sell,
+            };
+            Ok(TradeView {
+                id: u64_of(row.try_get("id")?)?,
+                market: row.try_get("market")?,
+                price: row.try_get("price")?,
+                quantity: row.try_get("quantity")?,
+                quote_quantity: row.try_get("quote_quantity")?,
+                maker_order_id: u64_of(row.try_get("maker_order_id")?)?,
+                taker_order_id: u64_of(row.try_get("taker_order_id")?)?,
+                side,
+                fee: row.try_get(if maker { "maker_fee" } else { "taker_fee" })?,
+                fee_asset: row.try_get("fee_asset")?,
+                liquidity: if maker { "maker" } else { "taker" }.to_owned(),
+                created_at: rfc3339(row.try_get("created_at")?),
+            })
+        })
+        .collect()
+}
+
+/// Locks (in id order) the base and quote accounts of `members` and the quote fee account,
+/// and returns the members' available balances, keyed by (member, is base asset); members
+/// without an account get zero.
+pub(crate) async fn lock_balances(
+    conn: &mut PgConnection,
+    market: &Market,
+    members: &[MemberId],
+) -> Result<HashMap<(MemberId, bool), u128>, TradingError> {
+    let names: Vec<&str> = members.iter().map(MemberId::as_str).collect();
+    let rows: Vec<(Option<String>, String, String, String)> = sqlx::query_as(
+        "SELECT member_id, asset, kind, balance::text FROM accounts
+          WHERE (member_id = ANY($1) AND asset IN ($2, $3) AND kind IN ('available', 'locked'))
+             OR (member_id IS NULL AND asset = $3 AND kind = 'fee_revenue')
+          ORDER BY id FOR UPDATE",
+    )
+    .bind(&names)
+    .bind(market.base.as_str())
+    .bind(market.quote.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut available = HashMap::with_capacity(members.len() * 2);
+    for member in members {
+        available.insert((member.clone(), true), 0);
+        available.insert((member.clone(), false), 0);
+    }
+    for (member, asset, kind, balance) in rows {
+        let (Some(member), "available") = (member, kind.as_str()) else {
+            continue;
+        };
+        let member: MemberId = member.parse().map_err(TradingError::Database)?;
+        let base = asset == market.base.as_str();
+        available.insert((member, base), u128_of(&balance)?);
+    }
+    Ok(available)
+}
+
+/// Writes a settled batch: commands, orders, trades, the netted ledger transfer and the
+/// outbox rows, inside the caller's transaction.
+pub(crate) async fn write_batch(
+    conn: &mut PgConnection,
+    market: &Market,
+    batch: &Batch,
+    events: EventsSink,
+) -> Result<(), TradingError> {
+    if batch.commands.is_empty() {
+        assert!(batch.changes.is_empty(), "no command, no ledger change");
+        return Ok(());
+    }
+    // 1. The command log.
+    let seqs: Vec<i64> = batch.commands.iter().map(|(seq, _)| i64_of(*seq)).collect();
+    let commands: Vec<String> = batch
+        .commands
+        .iter()
+        .map(|(_, command)| serde_json::to_string(command).expect("commands serialize"))
+        .collect();
+    sqlx::query(
+        "INSERT INTO trading_commands (market, seq, command)
+         SELECT $1, s, c::jsonb FROM UNNEST($2::bigint[], $3::text[]) AS t(s, c)",
+    )
+    .bind(&market.name)
+    .bind(&seqs)
+    .bind(&commands)
+    .execute(&mut *conn)
+    .await?;
+
+    // 2. The ledger: one transfer with the batch's net change per account.
+    let first = batch.commands.first().expect("not empty").0;
+    let last = batch.commands.last().expect("not empty").0;
+    let mut legs = Vec::new();
+    let mut per_asset: HashMap<&str, i128> = HashMap::new();
+    for (account, (credits, debits)) in &batch.changes {
+        let sum = per_asset.entry(account.asset().as_str()).or_default();
+        // Every trading account is credit-normal: + credit raises it.
+        if credits > debits {
+            *sum -= i128::try_from(credits - debits).expect("net change fits i128");
+            legs.push(Leg::credit(
+                account.clone(),
+                BaseUnits::from(credits - debits),
+            ));
+        } else if debits > credits {
+            *sum += i128::try_from(debits - credits).expect("net change fits i128");
+            legs.push(Leg::debit(
+                account.clone(),
+                BaseUnits::from(debits - credits),
+            ));
+        }
+    }
+    assert!(
+        per_asset.values().all(|sum| *sum == 0),
+        "a settled batch balances per asset: {per_asset:?}"
+    );
+    let transfer_id = if legs.len() >= 2 {
+        let transfer = Transfer::new(
+            Uuid::new_v4(),
+            TRADE_SETTLEMENT,
+            &format!("{}:{first}-{last}", market.name),
+            legs,
+        )
+        .map_err(|e| TradingError::Database(e.to_string()))?;
+        match journal::post(conn, &transfer).await {
+            Ok(_) => Some(transfer.id()),
+            Err(JournalError::InsufficientBalance { account }) => {
+                return Err(TradingError::Database(format!(
+                    "settlement would take {account} below zero (a concurrent change); batch refused"
+                )));
+            }
+            Err(error) => return Err(TradingError::Database(error.to_string())),
+        }
+    } else {
+        assert!(legs.is_empty(), "a single leg cannot balance");
+        None
+    };
+
+    // 3. Orders (their state at the end of the batch).
+    let orders: Vec<&OrderRow> = batch.orders.values().collect();
+    if !orders.is_empty() {
+        let col = |f: &dyn Fn(&OrderRow) -> Option<String>| -> Vec<Option<String>> {
+            orders.iter().map(|o| f(o)).collect()
+        };
+        let ids: Vec<i64> = orders.iter().map(|o| i64_of(o.id)).collect();
+        let order_seqs: Vec<i64> = orders.iter().map(|o| i64_of(o.seq)).collect();
+        let created: Vec<OffsetDateTime> = orders.iter().map(|o| o.created_at).collect();
+        let updated: Vec<OffsetDateTime> = orders.iter().map(|o| o.updated_at).collect();
+        sqlx::query(
+            "INSERT INTO orders (id, market, member_id, side, kind, price, quantity, quote_amount,
+                                 time_in_force, client_order_id, filled, filled_quote, hold,
+                                 hold_asset, status, reason, seq, created_at, updated_at)
+             SELECT id, $2, member, side, kind, price::numeric, quantity::numeric,
+                    quote_amount::numeric, tif, coid, filled::numeric, filled_quote::numeric,
+                    hold::numeric, hold_asset, status, reason, seq, created_at, updated_at
+               FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                           $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+                           $17::bigint[], $18::timestamptz[], $19::timestamptz[])
+                 AS t(id, member, side, kind, price, quantity, quote_amount, tif, coid, filled,
+                      filled_quote, hold, hold_asset, status, reason, seq, created_at,
+                      updated_at)
+             ON CONFLICT (id) DO UPDATE SET filled = EXCLUDED.filled,
+                 filled_quote = EXCLUDED.filled_quote, hold = EXCLUDED.hold,
+                 status = EXCLUDED.status, reason = EXCLUDED.reason,
+                 updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&ids)
+        .bind(&market.name)
+        .bind(col(&|o| Some(o.member.as_str().to_owned())))
+        .bind(col(&|o| Some(o.side.as_str().to_owned())))
+        .bind(col(&|o| Some(o.kind.as_str().to_owned())))
+        .bind(col(&|o| {
+            o.price_ticks.map(|t| market.price_units(t).to_string())
+        }))
+        .bind(col(&|o| {
+            o.quantity_lots.map(|l| market.base_units(l).to_string())
+        }))
+        .bind(col(&|o| {
+            o.quote_budget
+                .map(|b| (u128::from(b) * market.tick_size).to_string())
+        }))
+        .bind(col(&|o| o.time_in_force.map(|t| t.as_str().to_owned())))
+        .bind(col(&|o| o.client_order_id.clone()))
+        .bind(col(&|o| Some(market.base_units(o.filled_lots).to_string())))
+        .bind(col(&|o| Some(o.filled_quote.to_string())))
+        .bind(col(&|o| Some(o.hold.to_string())))
+        .bind(col(&|o| {
+            Some(if o.hold_base {
+                market.base.to_string()
+            } else {
+                market.quote.to_string()
+            })
+        }))
+        .bind(col(&|o| Some(o.status.to_owned())))
+        .bind(col(&|o| o.reason.clone()))
+        .bind(&order_seqs)
+        .bind(&created)
+        .bind(&updated)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // 4. Trades.
+    let trades = &batch.trades;
+    if !trades.is_empty() {
+        let ints = |f: &dyn Fn(&TradeRow) -> i64| -> Vec<i64> { trades.iter().map(f).collect() };
+        let texts =
+            |f: &dyn Fn(&TradeRow) -> String| -> Vec<String> { trades.iter().map(f).collect() };
+        let ordinals: Vec<i32> = trades
+            .iter()
+            .map(|t| i32::try_from(t.ordinal).expect("a command makes fewer than 2^31 trades"))
+            .collect();
+        let created: Vec<OffsetDateTime> = trades.iter().map(|t| t.created_at).collect();
+        sqlx::query(
+            "INSERT INTO trades (id, market, seq, ordinal, price, quantity, quote_quantity,
+                                 maker_order_id, taker_order_id, maker_member, taker_member,
+                                 taker_side, maker_fee, taker_fee, fee_asset, transfer_id,
+                                 created_at)
+             SELECT id, $2, seq, ordinal, price::numeric, quantity::numeric, quote::numeric,
+                    maker, taker, maker_member, taker_member, side, maker_fee::numeric,
+                    taker_fee::numeric, $15, $16, created_at
+               FROM UNNEST($1::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+                           $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
+                           $12::text[], $13::text[], $14::text[], $17::timestamptz[])
+                 AS t(id, seq, ordinal, price, quantity, quote, maker, taker, maker_member,
+                      taker_member, side, maker_fee, taker_fee, created_at)",
+        )
+        .bind(ints(&|t| i64_of(t.id)))
+        .bind(&market.name)
+        .bind(ints(&|t| i64_of(t.seq)))
+        .bind(&ordinals)
+        .bind(texts(&|t| t.price.to_string()))
+        .bind(texts(&|t| t.quantity.to_string()))
+        .bind(texts(&|t| t.quote_quantity.to_string()))
+        .bind(ints(&|t| i64_of(t.maker_order_id)))
+        .bind(ints(&|t| i64_of(t.taker_order_id)))
+        .bind(texts(&|t| t.maker_member.as_str().to_owned()))
+        .bind(texts(&|t| t.taker_member.as_str().to_owned()))
+        .bind(texts(&|t| t.taker_side.as_str().to_owned()))
+        .bind(texts(&|t| t.maker_fee.to_string()))
+        .bind(texts(&|t| t.taker_fee.to_string()))
+        .bind(market.quote.as_str())
+        .bind(transfer_id)
+        .bind(&created)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // 5. Events on `exchange.events` through the outbox.
+    if events == EventsSink::Outbox {
+        let mut ids = Vec::with_capacity(trades.len() + orders.len());
+        let mut keys = Vec::with_capacity(ids.capacity());
+        let mut payloads = Vec::with_capacity(ids.capacity());
+        for trade in trades {
+            let id = Uuid::new_v4();
+            ids.push(id);
+            keys.push(routing::TRADE_EXECUTED);
+            payloads.push(
+                json!({
+                    "version": 1,
+                    "id": id,
+                    "occurred_at": rfc3339(trade.created_at),
+                    "trade_id": trade.id,
+                    "market": trade.market,
+                    "price": trade.price.to_string(),
+                    "quantity": trade.quantity.to_string(),
+                    "quote_quantity": trade.quote_quantity.to_string(),
+                    "maker_order_id": trade.maker_order_id,
+                    "taker_order_id": trade.taker_order_id,
+                    "maker_member": trade.maker_member.as_str(),
+                    "taker_member": trade.taker_member.as_str(),
+                    "taker_side": trade.taker_side.as_str(),
+                    "maker_fee": trade.maker_fee.to_string(),
+                    "taker_fee": trade.taker_fee.to_string(),
+                    "fee_asset": trade.fee_asset,
+                    "command_seq": trade.seq,
+                })
+                .to_string(),
+            );
+        }
+        for order in &orders {
+            let id = Uuid::new_v4();
+            ids.push(id);
+            keys.push(routing::ORDER_UPDATED);
+            payloads.push(
+                json!({
+                    "version": 1,
+                    "id": id,
+                    "occurred_at": rfc3339(order.updated_at),
+                    "member": order.member.as_str(),
+                    "order": order.view(market),
+                })
+                .to_string(),
+            );
+        }
+        sqlx::query(
+            "INSERT INTO outbox (id, exchange, routing_key, payload)
+             SELECT id, $2, key, payload::jsonb FROM UNNEST($1::uuid[], $3::text[], $4::text[])
+               AS t(id, key, payload)",
+        )
+        .bind(&ids)
+        .bind(EXCHANGE_EVENTS)
+        .bind(&keys)
+        .bind(&payloads)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! The trading engine against a real PostgreSQL (a fresh database per test; see
+//! `common/mod.rs`): orders lock funds, trades settle exactly in the ledger, bad input changes
+//! nothing, and a restart rebuilds identical books from the command log.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use coinhub_exchange::deposits::{self, Outcome};
+use coinhub_exchange::journal;
+use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
+use coinhub_exchange::trading::{
+    EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce, TradingEngine, TradingError,
+};
+use common::{TestDb, confirmed};
+
+/// btc_usdt: tick 100 quote units per lot, lot 1000 satoshi, min 1 lot, maker 10 bps,
+/// taker 20 bps.
+pub fn markets() -> MarketsConfig {
+    let mut map = BTreeMap::new();
+    map.insert(
+        "btc_usdt".to_owned(),
+        MarketConfig {
+            base: "BTC".into(),
+            quote: "USDT".into(),
+            tick_size: UnitsValue::Text("100".into()),
+            lot_size: UnitsValue::Text("1000".into()),
+            min_quantity: None,
+            maker_fee_bps: 10,
+            taker_fee_bps: 20,
+        },
+    );
+    MarketsConfig(map)
+}
+
+fn member(name: &str) -> MemberId {
+    name.parse().expect("member id")
+}
+
+async fn deposit(db: &TestDb, who: &str, asset: &str, amount: &str) {
+    let decimals = if asset == "BTC" { 8 } else { 6 };
+    let outcome = deposits::apply(&db.pool, &confirmed(who, asset, amount, decimals))
+        .await
+        .expect("deposit applies");
+    assert!(matches!(outcome, Outcome::Credited { .. }), "{outcome:?}");
+}
+
+fn limit(side: Side, price: &str, quantity: &str) -> NewOrder {
+    NewOrder {
+        market: "btc_usdt".into(),
+        side,
+        kind: OrderKind::Limit,
+        price: Some(price.into()),
+        quantity: Some(quantity.into()),
+        quote_amount: None,
+        time_in_force: None,
+        client_order_id: None,
+    }
+}
+
+async fn balance(db: &TestDb, who: &str, asset: &str, kind: &str) -> String {
+    let member = member(who);
+    let asset = common::asset_symbol(asset);
+    let key = match kind {
+        "available" => coinhub_exchange::ledger::AccountKey::available(member, asset),
+        _ => coinhub_exchange::ledger::AccountKey::locked(member, asset),
+    };
+    journal::balance(&db.pool, &key)
+        .await
+        .expect("balance")
+        .to_string()
+}
+
+async fn fee_revenue(db: &TestDb, asset: &str) -> String {
+    let key = coinhub_exchange::ledger::AccountKey::fee_revenue(common::asset_symbol(asset));
+    journal::balance(&db.pool, &key)
+        .await
+        .expect("balance")
+        .to_string()
+}
+
+/// Proves: a limit sell and a crossing limit buy trade at the maker's price; locks, fees and
+/// the fee account are exact to the base unit; cancel releases the rest; the journal audits
+/// clean and the trade and order updates are in the outbox for `exchange.events`.
+///
+/// Steps: alice deposits 1 BTC, bob 1,000,000 USDT units; alice sells 5 lots at 100,000
+/// (check her lock); bob buys 3 lots at 100,000 (taker); check every balance; alice cancels;
+/// check again, and the views.
+#[tokio::test]
+async fn two_members_trade_with_exact_balances_and_fees() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "bob", "USDT", "1000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+
+    let sell = engine
+        .place(&alice, limit(Side::Sell, "100000", "5000"))
+        .await
+        .expect("sell accepted");
+    assert_eq!(sell.status, "open");
+    assert_eq!(sell.hold, "5000");
+    assert_eq!(balance(&db, "alice", "BTC", "locked").await, "5000");
+    assert_eq!(balance(&db, "alice", "BTC", "available").await, "99995000");
+
+    // Notional 1000 ticks × 100 × 3 lots = 300,000; taker fee 20 bps = 600, maker 10 bps = 300.
+    let buy = engine
+        .place(&bob, limit(Side::Buy, "100000", "3000"))
+        .await
+        .expect("buy accepted");
+    assert_eq!(buy.status, "filled");
+    assert_eq!(buy.filled, "3000");
+    assert_eq!(buy.filled_quote, "300000");
+    assert_eq!(buy.hold, "0");
+    assert_eq!(balance(&db, "bob", "USDT", "available").await, "699400");
+    assert_eq!(balance(&db, "bob", "USDT", "locked").await, "0");
+    assert_eq!(balance(&db, "bob", "BTC", "available").await, "3000");
+    assert_eq!(balance(&db, "alice", "BTC", "locked").await, "2000");
+    assert_eq!(balance(&db, "alice", "USDT", "available").await, "299700");
+    assert_eq!(fee_revenue(&db, "USDT").await, "900");
+
+    let depth = engine.depth("btc_usdt", 10).expect("depth");
+    assert_eq!(depth.asks, vec![("100000".to_owned(), "2000".to_owned())]);
+    assert!(depth.bids.is_empty());
+
+    let cancelled = engine
+        .cancel(&alice, "btc_usdt", sell.id)
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.filled, "3000");
+    assert_eq!(balance(&db, "alice", "BTC", "locked").await, "0");
+    assert_eq!(balance(&db, "alice", "BTC", "available").await, "99997000");
+
+    let trades = engine.trades(&bob, None, 10).await.expect("trades");
+    assert_eq!(trades.len(), 1);
+    assert_eq!(trades[0].liquidity, "taker");
+    assert_eq!(trades[0].fee, "600");
+    assert_eq!(trades[0].price, "100000");
+    assert_eq!(trades[0].quantity, "3000");
+    let alice_trades = engine
+        .trades(&alice, Some("btc_usdt"), 10)
+        .await
+        .expect("trades");
+    assert_eq!(alice_trades[0].liquidity, "maker");
+    assert_eq!(alice_trades[0].fee, "300");
+    assert!(
+        engine
+            .open_orders(&alice, None)
+            .await
+            .expect("open")
+            .is_empty()
+    );
+    assert_eq!(
+        engine
+            .order_history(&alice, None, 10)
+            .await
+            .expect("history")
+            .len(),
+        1
+    );
+
+    let outbox: Vec<String> = sqlx::query_scalar(
+        "SELECT routing_key FROM outbox WHERE exchange = 'exchange.events' ORDER BY seq",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("outbox");
+    assert_eq!(outbox.iter().filter(|k| *k == "trade.executed").count(), 1);
+    assert!(outbox.iter().any(|k| k == "order.updated"));
+    db.assert_consistent().await;
+}
+
+/// Proves: every kind of bad input gets its typed error and changes nothing: no balance, no
+/// command, no order.
+///
+/// Steps: fund alice and bob, let bob rest an order; snapshot balances and row counts; send
+/// unknown market, zero / negative / fractional quantity, price off tick, quantity off lot,
+/// insufficient funds (both sides), cancel of an unknown and of a foreign order; compare.
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "10000").await;
+    deposit(&db, "alice", "USDT", "1000").await;
+    deposit(&db, "bob", "BTC", "10000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    let bobs = engine
+        .place(&bob, limit(Side::Sell, "500000", "1000"))
+        .await
+        .expect("bob's order rests");
+
+    let snapshot = || async {
+        let mut balances = Vec::new();
+        for who in ["alice", "bob"] {
+            for b in journal::member_balances(&db.pool, &member(who))
+                .await
+                .expect("balances")
+            {
+                balances.push((b.account.to_string(), b.amount.to_string()));
+            }
+        }
+        (
+            balances,
+            db.count("trading_commands").await,
+            db.count("orders").await,
+            db.count("outbox").await,
+        )
+    };
+    let before = snapshot().await;
+
+    let mut unknown = limit(Side::Buy, "100", "1000");
+    unknown.market = "doge_usdt".into();
+    let cases: Vec<(NewOrder, &str)> = vec![
+        (unknown, "unknown_market"),
+        (limit(Side::Sell, "100", "0"), "invalid_quantity"),
+        (limit(Side::Sell, "100", "-1000"), "invalid_quantity"),
+        (limit(Side::Sell, "100", "1000.5"), "invalid_quantity"),
+        (limit(Side::Sell, "0", "1000"), "invalid_quantity"),
+        (limit(Side::Sell, "150", "1000"), "price_off_tick"),
+        (limit(Side::Sell, "100", "1500"), "quantity_off_lot"),
+        (limit(Side::Sell, "100", "11000"), "insufficient_funds"),
+        // 1000 ticks × 100 × 1 lot = 100,000 USDT units > 1000 available.
+        (limit(Side::Buy, "100000", "1000"), "insufficient_funds"),
+        (
+            NewOrder {
+                kind: OrderKind::Market,
+                price: None,
+                quantity: None,
+                quote_amount: Some("1000".into()),
+                ..limit(Side::Sell, "0", "0")
+            },
+            "invalid_quantity",
+        ),
+        (
+            NewOrder {
+                time_in_force: Some(TimeInForce::Gtc),
+                kind: OrderKind::Market,
+                price: None,
+                ..limit(Side::Sell, "0", "1000")
+            },
+            "invalid_quantity",
+        ),
+    ];
+    for (order, code) in cases {
+        let error = engine
+            .place(&alice, order.clone())
+            .await
+            .expect_err(&format!("{order:?} is refused"));
+        assert_eq!(error.code(), code, "{order:?}: {error}");
+        assert!(error.is_client_error());
+    }
+    let unknown = engine
+        .cancel(&alice, "btc_usdt", 999_999)
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(unknown, TradingError::UnknownOrder(999_999)),
+        "{unknown}"
+    );
+    let foreign = engine
+        .cancel(&alice, "btc_usdt", bobs.id)
+        .await
+        .expect_err("foreign");
+    assert_eq!(foreign.code(), "foreign_order");
+    let wrong_market = engine
+        .cancel(&bob, "eth_usdt", bobs.id)
+        .await
+        .expect_err("market");
+    assert_eq!(wrong_market.code(), "unknown_market");
+
+    assert_eq!(snapshot().await, before, "nothing changed");
+    db.assert_consistent().await;
+}
+
+/// Proves: the matcher's own refusals (post-only that would cross, fill-or-kill that cannot
+/// fill) are recorded as rejected orders and release their lock in the same transaction.
+///
+/// Steps: bob rests a sell; alice sends a crossing post-only buy and an unfillable FOK buy;
+/// check the errors, then that alice's USDT is all available again.
+#[tokio::test]
+async fn matcher_rejections_release_the_lock() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "USDT", "10000000").await;
+    deposit(&db, "bob", "BTC", "10000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    engine
+        .place(&member("bob"), limit(Side::Sell, "100000", "1000"))
+        .await
+        .expect("rests");
+    let mut post_only = limit(Side::Buy, "100000", "1000");
+    post_only.time_in_force = Some(TimeInForce::PostOnly);
+    let error = engine
+        .place(&member("alice"), post_only)
+        .await
+        .expect_err("crosses");
+    match error {
+        TradingError::Rejected { reason, order } => {
+            assert_eq!(reason, "post_only_would_cross");
+            assert_eq!(order.status, "rejected");
+        }
+        other => panic!("expected Rejected, got {other}"),
+    }
+    let mut fok = limit(Side::Buy, "100000", "2000");
+    fok.time_in_force = Some(TimeInForce::Fok);
+    let error = engine
+        .place(&member("alice"), fok)
+        .await
+        .expect_err("unfillable");
+    assert_eq!(error.code(), "rejected");
+    assert_eq!(balance(&db, "alice", "USDT", "available").await, "10000000");
+    assert_eq!(balance(&db, "alice", "USDT", "locked").await, "0");
+    db.assert_consistent().await;
+}
+
+/// Proves: market orders by quantity and buy-by-quote settle exactly; the unspent part of the
+/// lock returns to the buyer.
+///
+/// Steps: bob rests asks at 100,000 and 101,000 (1 lot each); alice market-buys 2 lots, then
+/// bob rests one more and alice buys by quote 150,000; check balances.
+#[tokio::test]
+async fn market_orders_settle_exactly() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "USDT", "10000000").await;
+    deposit(&db, "bob", "BTC", "10000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    engine
+        .place(&bob, limit(Side::Sell, "100000", "1000"))
+        .await
+        .expect("ask 1");
+    engine
+        .place(&bob, limit(Side::Sell, "101000", "1000"))
+        .await
+        .expect("ask 2");
+    let market = NewOrder {
+        kind: OrderKind::Market,
+        price: None,
+        ..limit(Side::Buy, "0", "2000")
+    };
+    let filled = engine.place(&alice, market).await.expect("market buy");
+    assert_eq!(filled.status, "filled");
+    // 201,000 notional + 20 bps taker fee (402) = 201,402.
+    assert_eq!(balance(&db, "alice", "USDT", "available").await, "9798598");
+    assert_eq!(balance(&db, "alice", "USDT", "locked").await, "0");
+    assert_eq!(balance(&db, "alice", "BTC", "available").await, "2000");
+    // Bob: 201,000 − 10 bps maker fee (100 + 101) = 200,799.
+    assert_eq!(balance(&db, "bob", "USDT", "available").await, "200799");
+
+    engine
+        .place(&bob, limit(Side::Sell, "100000", "1000"))
+        .await
+        .expect("ask 3");
+    let by_quote = NewOrder {
+        kind: OrderKind::Market,
+        price: None,
+        quantity: None,
+        quote_amount: Some("150000".into()),
+        ..limit(Side::Buy, "0", "0")
+    };
+    let order = engine.place(&alice, by_quote).await.expect("buy by quote");
+    // Buys 1 lot for 100,000 (+200 fee); the rest of the budget is returned.
+    assert_eq!(order.filled, "1000");
+    assert_eq!(order.status, "cancelled");
+    assert_eq!(balance(&db, "alice", "USDT", "available").await, "9698398");
+    assert_eq!(balance(&db, "alice", "USDT", "locked").await, "0");
+    assert_eq!(
+        fee_revenue(&db, "USDT").await,
+        (402 + 201 + 200 + 100).to_string()
+    );
+    db.assert_consistent().await;
+}
+
+/// Proves: after a restart the books are rebuilt from the command log identical (depth and
+/// open orders), trading continues, and no trade or order id is reused.
+///
+/// Steps: fund three members; place 60 deterministic crossing orders; record depth, open
+/// orders and trade count; drop the engine and start a new one on the same database; compare;
+/// place 20 more orders; check trade ids are unique and locked balances equal open holds.
+#[tokio::test]
+async fn restart_rebuilds_identical_books() {
+    let db = TestDb::new().await;
+    let names = ["m1", "m2", "m3"];
+    for who in names {
+        deposit(&db, who, "BTC", "100000000").await;
+        deposit(&db, who, "USDT", "100000000000").await;
+    }
+    let run = |engine: TradingEngine, from: u64, to: u64| async move {
+        for i in from..to {
+            let who = member(names[(i % 3) as usize]);
+            let side = if (i * 7) % 2 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let price = (1000 + (i * 37) % 11) * 100;
+            let quantity = (1 + (i * 13) % 5) * 1000;
+            let _ = engine
+                .place(&who, limit(side, &price.to_string(), &quantity.to_string()))
+                .await
+                .expect("order accepted");
+            if i % 10 == 9 {
+                let open = engine.open_orders(&who, None).await.expect("open");
+                if let Some(order) = open.last() {
+                    engine
+                        .cancel(&who, "btc_usdt", order.id)
+                        .await
+                        .expect("cancel");
+                }
+            }
+        }
+    };
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    run(engine.clone(), 0, 60).await;
+    let depth = engine.depth("btc_usdt", 100).expect("depth");
+    let mut open = Vec::new();
+    for who in names {
+        open.push(engine.open_orders(&member(who), None).await.expect("open"));
+    }
+    let trades = db.count("trades").await;
+    assert!(trades > 0, "the sequence trades");
+    drop(engine);
+
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine restarts");
+    assert_eq!(engine.depth("btc_usdt", 100).expect("depth"), depth);
+    for (who, before) in names.iter().zip(&open) {
+        assert_eq!(
+            &engine.open_orders(&member(who), None).await.expect("open"),
+            before
+        );
+    }
+    assert_eq!(
+        db.count("trades").await,
+        trades,
+        "replay settles nothing again"
+    );
+    run(engine.clone(), 60, 80).await;
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT id) FROM trades")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(distinct, db.count("trades").await);
+    assert_locked_equals_holds(&db).await;
+    db.assert_consistent().await;
+}
+
+/// Asserts every member's locked balance equals the holds of their open orders.
+pub async fn assert_locked_equals_holds(db: &TestDb) {
+    let mismatches: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT a.member_id, a.asset, a.balance::text, coalesce(h.hold, 0)::text
+           FROM accounts a
+           LEFT JOIN (SELECT member_id, hold_asset, sum(hold) AS hold FROM orders
+                       WHERE status = 'open' GROUP BY member_id, hold_asset) h
+             ON h.member_id = a.member_id AND h.hold_asset = a.asset
+          WHERE a.kind = 'locked' AND a.balance <> coalesce(h.hold, 0)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("compare");
+    assert!(
+        mismatches.is_empty(),
+        "locked differs from open holds: {mismatches:?}"
+    );
+}

@@ -232,7 +232,8 @@ async fn two_members_trade_with_exact_balances_and_fees() {
 /// another member's order id, an unknown order id, and cancelling in an unknown market.
 ///
 /// Steps: alice rests a sell of 2000 sat; take a snapshot; send each bad request and compare
-/// the status, the code and the snapshot.
+/// the status, the code and the snapshot. Last, a post-only bid that would cross is
+/// `422 rejected` and leaves bob's balances as they were.
 #[tokio::test]
 async fn bad_orders_are_refused_with_their_code_and_change_nothing() {
     let db = TestDb::new().await;
@@ -316,7 +317,19 @@ async fn bad_orders_are_refused_with_their_code_and_change_nothing() {
         "no refusal changed anything"
     );
     assert_eq!(bob.balances().await.expect("balances"), bob_before);
-    // Alice's order is untouched by bob's attempt.
+    // A post-only bid that would cross is rejected by the matcher: recorded as rejected,
+    // nothing locked, no trade.
+    let post_only = bob
+        .place_order(&NewOrder {
+            time_in_force: Some(TimeInForce::PostOnly),
+            ..limit(Side::Buy, PRICE, "1000")
+        })
+        .await;
+    assert_refused(post_only, 422, "rejected");
+    assert_eq!(bob.balances().await.expect("balances"), bob_before);
+    assert!(bob.trades(None, None).await.expect("trades").is_empty());
+    assert!(bob.open_orders(None).await.expect("open").is_empty());
+    // Alice's order is untouched by bob's attempts.
     let open = alice.open_orders(Some(MARKET)).await.expect("open");
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].hold, "2000");

@@ -315,6 +315,23 @@ impl ChainClient {
         Ok(())
     }
 
+    /// Removes transaction `hash` from anvil's mempool (`anvil_dropTransaction`), as a node
+    /// restart or an eviction would.
+    pub async fn drop_transaction(&self, hash: &str) -> anyhow::Result<()> {
+        let hash: B256 = hash.parse()?;
+        let _: serde_json::Value = self
+            .provider
+            .raw_request("anvil_dropTransaction".into(), (hash,))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the node knows transaction `hash` (pending or mined).
+    pub async fn knows_transaction(&self, hash: &str) -> anyhow::Result<bool> {
+        let hash: B256 = hash.parse()?;
+        Ok(self.provider.get_transaction_by_hash(hash).await?.is_some())
+    }
+
     /// Hashes (`0x` hex) of the transactions in the best-chain block at `height`.
     pub async fn transactions_in_block(&self, height: u64) -> anyhow::Result<Vec<String>> {
         let block = self

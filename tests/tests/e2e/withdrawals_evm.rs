@@ -229,3 +229,61 @@ async fn a_stuck_evm_withdrawal_is_replaced_with_the_same_nonce() {
     )
     .await;
 }
+
+/// Proves: when the node drops the executor's transaction from its mempool
+/// (`anvil_dropTransaction`, as a node restart or eviction would), coinhubd notices it is
+/// gone and sends the same stored transaction again (same nonce, same hash; nothing is
+/// skipped or rebuilt), which is then mined once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_evm_withdrawal_is_sent_again_not_skipped() {
+    run_test(
+        "a_dropped_evm_withdrawal_is_sent_again_not_skipped",
+        |env| async move {
+            let (eth, tst) = (to_base_units("1", DECIMALS), to_base_units("1", DECIMALS));
+            let stack = funded_stack(&env, CosignerOptions::default(), "carl", eth, tst).await?;
+            let destination = Address::repeat_byte(0x7c);
+            stack.chain.set_automine(false).await?;
+            let out = to_base_units("0.3", DECIMALS);
+            let id = stack
+                .exchange()
+                .withdraw(
+                    "carl",
+                    ETH,
+                    &out.to_string(),
+                    &destination.to_checksum(None),
+                )
+                .await?;
+            let api = stack.coinhubd.api();
+            let withdrawal = api.wait_withdrawal_status(&id, "broadcast", WAIT).await?;
+            let txid = withdrawal["attempts"][0]["txid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            stack.chain.drop_transaction(&txid).await?;
+            assert!(
+                !stack.chain.knows_transaction(&txid).await?,
+                "anvil dropped it"
+            );
+            coinhub_tests::wait::wait_until(
+                "coinhubd sends the dropped transaction again",
+                WAIT,
+                Duration::from_millis(100),
+                || async { Ok(stack.chain.knows_transaction(&txid).await?.then_some(())) },
+            )
+            .await?;
+            stack.chain.set_automine(true).await?;
+            let withdrawal = mine_until_confirmed(&stack, &id).await?;
+            assert_eq!(
+                withdrawal["attempts"].as_array().map(Vec::len),
+                Some(1),
+                "no new transaction: {withdrawal}"
+            );
+            assert_eq!(stack.chain.eth_balance(destination).await?, out);
+            stack
+                .wait_balances("carl", &[(ETH, eth - out), (TOKEN, tst)])
+                .await?;
+            Ok(())
+        },
+    )
+    .await;
+}

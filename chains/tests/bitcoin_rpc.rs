@@ -573,3 +573,46 @@ fn url_with_credentials_is_refused() {
     assert!(matches!(&error, RpcError::InvalidConfig { .. }));
     assert!(!error.to_string().contains("secret"));
 }
+
+/// Proves `gettxout` parses Bitcoin Core's recorded reply (`deposits.json`): the value
+/// `49.4999835` BTC to exactly 4 949 998 350 sat, the scriptPubKey from its hex, best block
+/// and confirmations; the client sends `include_mempool` as the third parameter; a `null`
+/// reply (spent or unknown output) is `None`, not an error.
+#[tokio::test]
+async fn tx_out_parses_recorded_reply_and_null_is_none() {
+    let deposits = Fixture::load("deposits");
+    let outpoint_txid = "82f85547c23dece26ef3cd51d2409126bb31b33ca3012d48c7f42b86d02fbae6";
+    let mut unspent = deposits.call("gettxout", json!([outpoint_txid, 0]));
+    unspent.request["params"] = json!([outpoint_txid, 0, false]);
+    let mut spent = unspent.clone();
+    spent.request["params"] = json!([outpoint_txid, 1, true]);
+    spent.body = RecordedBody::Json(json!({"result": null, "error": null, "id": 0}));
+    let (_node, rpc) = node_and_client(vec![unspent, spent]).await;
+
+    let outpoint = bitcoin::OutPoint {
+        txid: txid(outpoint_txid),
+        vout: 0,
+    };
+    let out = rpc
+        .get_tx_out(&outpoint, false)
+        .await
+        .expect("gettxout")
+        .expect("unspent");
+    assert_eq!(out.value, Amount::from_sat(4_949_998_350));
+    assert_eq!(
+        out.script_pubkey.to_hex_string(),
+        "5120d62c95efe9adda2eeddc3ccfcf0a2a5f2df62030c0bfa20b8baac96851c8fc87"
+    );
+    assert_eq!(out.confirmations, 1);
+    assert!(!out.coinbase);
+    assert_eq!(
+        out.best_block,
+        block_hash("010a9c7d464800e554c125597665240af31e4f4f99ec9b9e678719d6964d5b18")
+    );
+
+    let spent = bitcoin::OutPoint {
+        txid: txid(outpoint_txid),
+        vout: 1,
+    };
+    assert_eq!(rpc.get_tx_out(&spent, true).await.expect("gettxout"), None);
+}

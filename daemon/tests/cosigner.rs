@@ -12,6 +12,7 @@ use alloy::primitives::{Address, U256, address};
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
 use bitcoin::{Amount, FeeRate, Network, OutPoint, ScriptBuf, TxOut, Txid};
+use coinhub_bitcoind_double::{BitcoindDouble, Params};
 use coinhub_custody::derivation::{MasterKey, SAFE_OWNER_BRANCH};
 use coinhub_custody::keystore::{self, HotKey, KeystoreError, TransitKey};
 use coinhub_custody::mnemonic::Mnemonic;
@@ -52,14 +53,21 @@ fn regtest_address(n: u8) -> bitcoin::Address {
     bitcoin::Address::p2wsh(&ScriptBuf::from(vec![0x51, n]), Network::Regtest)
 }
 
-fn account_xpub(words: &str) -> String {
+fn account_xpub(words: &str, network: UtxoNetwork) -> String {
     let mnemonic = Mnemonic::parse(words).expect("test mnemonic");
     MasterKey::from_seed(&mnemonic.to_seed())
         .expect("master")
-        .bip48_account_xpub(UtxoNetwork::BitcoinRegtest, Bip48ScriptType::P2wsh)
+        .bip48_account_xpub(network, Bip48ScriptType::P2wsh)
         .expect("bip48")
         .to_string()
 }
+
+const HOT_WORDS: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+const BACKUP_WORDS: &str =
+    "legal winner thank year wave sausage worth useful legal winner thank yellow";
+/// DASH policy: 10 000 duff fee cap.
+const DASH_FEE_CAP: u64 = 10_000;
 
 /// A fresh database, the OpenBao dev server with transit keys `coinhub-a` and `coinhub-b`,
 /// key B created with the cosigner's token, and the cosigner's API on a free port.
@@ -76,6 +84,12 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With `dash`: also a Dash regtest chain `dash` (asset DASH) whose inputs the cosigner
+    /// checks against that node.
+    async fn start_with(dash: Option<&BitcoindDouble>) -> Self {
         let name = format!("coinhub_cosigner_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(ADMIN_URL)
             .await
@@ -94,13 +108,35 @@ impl Harness {
             .create_token("coinhub-cosigner", COSIGNER_POLICY)
             .await
             .expect("cosigner token");
-        let hot = account_xpub(
-            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
-        );
-        let backup = account_xpub(
-            "legal winner thank year wave sausage worth useful legal winner thank yellow",
-        );
-        let text = format!(
+        let hot = account_xpub(HOT_WORDS, UtxoNetwork::BitcoinRegtest);
+        let backup = account_xpub(BACKUP_WORDS, UtxoNetwork::BitcoinRegtest);
+        let dash_sections = dash.map_or_else(String::new, |node| {
+            format!(
+                r#"
+[chains.dash]
+kind = "dash"
+network = "dash-regtest"
+hot_xpub = "{hot}"
+backup_xpub = "{backup}"
+rpc_urls = ["{url}"]
+rpc_user = "{user}"
+rpc_password = "{password}"
+rpc_timeout_ms = 5000
+[assets.dash]
+chain = "dash"
+decimals = 8
+max_per_withdrawal = "100000000"
+max_24h = "1000000000"
+fee_cap = "{DASH_FEE_CAP}"
+"#,
+                hot = account_xpub(HOT_WORDS, UtxoNetwork::DashRegtest),
+                backup = account_xpub(BACKUP_WORDS, UtxoNetwork::DashRegtest),
+                url = node.rpc_url,
+                user = node.user,
+                password = node.password,
+            )
+        });
+        let mut text = format!(
             r#"
 [database]
 url = "postgres://postgres@127.0.0.1:5432/{name}"
@@ -150,6 +186,7 @@ allow = ["{BOB}"]
             token = secrecy::ExposeSecret::expose_secret(&token),
             denied = regtest_address(66),
         );
+        text.push_str(&dash_sections);
         let dir = std::env::temp_dir().join(format!("coinhub-cosigner-test-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("cosigner.toml");
@@ -898,5 +935,133 @@ async fn concurrent_spends_cannot_both_pass_the_24h_limit() {
         "{outcomes:?}"
     );
     assert_eq!(harness.approvals().await, 1);
+    harness.stop().await;
+}
+
+/// A PSBT paying `payouts` (request id, scriptPubKey, duff) from `utxo` at `sat_per_vb`.
+fn plan_scripts(
+    wallet: &UtxoWallet,
+    utxo: &WalletUtxo,
+    payouts: &[(Uuid, ScriptBuf, u64)],
+    sat_per_vb: u64,
+) -> Psbt {
+    let payouts: Vec<spend::Payout> = payouts
+        .iter()
+        .map(|(id, script_pubkey, sat)| spend::Payout {
+            request_id: id.to_string(),
+            script_pubkey: script_pubkey.clone(),
+            amount: Amount::from_sat(*sat),
+        })
+        .collect();
+    let fee_rate = FeeRate::from_sat_per_vb(sat_per_vb).expect("fee rate");
+    spend::plan_spend(wallet, std::slice::from_ref(utxo), &payouts, fee_rate, 0)
+        .expect("plan")
+        .psbt
+}
+
+/// Proves the cosigner checks every input of a Dash (`sh`, legacy sighash: amounts not
+/// signed) spend against its OWN node with `gettxout`, so a lying coinhubd cannot hide a
+/// fee by understating an input. Steps: start the regtest node double in Dash mode, fund
+/// two 1 DASH outputs to the wallet's receive addresses 0 and 1 and mine them; record
+/// DASH requests to the node's test wallet address. A PSBT spending output 0 whose
+/// `witness_utxo` claims 100 000 duff (claimed fee ≈ 2 sat/vB, under the 10 000 duff cap;
+/// the real fee ≈ 1 DASH) → `input_amount_mismatch` naming the outpoint and both amounts; a
+/// PSBT spending an outpoint the node does not know → `unknown_input`; nothing recorded;
+/// the honest PSBT spending output 1 with its true amount → signed by key B. With the node
+/// stopped, signing answers 503 (transient: coinhubd retries), not a refusal.
+#[tokio::test]
+async fn dash_inputs_are_checked_against_the_cosigners_own_node() {
+    let node = BitcoindDouble::start(Params::dash()).expect("node double");
+    let harness = Harness::start_with(Some(&node)).await;
+    let wallet = harness.keys.utxo_wallets["dash"].clone();
+    let funder = node.wallet();
+    funder.fund(1).await.expect("fund the test wallet");
+    let one_dash = Amount::from_sat(100_000_000);
+    let receive = |index: u32| {
+        wallet
+            .script_pubkey(Branch::Receive, index)
+            .expect("receive script")
+    };
+    let txid = funder
+        .pay(&[(receive(0), one_dash), (receive(1), one_dash)])
+        .await
+        .expect("pay the wallet");
+    funder.mine(1).await.expect("mine");
+    let coin = |vout: u32, claimed: Amount| WalletUtxo {
+        outpoint: OutPoint { txid, vout },
+        amount: claimed,
+        branch: Branch::Receive,
+        index: vout,
+    };
+    let payee = funder.script_pubkey().clone();
+    let id = harness.request("DASH", funder.address(), "50000", 8).await;
+    let sign = |psbt: &Psbt| {
+        let psbt = psbt_to_base64(psbt);
+        let client = harness.client.clone();
+        async move { client.sign_utxo("dash", "DASH", &[id], &psbt).await }
+    };
+
+    // Understated input: 100 000 duff claimed, 1 DASH on chain.
+    let understated = coin(0, Amount::from_sat(100_000));
+    let psbt = plan_scripts(&wallet, &understated, &[(id, payee.clone(), 50_000)], 2);
+    let claimed_fee = Amount::from_sat(100_000)
+        - psbt
+            .unsigned_tx
+            .output
+            .iter()
+            .map(|out| out.value)
+            .sum::<Amount>();
+    assert!(claimed_fee.to_sat() < DASH_FEE_CAP, "{claimed_fee}");
+    match sign(&psbt).await {
+        Err(CosignerError::Refused { rule, reason }) => {
+            assert_eq!(rule, "input_amount_mismatch", "{reason}");
+            assert!(reason.contains(&format!("{txid}:0")), "{reason}");
+            assert!(
+                reason.contains("100000 ") && reason.contains("100000000"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected input_amount_mismatch, got {other:?}"),
+    }
+
+    // An input the node does not know.
+    let invented = WalletUtxo {
+        outpoint: OutPoint {
+            txid: Txid::from_byte_array([7; 32]),
+            vout: 0,
+        },
+        ..coin(0, one_dash)
+    };
+    let psbt = plan_scripts(&wallet, &invented, &[(id, payee.clone(), 50_000)], 2);
+    assert_refused(sign(&psbt).await, "unknown_input");
+    assert_eq!(harness.approvals().await, 0, "refusals record nothing");
+
+    // The honest spend.
+    let honest = plan_scripts(
+        &wallet,
+        &coin(1, one_dash),
+        &[(id, payee.clone(), 50_000)],
+        2,
+    );
+    let signed = sign(&honest).await.expect("the honest spend is signed");
+    let signed = parse_psbt(&signed).expect("psbt");
+    assert!(
+        signed
+            .inputs
+            .iter()
+            .all(|input| input.partial_sigs.len() == 1),
+        "key b signed every input"
+    );
+    assert_eq!(harness.approvals().await, 1);
+
+    // The node gone: a transient 503, not a refusal.
+    drop(node);
+    match sign(&honest).await {
+        Err(CosignerError::Transport(reason)) => {
+            assert!(reason.contains("503"), "{reason}");
+            assert!(reason.contains("node"), "{reason}");
+        }
+        other => panic!("expected a transient 503, got {other:?}"),
+    }
     harness.stop().await;
 }

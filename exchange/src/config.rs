@@ -15,7 +15,7 @@
 //! connect_timeout_ms = 10000
 //!
 //! [api]                         # the member HTTP API (`crate::api`)
-//! listen = "127.0.0.1:8790"
+//! listen = "127.0.0.1:8781"
 //! max_clock_skew_secs = 30      # request timestamps may differ this much from our clock
 //!
 //! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
@@ -205,7 +205,7 @@ impl Default for AmqpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Listen address. Default `127.0.0.1:8790`.
+    /// Listen address. Default `127.0.0.1:8781`.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
     /// Largest accepted difference between a request's `x-coinhub-timestamp` and our clock,
@@ -224,7 +224,7 @@ impl Default for ApiConfig {
 }
 
 fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8790))
+    SocketAddr::from(([127, 0, 0, 1], 8781))
 }
 fn default_max_clock_skew_secs() -> u64 {
     30
@@ -408,7 +408,7 @@ mod tests {
         );
         assert_eq!(config.amqp.prefetch, 16);
         assert_eq!(config.database.max_connections, 5);
-        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8790");
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:8781");
         assert_eq!(config.api.max_clock_skew_secs, 30);
     }
 

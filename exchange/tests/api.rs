@@ -367,7 +367,8 @@ async fn withdrawal_over_http_locks_funds() {
 
 /// Proves: `/healthz` answers without a key; unknown routes and methods get typed 404/405
 /// bodies; without a trading engine the trading routes answer 503 `unavailable`; a private
-/// route called without a key is refused (`missing_header`).
+/// route called without a key is refused (`missing_header`); a query changed after signing
+/// is `bad_signature`; a body over the limit is `413 body_too_large`.
 #[tokio::test]
 async fn public_routes_and_typed_fallbacks() {
     let db = TestDb::new().await;
@@ -411,6 +412,30 @@ async fn public_routes_and_typed_fallbacks() {
     assert_eq!(
         (error.status(), error.code()),
         (Some(503), Some("unavailable"))
+    );
+
+    // The query is signed: changing it after signing breaks the signature.
+    let mut query = alice
+        .prepare(Method::GET, "/v1/orders/open?market=btc_usdt", Vec::new())
+        .expect("sign");
+    query.target = "/v1/orders/open?market=eth_usdt".into();
+    let answer = alice.send(&query).await.expect("answer");
+    assert_eq!(
+        (answer.status, code_of(&answer.body).as_str()),
+        (401, "bad_signature")
+    );
+    // Bodies are bounded before they are read for the signature check.
+    let huge = alice
+        .prepare(
+            Method::POST,
+            "/v1/withdrawals",
+            vec![b' '; coinhub_exchange::api::BODY_MAX_BYTES + 1],
+        )
+        .expect("sign");
+    let answer = alice.send(&huge).await.expect("answer");
+    assert_eq!(
+        (answer.status, code_of(&answer.body).as_str()),
+        (413, "body_too_large")
     );
 }
 

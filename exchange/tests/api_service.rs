@@ -6,7 +6,7 @@
 mod api_support;
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(config: &PathBuf, log: PathBuf) -> Self {
+    fn start(config: &Path, log: PathBuf) -> Self {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

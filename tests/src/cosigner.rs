@@ -63,6 +63,16 @@ pub struct CosignerChainSection {
     /// EVM Safe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safe_address: Option<String>,
+    /// UTXO: the node(s) the cosigner checks every input against (`gettxout`); required for
+    /// Dash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rpc_urls: Vec<String>,
+    /// UTXO node RPC user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_user: Option<String>,
+    /// UTXO node RPC password (test value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_password: Option<String>,
 }
 
 /// `[assets.<symbol>]` of the cosigner: the asset and its policy (base units).

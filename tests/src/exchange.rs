@@ -24,6 +24,15 @@ pub struct ExchangeConfig {
     /// `[assets.<SYMBOL>]`: per-asset settings (omitted when empty).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub assets: BTreeMap<String, ExchangeAsset>,
+    /// `[api]`: the member API on a free port, so tests running at once do not collide.
+    pub api: ExchangeApi,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeApi {
+    /// `127.0.0.1:<port>`.
+    pub listen: String,
 }
 
 /// `[assets.<SYMBOL>]`.
@@ -87,6 +96,12 @@ impl ExchangeConfig {
                 reconnect_delay_max_ms: 2_000,
             },
             assets: BTreeMap::new(),
+            api: ExchangeApi {
+                listen: format!(
+                    "127.0.0.1:{}",
+                    crate::wait::free_port().expect("a free local port")
+                ),
+            },
         }
     }
 

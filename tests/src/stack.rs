@@ -569,6 +569,10 @@ async fn start_cosigner(
                 network: Some(utxo.network.clone()),
                 hot_xpub: Some(hot_xpub.clone()),
                 backup_xpub: Some(utxo.backup_xpub.clone()),
+                // The same node as coinhubd's here; in production the cosigner's own.
+                rpc_urls: vec![utxo.rpc_url.clone()],
+                rpc_user: Some(utxo.rpc_user.clone()),
+                rpc_password: Some(utxo.rpc_password.clone()),
                 ..CosignerChainSection::default()
             },
         );

@@ -21,6 +21,9 @@
 //! network = "bitcoin-regtest"
 //! hot_xpub = "[fingerprint/48h/1h/0h/2h]tpub…"     # key A
 //! backup_xpub = "[fingerprint/48h/1h/0h/2h]tpub…"  # key C
+//! rpc_urls = ["http://127.0.0.1:18443"]  # the cosigner's OWN node (required for dash)
+//! rpc_cookie_file = "/var/lib/bitcoind/regtest/.cookie"  # or rpc_user + rpc_password
+//! rpc_timeout_ms = 10000
 //! [chains.ethereum]
 //! kind = "evm"
 //! chain_id = 31337
@@ -37,9 +40,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use alloy::primitives::Address;
+use coinhub_chains::bitcoin::rpc::{Auth, BitcoinRpc, RpcConfig};
 use coinhub_chains::destination::{self, DestinationNetwork};
 use coinhub_custody::policy::{AssetPolicy, Policy};
 use coinhub_custody::utxo::{AccountXpub, UtxoNetwork};
@@ -116,6 +120,25 @@ pub struct CosignerChainConfig {
     /// EVM only, required there: the hot wallet Safe signed for.
     #[serde(default)]
     pub safe_address: Option<Address>,
+    /// UTXO: JSON-RPC URLs of the cosigner's **own** Bitcoin/Dash Core node(s), tried in
+    /// order (the next one when a node cannot be reached). Every input of a spend is checked
+    /// there with `gettxout` before signing. Required for `dash` (its legacy sighash does not
+    /// commit to input amounts); optional but recommended for `bitcoin` (BIP143 commits to
+    /// them, so a wrong amount only yields invalid signatures). Not for EVM chains.
+    #[serde(default)]
+    pub rpc_urls: Vec<String>,
+    /// UTXO node: RPC user (with `rpc_password`); or use `rpc_cookie_file`.
+    #[serde(default)]
+    pub rpc_user: Option<String>,
+    /// UTXO node: RPC password; never logged.
+    #[serde(default)]
+    pub rpc_password: Option<SecretString>,
+    /// UTXO node: the node's cookie file, re-read when the node answers 401.
+    #[serde(default)]
+    pub rpc_cookie_file: Option<PathBuf>,
+    /// UTXO node: limit of one call, milliseconds.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
 }
 
 /// `[assets.<symbol>]`: an asset and its policy. Amounts are decimal strings of base units.
@@ -156,6 +179,9 @@ fn base_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u128,
         .map_err(|_| serde::de::Error::custom(format!("{text} base units do not fit in 128 bits")))
 }
 
+fn default_rpc_timeout_ms() -> u64 {
+    10_000
+}
 fn default_max_clock_skew_secs() -> u64 {
     300
 }
@@ -241,6 +267,20 @@ impl CosignerConfig {
                     if let Err(error) = text.parse::<AccountXpub>() {
                         return fail(key(field), &error.to_string());
                     }
+                }
+                chain.validate_node(name)?;
+            } else {
+                let node_keys = [
+                    ("rpc_urls", !chain.rpc_urls.is_empty()),
+                    ("rpc_user", chain.rpc_user.is_some()),
+                    ("rpc_password", chain.rpc_password.is_some()),
+                    ("rpc_cookie_file", chain.rpc_cookie_file.is_some()),
+                ];
+                if let Some((field, _)) = node_keys.iter().find(|(_, present)| *present) {
+                    return fail(
+                        key(field),
+                        "only UTXO chains have a node (the cosigner reads no EVM node)",
+                    );
                 }
             }
         }
@@ -360,6 +400,94 @@ impl CosignerConfig {
 }
 
 impl CosignerChainConfig {
+    /// The node keys of UTXO chain `name`: `rpc_urls` required for `dash`; with URLs, the
+    /// credentials (`rpc_cookie_file`, or `rpc_user` and `rpc_password`) and a non-zero
+    /// `rpc_timeout_ms`; every URL usable by the client.
+    fn validate_node(&self, name: &str) -> Result<(), CosignerConfigError> {
+        let fail = |field: &str, what: &str| {
+            Err(CosignerConfigError(format!(
+                "chains.{name}.{field}: {what}"
+            )))
+        };
+        if self.rpc_urls.is_empty() {
+            if self.kind == ChainKind::Dash {
+                return fail(
+                    "rpc_urls",
+                    "is required for kind = Dash: the cosigner checks every input's amount \
+                     with its own node (gettxout), since Dash signatures do not commit to it",
+                );
+            }
+            for (field, present) in [
+                ("rpc_user", self.rpc_user.is_some()),
+                ("rpc_password", self.rpc_password.is_some()),
+                ("rpc_cookie_file", self.rpc_cookie_file.is_some()),
+            ] {
+                if present {
+                    return fail(field, "is set but rpc_urls is empty");
+                }
+            }
+            return Ok(());
+        }
+        match (&self.rpc_cookie_file, &self.rpc_user, &self.rpc_password) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(_), _, _) => {
+                return fail(
+                    "rpc_cookie_file",
+                    "use either rpc_cookie_file or rpc_user and rpc_password, not both",
+                );
+            }
+            (None, None, _) => {
+                return fail(
+                    "rpc_user",
+                    "the node needs rpc_cookie_file or rpc_user and rpc_password",
+                );
+            }
+            (None, Some(_), None) => return fail("rpc_password", "is required with rpc_user"),
+        }
+        if self.rpc_timeout_ms == 0 {
+            return fail("rpc_timeout_ms", "must be at least 1");
+        }
+        for (index, url) in self.rpc_urls.iter().enumerate() {
+            if let Err(error) = self.node_client(url) {
+                return fail(&format!("rpc_urls[{index}]"), &error.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// A client of the node at `url` with this chain's credentials and timeout.
+    fn node_client(&self, url: &str) -> anyhow::Result<BitcoinRpc> {
+        let auth = match (&self.rpc_cookie_file, &self.rpc_user, &self.rpc_password) {
+            (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
+            (None, Some(user), Some(password)) => Auth::UserPass {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            _ => anyhow::bail!("needs rpc_cookie_file or rpc_user and rpc_password"),
+        };
+        let mut rpc_config = RpcConfig::new(url, auth);
+        rpc_config.timeout_ms = self.rpc_timeout_ms;
+        // The cosigner answers coinhubd synchronously: give up on a starting node quickly
+        // (coinhubd retries the 503) instead of waiting out the default warm-up.
+        rpc_config.warmup_attempts_max = 3;
+        Ok(BitcoinRpc::new(rpc_config)?)
+    }
+
+    /// Clients of the cosigner's own node(s) of UTXO chain `name`, in `rpc_urls` order
+    /// (empty when none is configured).
+    ///
+    /// Errors: an unusable URL or missing credentials (names `chains.<name>.rpc_urls`).
+    pub fn node_clients(&self, name: &str) -> anyhow::Result<Vec<BitcoinRpc>> {
+        self.rpc_urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                self.node_client(url)
+                    .map_err(|e| anyhow::anyhow!("chains.{name}.rpc_urls[{index}]: {e}"))
+            })
+            .collect()
+    }
+
     /// The parsed `network` of a UTXO chain.
     ///
     /// Errors: absent (EVM) or not a known network name.
@@ -399,6 +527,13 @@ mod tests {
         assert_eq!(btc.fee_cap, 100_000);
         assert_eq!(btc.deny.len(), 1);
         assert!(btc.allow.is_none());
+        let bitcoin = &config.chains["bitcoin"];
+        assert_eq!(bitcoin.rpc_urls, ["http://127.0.0.1:8332"]);
+        assert_eq!(bitcoin.rpc_timeout_ms, 10_000);
+        assert_eq!(
+            bitcoin.node_clients("bitcoin").expect("node client").len(),
+            1
+        );
         let usdt = &policy.assets["USDT"];
         assert!(usdt.allow.as_ref().is_some_and(|allow| allow.len() == 1));
         assert_eq!(
@@ -434,5 +569,63 @@ mod tests {
         let text = EXAMPLE.replace("safe_address =", "# safe_address =");
         let error = load_text(&text).expect_err("must fail").to_string();
         assert!(error.contains("chains.ethereum.safe_address"), "{error}");
+    }
+
+    /// The node keys: a Dash chain without `rpc_urls` is refused (its signatures do not
+    /// commit to input amounts), a Bitcoin chain without them is accepted; URLs without
+    /// credentials, a password without a user, a bad URL and node keys on an EVM chain are
+    /// refused, each naming its key.
+    #[test]
+    fn node_keys_are_checked() {
+        let dash = |extra: &str| {
+            let xpubs: Vec<&str> = EXAMPLE
+                .lines()
+                .filter(|line| line.starts_with("hot_xpub") || line.starts_with("backup_xpub"))
+                .collect();
+            format!(
+                "{EXAMPLE}\n[chains.dash]\nkind = \"dash\"\nnetwork = \"dash-regtest\"\n{}\n{}\n{extra}",
+                xpubs[0], xpubs[1]
+            )
+        };
+        let error = load_text(&dash("")).expect_err("must fail").to_string();
+        assert!(error.contains("chains.dash.rpc_urls"), "{error}");
+        let with_user = "rpc_urls = [\"http://127.0.0.1:19998\"]\nrpc_user = \"u\"\n\
+                         rpc_password = \"p\"\n";
+        let config = load_text(&dash(with_user)).expect("dash with a node is valid");
+        assert_eq!(
+            config.chains["dash"]
+                .node_clients("dash")
+                .expect("client")
+                .len(),
+            1
+        );
+
+        let text: String = EXAMPLE
+            .lines()
+            .filter(|line| !line.starts_with("rpc_"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = load_text(&text).expect("bitcoin without a node is valid");
+        assert!(config.chains["bitcoin"].rpc_urls.is_empty());
+
+        let text = EXAMPLE.replace(
+            "rpc_cookie_file = \"/var/lib/bitcoind/.cookie\"",
+            "# no credentials",
+        );
+        let error = load_text(&text).expect_err("must fail").to_string();
+        assert!(error.contains("chains.bitcoin.rpc_user"), "{error}");
+        let error = load_text(&dash("rpc_urls = [\"http://h:1\"]\nrpc_user = \"u\"\n"))
+            .expect_err("must fail")
+            .to_string();
+        assert!(error.contains("chains.dash.rpc_password"), "{error}");
+        let text = EXAMPLE.replace("http://127.0.0.1:8332", "ftp://127.0.0.1:8332");
+        let error = load_text(&text).expect_err("must fail").to_string();
+        assert!(error.contains("chains.bitcoin.rpc_urls[0]"), "{error}");
+        let text = EXAMPLE.replace(
+            "chain_id = 1\n",
+            "chain_id = 1\nrpc_urls = [\"http://127.0.0.1:8545\"]\n",
+        );
+        let error = load_text(&text).expect_err("must fail").to_string();
+        assert!(error.contains("chains.ethereum.rpc_urls"), "{error}");
     }
 }

@@ -12,7 +12,8 @@
 //!   timestamp, replayed nonce;
 //! - `400 {"error":"bad_request","reason":…}`: a body that is not the route's JSON;
 //! - `422 {"error":"refused","rule":…,"reason":…}`: a rule refused the spend;
-//! - `503 {"error":"unavailable","reason":…}`: Vault could not decrypt key B;
+//! - `503 {"error":"unavailable","reason":…}`: Vault could not decrypt key B, or the
+//!   cosigner's own node could not check the inputs (transient: retry later);
 //! - `500 {"error":"internal","reason":"internal error; see the cosigner's log"}`.
 
 use std::sync::Arc;
@@ -129,6 +130,14 @@ fn sign_error(chain: &str, request_ids: &[uuid::Uuid], error: SignError) -> Resp
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 &error.to_string(),
+            )
+        }
+        SignError::NodeUnavailable(reason) => {
+            tracing::error!(%chain, ?request_ids, %reason, "the cosigner's node cannot check the inputs");
+            error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &format!("the cosigner's node cannot check the inputs: {reason}"),
             )
         }
         error => {

@@ -25,14 +25,27 @@
 //! and the signature released only after the commit. A refusal or a failed signature rolls
 //! everything back.
 //!
-//! Dash (`sh`) inputs: the legacy sighash does not commit to input amounts and the cosigner
-//! has no node of its own, so on Dash the fee is computed from the amounts the PSBT claims.
+//! Inputs against the cosigner's own node ([`Cosigner::check_inputs`]): the fee is inputs −
+//! outputs, and the input amounts are what the PSBT claims (`witness_utxo`). Dash's (`sh`)
+//! legacy sighash does not commit to them, so a lying proposer could understate them and
+//! hide a fee far over `fee_cap`. Before deciding, every input is therefore looked up with
+//! `gettxout <txid> <n> false` on the cosigner's own node (`[chains.<name>] rpc_urls`,
+//! required for Dash, optional for Bitcoin whose BIP143 sighash commits to amounts): the
+//! node's value and scriptPubKey must equal the PSBT's (`input_amount_mismatch`), and the
+//! output must be in the node's UTXO set (`unknown_input`). `include_mempool = false` on
+//! purpose: coinhubd spends only confirmed outputs, and a BIP125 replacement spends the same
+//! confirmed inputs as the original attempt still in the mempool — with `true` the node
+//! would report those inputs as spent (`null`) and every fee bump would be refused. A node
+//! that cannot be reached (or answers unusably) is not a refusal: [`SignError::NodeUnavailable`]
+//! (HTTP 503), which coinhubd retries; nothing is signed or recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use alloy::primitives::Address;
-use bitcoin::ScriptBuf;
+use bitcoin::psbt::Psbt;
+use bitcoin::{Amount, OutPoint, ScriptBuf};
+use coinhub_chains::bitcoin::rpc::{BitcoinRpc, RpcError};
 use coinhub_chains::destination;
 use coinhub_custody::derivation::{self, MasterKey, SAFE_OWNER_BRANCH};
 use coinhub_custody::keystore::{KeystoreError, Vault};
@@ -119,6 +132,10 @@ pub enum SignError {
     /// Vault could not decrypt key B (HTTP 503); nothing was recorded.
     #[error("key b unavailable: {0}")]
     KeyUnavailable(#[from] KeystoreError),
+    /// The cosigner's own node could not answer the input check (HTTP 503, transient:
+    /// coinhubd retries); nothing was recorded.
+    #[error("node unavailable: {0}")]
+    NodeUnavailable(String),
     /// The database or another dependency failed (HTTP 500); nothing was recorded.
     #[error("internal: {0}")]
     Internal(String),
@@ -199,12 +216,15 @@ pub struct Cosigner {
     policy: Policy,
     keys: Arc<CosignerKeys>,
     vault: Vault,
+    /// Clients of the cosigner's own node(s) per UTXO chain with `rpc_urls`.
+    nodes: BTreeMap<String, Vec<BitcoinRpc>>,
 }
 
 impl Cosigner {
-    /// Builds the service. Makes no request.
+    /// Builds the service, with a client of each UTXO chain's own node(s). Makes no request.
     ///
-    /// Errors: a deny/allow entry that does not parse (see [`CosignerConfig::policy`]).
+    /// Errors: a deny/allow entry that does not parse (see [`CosignerConfig::policy`]); an
+    /// unusable node URL (refused by [`CosignerConfig::validate`] before).
     pub fn new(
         pool: PgPool,
         config: Arc<CosignerConfig>,
@@ -212,12 +232,19 @@ impl Cosigner {
         vault: Vault,
     ) -> anyhow::Result<Self> {
         let policy = config.policy()?;
+        let mut nodes = BTreeMap::new();
+        for (name, chain) in &config.chains {
+            if chain.kind.is_utxo() && !chain.rpc_urls.is_empty() {
+                nodes.insert(name.clone(), chain.node_clients(name)?);
+            }
+        }
         Ok(Self {
             pool,
             config,
             policy,
             keys,
             vault,
+            nodes,
         })
     }
 
@@ -270,9 +297,9 @@ impl Cosigner {
     /// # Errors
     /// [`SignError::Refused`] naming the rule (`unknown_chain`, `unknown_asset`,
     /// `no_requests`, `too_many_requests`, `malformed_psbt`, `foreign_spend`,
-    /// `invalid_request`, `spend_mismatch`, `already_approved`, the policy rules of
-    /// [`rule_of`], `not_signable`);
-    /// [`SignError::KeyUnavailable`]; [`SignError::Internal`].
+    /// `unknown_input`, `input_amount_mismatch`, `invalid_request`, `spend_mismatch`,
+    /// `already_approved`, the policy rules of [`rule_of`], `not_signable`);
+    /// [`SignError::NodeUnavailable`]; [`SignError::KeyUnavailable`]; [`SignError::Internal`].
     pub async fn sign_utxo(&self, request: &UtxoSignRequest) -> Result<UtxoSignReply, SignError> {
         let (_, symbol, _) = self.chain_and_asset(&request.chain, &request.asset, true)?;
         check_request_count(&request.request_ids)?;
@@ -288,6 +315,9 @@ impl Cosigner {
             .config
             .destination_network(&request.chain)
             .map_err(|e| SignError::Internal(e.to_string()))?;
+        // Before the decision lock: node calls must not hold it.
+        self.check_inputs(&request.chain, &psbt, &described.inputs)
+            .await?;
 
         let mut db = self.pool.begin().await?;
         lock(&mut db).await?;
@@ -349,6 +379,62 @@ impl Cosigner {
         Ok(UtxoSignReply {
             psbt: psbt::psbt_to_base64(&psbt),
         })
+    }
+
+    /// Checks every input of a UTXO spend against the cosigner's own node of `chain` (see
+    /// the module documentation): `gettxout <txid> <n> false` must return the output with the
+    /// value and scriptPubKey the PSBT claims. Does nothing for a chain without `rpc_urls`
+    /// (only Bitcoin may have none: configuration validation requires them for Dash).
+    ///
+    /// # Errors
+    /// `unknown_input` (not in the node's UTXO set: unknown, or spent in a block),
+    /// `input_amount_mismatch` (value or scriptPubKey differ, naming the outpoint and both
+    /// values); [`SignError::NodeUnavailable`] when no configured node answers.
+    async fn check_inputs(
+        &self,
+        chain: &str,
+        psbt: &Psbt,
+        inputs: &[(OutPoint, Amount)],
+    ) -> Result<(), SignError> {
+        let Some(nodes) = self.nodes.get(chain) else {
+            return Ok(());
+        };
+        for (index, (outpoint, claimed_value)) in inputs.iter().enumerate() {
+            let claimed_script = claimed_script(psbt, index, outpoint).ok_or_else(|| {
+                SignError::Internal(format!("input {index}: described without a spent output"))
+            })?;
+            let (node, found) = tx_out_from_any(nodes, outpoint).await?;
+            let Some(found) = found else {
+                return Err(refuse(
+                    "unknown_input",
+                    format!(
+                        "input {outpoint} is not an unspent output in the UTXO set of the \
+                         cosigner's node {node} (unknown, unconfirmed or already spent)"
+                    ),
+                ));
+            };
+            if found.value != *claimed_value {
+                return Err(refuse(
+                    "input_amount_mismatch",
+                    format!(
+                        "input {outpoint}: the psbt claims {} but node {node} has {}",
+                        claimed_value.to_sat(),
+                        found.value.to_sat()
+                    ),
+                ));
+            }
+            if found.script_pubkey != *claimed_script {
+                return Err(refuse(
+                    "input_amount_mismatch",
+                    format!(
+                        "input {outpoint}: the psbt claims scriptPubKey {} but node {node} has {}",
+                        claimed_script.to_hex_string(),
+                        found.script_pubkey.to_hex_string()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks and signs a Safe transaction with key B's Safe owner key.
@@ -575,6 +661,48 @@ impl Cosigner {
         }
         Ok(Outcome::Approved)
     }
+}
+
+/// The scriptPubKey input `index` of `psbt` claims to spend (`witness_utxo`, else the
+/// `non_witness_utxo` output), as [`spend::describe_spend`] read it.
+fn claimed_script<'a>(psbt: &'a Psbt, index: usize, outpoint: &OutPoint) -> Option<&'a ScriptBuf> {
+    let input = psbt.inputs.get(index)?;
+    if let Some(utxo) = &input.witness_utxo {
+        return Some(&utxo.script_pubkey);
+    }
+    let previous = input.non_witness_utxo.as_ref()?;
+    previous
+        .output
+        .get(usize::try_from(outpoint.vout).ok()?)
+        .map(|out| &out.script_pubkey)
+}
+
+/// `gettxout <outpoint> false` on the first of `nodes` that answers, with that node's
+/// `host:port`.
+///
+/// Errors: [`SignError::NodeUnavailable`] with every node's error when none answers.
+async fn tx_out_from_any(
+    nodes: &[BitcoinRpc],
+    outpoint: &OutPoint,
+) -> Result<(String, Option<coinhub_chains::bitcoin::rpc::UnspentOutput>), SignError> {
+    let mut errors: Vec<RpcError> = Vec::new();
+    for node in nodes {
+        // include_mempool = false: see the module documentation (BIP125 replacements).
+        match node.get_tx_out(outpoint, false).await {
+            Ok(found) => return Ok((node.node().to_owned(), found)),
+            Err(error) => {
+                tracing::warn!(node = %node.node(), %outpoint, %error,
+                    "cosigner node cannot check an input");
+                errors.push(error);
+            }
+        }
+    }
+    let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Err(SignError::NodeUnavailable(if reasons.is_empty() {
+        "no node configured".to_owned()
+    } else {
+        reasons.join("; ")
+    }))
 }
 
 fn check_request_count(ids: &[Uuid]) -> Result<(), SignError> {

@@ -22,7 +22,10 @@
 //! (`replayed_nonce`). The nonce is stored (`api_nonces`, unique per key) only after the
 //! signature and the timestamp verified, and before the request runs. Stored nonces are
 //! pruned ([`prune_nonces`]) once older than twice the skew, when a replay of them would
-//! fail the timestamp check anyway.
+//! fail the timestamp check anyway. A nonce is spent once it is stored, even if the request
+//! then fails (say the database went away): retry with a fresh nonce; the routes that
+//! change state take an idempotency key where a retry must not act twice (a withdrawal's
+//! `id`).
 
 use axum::http::HeaderMap;
 use coinhub_events::MemberId;

@@ -6,7 +6,7 @@
 //! use secrecy::SecretString;
 //! let key_id = "ck_0123456789abcdef0123456789abcdef".parse().expect("key id");
 //! let secret = SecretString::from("…64 hex digits from `coinhub-exchange api-key create`…");
-//! let client = ApiClient::new("http://127.0.0.1:8790", key_id, secret)?;
+//! let client = ApiClient::new("http://127.0.0.1:8781", key_id, secret)?;
 //! let balances = client.balances().await?;
 //! # Ok(()) }
 //! ```
@@ -121,7 +121,7 @@ impl std::fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
-    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8790`) signing with the
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8781`) signing with the
     /// key `key_id` and its `secret`.
     ///
     /// Errors: [`ClientError::Transport`] if the HTTP client cannot be built.

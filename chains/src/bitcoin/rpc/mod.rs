@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::bitcoin::hex::{DisplayHex, FromHex};
-use ::bitcoin::{BlockHash, Txid};
+use ::bitcoin::{BlockHash, OutPoint, ScriptBuf, Txid};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -49,7 +49,7 @@ pub use error::{
 };
 pub use types::{
     BatchCall, BlockHeaderInfo, Broadcast, ChainInfo, EstimateMode, FeeEstimate, NetworkInfo,
-    TransactionInfo,
+    TransactionInfo, UnspentOutput,
 };
 
 use types::btc_number_to_amount;
@@ -377,6 +377,44 @@ impl BitcoinRpc {
             return Err(self.bad_reply(M, format!("asked for tx {txid}, got {}", info.txid)));
         }
         Ok(info)
+    }
+
+    /// `gettxout <txid> <n> <include_mempool>`: the output `outpoint` if it is unspent, or
+    /// `None` when the node answers `null` (no such output, or already spent).
+    /// (<https://bitcoincore.org/en/doc/latest/rpc/blockchain/gettxout/>)
+    ///
+    /// With `include_mempool = false` the node looks only at its UTXO set (confirmed
+    /// outputs): an output spent by a mempool transaction is still returned, one created by
+    /// a mempool transaction is not. With `true`, mempool outputs are returned and outputs
+    /// spent in the mempool are `None`.
+    ///
+    /// The value is parsed exactly (no floating point) into satoshi (duff on Dash).
+    pub async fn get_tx_out(
+        &self,
+        outpoint: &OutPoint,
+        include_mempool: bool,
+    ) -> Result<Option<UnspentOutput>, RpcError> {
+        const M: &str = "gettxout";
+        let reply: Option<wire::TxOut> = self
+            .call(
+                M,
+                &[
+                    json!(outpoint.txid.to_string()),
+                    json!(outpoint.vout),
+                    json!(include_mempool),
+                ],
+            )
+            .await?;
+        let Some(w) = reply else {
+            return Ok(None);
+        };
+        Ok(Some(UnspentOutput {
+            best_block: self.parse_hash(M, &w.bestblock)?,
+            confirmations: w.confirmations,
+            value: self.parse_amount(M, &w.value)?,
+            script_pubkey: ScriptBuf::from_bytes(self.parse_hex(M, &w.script_pub_key.hex)?),
+            coinbase: w.coinbase,
+        }))
     }
 
     /// `sendrawtransaction <hex>`: broadcasts a serialized transaction.

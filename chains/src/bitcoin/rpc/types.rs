@@ -2,7 +2,7 @@
 //! [`bitcoin::Amount`] (satoshi; duff on Dash), raw data as bytes. Built from the
 //! [`super::wire`] types, validated while converting.
 
-use ::bitcoin::{Amount, BlockHash, Txid};
+use ::bitcoin::{Amount, BlockHash, ScriptBuf, Txid};
 
 /// The node's chain state, from `getblockchaininfo`.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +99,22 @@ pub struct TransactionInfo {
     pub confirmations: Option<i64>,
     /// Containing block's time, Unix seconds; `None` in the mempool.
     pub block_time_s: Option<u64>,
+}
+
+/// An unspent output as the node sees it, from `gettxout <txid> <n> <include_mempool>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnspentOutput {
+    /// The node's best block when it answered.
+    pub best_block: BlockHash,
+    /// Confirmations of the transaction holding the output; 0 while it is in the mempool
+    /// (only with `include_mempool`).
+    pub confirmations: u64,
+    /// The output's value, satoshi (duff on Dash), parsed exactly from the node's number.
+    pub value: Amount,
+    /// The output's scriptPubKey.
+    pub script_pubkey: ScriptBuf,
+    /// Whether it is a coinbase output.
+    pub coinbase: bool,
 }
 
 /// A fee estimate from `estimatesmartfee`.

@@ -200,3 +200,33 @@ pub struct EstimateSmartFee {
     /// Confirmation target (blocks) the estimate is for.
     pub blocks: u32,
 }
+
+/// `gettxout <txid> <n> <include_mempool>` result
+/// (<https://bitcoincore.org/en/doc/latest/rpc/blockchain/gettxout/>); the node answers
+/// `null` instead for an output that is unknown or spent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TxOut {
+    /// Hash of the node's best block when it answered.
+    pub bestblock: String,
+    /// Confirmations of the transaction holding the output; 0 while it is in the mempool.
+    pub confirmations: u64,
+    /// The output's value, BTC (DASH) as a JSON number.
+    pub value: Number,
+    /// The output's script.
+    #[serde(rename = "scriptPubKey")]
+    pub script_pub_key: ScriptPubKey,
+    /// Whether the output is a coinbase output.
+    #[serde(default)]
+    pub coinbase: bool,
+}
+
+/// A `scriptPubKey` object as the node writes it (only `hex` is read; `asm`, `desc`,
+/// `address`, `type` differ between Bitcoin Core and Dash Core versions).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScriptPubKey {
+    /// The script, hex.
+    pub hex: String,
+    /// The script type, e.g. `scripthash`, `witness_v0_scripthash`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}

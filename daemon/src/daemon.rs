@@ -102,7 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
     );
 
-    for (name, engine) in crate::withdrawals::engines(&config, &pool, &addresses.chains, &cancel)? {
+    for (name, engine) in
+        crate::withdrawals::engines(&config, &pool, &addresses.chains, &metrics, &cancel)?
+    {
         spawn_critical(
             format!("payouts:{name}"),
             Box::pin(async move {

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     /// Deposit addresses handed out, per chain.
     pub addresses_issued: IntCounterVec,
+    /// Withdrawals per chain and status (refreshed by each payout engine round).
+    pub withdrawals: IntGaugeVec,
+    /// Payout engine rounds that failed (node, database, Vault, cosigner), per chain.
+    pub payout_round_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +85,21 @@ impl Metrics {
             "coinhub_deposit_addresses_issued_total",
             "Deposit addresses handed out.",
         );
+        let payout_round_errors = chain_counter(
+            "coinhub_payout_round_errors_total",
+            "Payout engine rounds that failed (node, database, Vault or cosigner unreachable); retried.",
+        );
+        let withdrawals = IntGaugeVec::new(
+            Opts::new(
+                "coinhub_withdrawals",
+                "Withdrawals by chain and status (requested, signed, broadcast, confirmed, failed).",
+            ),
+            &["chain", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(withdrawals.clone()))
+            .expect("metric registered once");
         let outbox_published = IntCounter::new(
             "coinhub_outbox_published_total",
             "Events published from the outbox to RabbitMQ.",
@@ -109,6 +128,8 @@ impl Metrics {
             outbox_published,
             outbox_backlog,
             addresses_issued,
+            withdrawals,
+            payout_round_errors,
         }
     }
 

@@ -104,6 +104,8 @@ pub struct EvmEngine {
     pub vault: VaultConfig,
     /// The cosigner (key B).
     pub cosigner: Option<CosignerClient>,
+    /// Metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl EvmEngine {
@@ -124,9 +126,8 @@ impl EvmEngine {
             tracing::error!(chain = %self.chain, error = format!("{error:#}"), "the configured Safe does not look like our 2-of-3 hot wallet");
         }
         while !cancel.is_cancelled() {
-            if let Err(error) = self.round().await {
-                tracing::warn!(chain = %self.chain, error = format!("{error:#}"), "withdrawal round failed");
-            }
+            let outcome = self.round().await;
+            payouts::report_round(&self.pool, &self.metrics, &self.chain, &outcome).await;
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(pause) => {}

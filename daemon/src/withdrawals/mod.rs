@@ -46,6 +46,7 @@ pub fn engines(
     config: &Arc<Config>,
     pool: &PgPool,
     addressing: &BTreeMap<String, ChainAddressing>,
+    metrics: &crate::metrics::Metrics,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<(String, EngineTask)>> {
     let cosigner = match &config.cosigner {
@@ -77,6 +78,7 @@ pub fn engines(
                     pool.clone(),
                     config.vault.clone(),
                     cosigner.clone(),
+                    metrics.clone(),
                 );
                 tasks.push((name.clone(), Box::pin(engine.run(cancel.clone()))));
             }
@@ -113,6 +115,7 @@ pub fn engines(
                     pool: pool.clone(),
                     vault: config.vault.clone(),
                     cosigner: cosigner.clone(),
+                    metrics: metrics.clone(),
                 });
                 tasks.push((name.clone(), Box::pin(engine.run(cancel.clone()))));
             }

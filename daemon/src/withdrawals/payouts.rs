@@ -478,6 +478,46 @@ pub async fn requested(
     .await?)
 }
 
+/// Withdrawals of `chain` per status, for the `coinhub_withdrawals` gauge.
+///
+/// Errors: the database's.
+pub async fn status_counts(pool: &PgPool, chain: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM withdrawals WHERE chain = $1 GROUP BY status")
+            .bind(chain)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Records one engine round in the metrics: a failure, and the withdrawals per status.
+pub async fn report_round(
+    pool: &PgPool,
+    metrics: &crate::metrics::Metrics,
+    chain: &str,
+    outcome: &anyhow::Result<()>,
+) {
+    if let Err(error) = outcome {
+        metrics
+            .payout_round_errors
+            .with_label_values(&[chain])
+            .inc();
+        tracing::warn!(%chain, error = format!("{error:#}"), "withdrawal round failed");
+    }
+    if let Ok(counts) = status_counts(pool, chain).await {
+        for status in ["requested", "signed", "broadcast", "confirmed", "failed"] {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            metrics
+                .withdrawals
+                .with_label_values(&[chain, status])
+                .set(count);
+        }
+    }
+}
+
 /// Fails a `requested` withdrawal that cannot be paid (refused before signing).
 ///
 /// Errors: the database's.

@@ -145,6 +145,8 @@ pub struct UtxoEngine {
     pub vault: VaultConfig,
     /// The cosigner (key B); without it nothing is signed.
     pub cosigner: Option<CosignerClient>,
+    /// Metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Txids of recent blocks, by height (with the block hash they belong to).
     blocks: Mutex<HashMap<u64, (String, HashSet<Txid>)>>,
 }
@@ -166,6 +168,7 @@ impl UtxoEngine {
         pool: PgPool,
         vault: VaultConfig,
         cosigner: Option<CosignerClient>,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             chain,
@@ -178,6 +181,7 @@ impl UtxoEngine {
             pool,
             vault,
             cosigner,
+            metrics,
             blocks: Mutex::new(HashMap::new()),
         }
     }
@@ -189,9 +193,8 @@ impl UtxoEngine {
             tracing::warn!(chain = %self.chain, "no [cosigner] configured: withdrawals are validated but not paid");
         }
         while !cancel.is_cancelled() {
-            if let Err(error) = self.round().await {
-                tracing::warn!(chain = %self.chain, error = format!("{error:#}"), "withdrawal round failed");
-            }
+            let outcome = self.round().await;
+            payouts::report_round(&self.pool, &self.metrics, &self.chain, &outcome).await;
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(pause) => {}

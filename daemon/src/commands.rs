@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coinhub_events::consumer::{self, ConsumerOptions, Handler, HandlerError};
+use coinhub_events::consumer::{ConsumerOptions, Handler, HandlerError};
 use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage};
 use coinhub_events::topology::{self, ADDRESS_REQUEST_QUEUE, COMMANDS_EXCHANGE, routing};
 use coinhub_events::{AddressReply, AddressRequest, SCHEMA_VERSION};
 use lapin::message::Delivery;
-use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +21,6 @@ use crate::addresses::{self, AddressError};
 use crate::addressing::ChainAddressing;
 use crate::custody::AccountKeys;
 use crate::metrics::Metrics;
-
-/// Pause before reconnecting to RabbitMQ.
-const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// What the address handler needs.
 #[derive(Clone)]
@@ -133,12 +129,10 @@ pub async fn serve(service: AddressService, amqp_url: SecretString, cancel: Canc
         prefetch: 16,
         retry_delay: Duration::from_secs(1),
     };
-    while !cancel.is_cancelled() {
-        let session = async {
-            let connection =
-                Connection::connect(amqp_url.expose_secret(), ConnectionProperties::default())
-                    .await?;
-            let replies = ConfirmingPublisher::open(&connection).await?;
+    crate::consumers::serve(amqp_url, options, cancel, |connection| {
+        let service = service.clone();
+        Box::pin(async move {
+            let replies = ConfirmingPublisher::open(connection).await?;
             topology::declare_exchanges(replies.channel()).await?;
             topology::declare_queue(
                 replies.channel(),
@@ -147,26 +141,8 @@ pub async fn serve(service: AddressService, amqp_url: SecretString, cancel: Canc
                 &[routing::ADDRESS_REQUEST],
             )
             .await?;
-            tracing::info!(queue = ADDRESS_REQUEST_QUEUE, "serving address requests");
-            let handler = AddressHandler {
-                service: service.clone(),
-                replies,
-            };
-            let outcome = consumer::run(&connection, &options, &handler).await;
-            let _ = connection.close(200, "stopping".into()).await;
-            outcome.map_err(|e| anyhow::anyhow!(e))
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            outcome = session => {
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "address request consumer interrupted; reconnecting");
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-        }
-    }
+            Ok(AddressHandler { service, replies })
+        })
+    })
+    .await;
 }

@@ -180,7 +180,9 @@ async fn custody_self_check(config: &Config, pool: &sqlx::PgPool) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the graceful-shutdown trigger of coinhubd and of
+/// the cosigner.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -13,6 +13,7 @@ pub mod api;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod consumers;
 pub mod cosigner;
 pub mod custody;
 pub mod daemon;

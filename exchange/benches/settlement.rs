@@ -79,6 +79,12 @@ fn order(side: Side) -> NewOrder {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let trades_total = env_u64("SETTLEMENT_TRADES", 200_000);
     let clients = env_u64("SETTLEMENT_CLIENTS", 2_000);
     let members = env_u64("SETTLEMENT_MEMBERS", 200).max(2) & !1;

@@ -1,5 +1,7 @@
 -- Trading: markets, the per-market command log the books are rebuilt from, orders, trades.
 -- Amounts are integers in base units (NUMERIC(78,0)); prices are quote base units per lot.
+-- The engine bulk-writes these tables (COPY) in the transaction that posts the ledger
+-- transfer; they carry no foreign keys, whose per-row checks would cost more than the rows.
 -- The ledger side of trading is one netted `trade_settlement` transfer per settled batch
 -- (see exchange/src/trading/mod.rs), written in the same transaction as these rows.
 
@@ -23,9 +25,9 @@ CREATE TABLE trading_members (
 -- Every command the matcher ran, per market, in order (`seq` 1, 2, ... without gaps).
 -- Replaying them into an empty book rebuilds the book exactly. Append-only.
 CREATE TABLE trading_commands (
-    market     TEXT NOT NULL REFERENCES trading_markets (name),
+    market     TEXT NOT NULL,
     seq        BIGINT NOT NULL CHECK (seq > 0),
-    command    JSONB NOT NULL,
+    command    JSON NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (market, seq)
 );
@@ -34,7 +36,7 @@ CREATE TABLE trading_commands (
 -- `hold_asset` (quote for buys, base for sells); it is zero once the order is final.
 CREATE TABLE orders (
     id              BIGINT PRIMARY KEY CHECK (id > 0),
-    market          TEXT NOT NULL REFERENCES trading_markets (name),
+    market          TEXT NOT NULL,
     member_id       TEXT NOT NULL,
     side            TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
     kind            TEXT NOT NULL CHECK (kind IN ('limit', 'market')),
@@ -61,7 +63,7 @@ CREATE INDEX orders_open ON orders (market) WHERE status = 'open';
 -- output, so a trade can never be written twice.
 CREATE TABLE trades (
     id             BIGINT PRIMARY KEY CHECK (id > 0),
-    market         TEXT NOT NULL REFERENCES trading_markets (name),
+    market         TEXT NOT NULL,
     seq            BIGINT NOT NULL,
     ordinal        INTEGER NOT NULL,
     price          NUMERIC(78, 0) NOT NULL CHECK (price > 0),
@@ -75,7 +77,7 @@ CREATE TABLE trades (
     maker_fee      NUMERIC(78, 0) NOT NULL CHECK (maker_fee >= 0),
     taker_fee      NUMERIC(78, 0) NOT NULL CHECK (taker_fee >= 0),
     fee_asset      TEXT NOT NULL,
-    transfer_id    UUID REFERENCES transfers (id),  -- NULL when the batch netted to zero
+    transfer_id    UUID,  -- the batch's `trade_settlement` transfer; NULL if it netted to zero
     created_at     TIMESTAMPTZ NOT NULL,
     CONSTRAINT trades_command_unique UNIQUE (market, seq, ordinal)
 );

@@ -4,8 +4,9 @@
 //! It runs with its own configuration ([`config`]), its own database, and its own Vault
 //! token, which can decrypt key B and nothing else (`deploy/openbao/cosigner.hcl`). It keeps
 //! its own copy of the withdrawal requests ([`requests`]: its own queue bound to
-//! `withdrawal.request`), decides ([`verify`]: outputs = known unpaid requests + change to
-//! our own wallet, fee cap, per-withdrawal and 24 h limits, deny/allow lists), and answers
+//! `withdrawal.request`), decides ([`verify`]: every UTXO input unspent with the claimed
+//! amount on its own node (`gettxout`), outputs = known unpaid requests + change to our own
+//! wallet, fee cap, per-withdrawal and 24 h limits, deny/allow lists), and answers
 //! coinhubd over HMAC-authenticated HTTP ([`auth`], [`server`]; coinhubd's side is
 //! [`client`]). See `docs/cosigner.md`.
 
@@ -128,7 +129,7 @@ pub async fn run(config: CosignerConfig) -> anyhow::Result<()> {
     drop(failure_tx);
 
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutdown requested"),
+        _ = crate::daemon::shutdown_signal() => tracing::info!("shutdown requested"),
         _ = cancel.cancelled() => {}
     }
     cancel.cancel();
@@ -138,19 +139,4 @@ pub async fn run(config: CosignerConfig) -> anyhow::Result<()> {
         Ok(failure) => Err(anyhow::anyhow!(failure)),
         Err(_) => Ok(()),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

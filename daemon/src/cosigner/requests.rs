@@ -14,18 +14,14 @@ use std::time::Duration;
 
 use coinhub_chains::destination;
 use coinhub_events::WithdrawalRequest;
-use coinhub_events::consumer::{self, ConsumerOptions, Handler, HandlerError};
+use coinhub_events::consumer::{ConsumerOptions, Handler, HandlerError};
 use coinhub_events::topology::{self, COSIGNER_WITHDRAWAL_REQUEST_QUEUE, routing};
 use lapin::message::Delivery;
-use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::config::CosignerConfig;
-
-/// Pause before reconnecting to RabbitMQ.
-const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// A request as the cosigner stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +153,8 @@ impl Handler for RequestHandler {
     }
 }
 
-/// Declares the exchanges, the cosigner's queue and coinhubd's (both bound to
+/// Declares the exchanges, the cosigner's queue and coinhubd's (coinhubd's intake uses this
+/// too) (both bound to
 /// `withdrawal.request` on `coinhub.commands`, see
 /// [`topology::declare_withdrawal_request_queues`]). Idempotent.
 ///
@@ -169,7 +166,7 @@ pub async fn declare(channel: &lapin::Channel) -> Result<(), lapin::Error> {
 }
 
 /// Consumes the cosigner's request queue until `cancel` fires, reconnecting to RabbitMQ after
-/// a failure (every [`RECONNECT_DELAY`]).
+/// a failure (see [`crate::consumers::serve`]).
 pub async fn serve(
     pool: PgPool,
     config: Arc<CosignerConfig>,
@@ -182,37 +179,17 @@ pub async fn serve(
         prefetch: 32,
         retry_delay: Duration::from_secs(1),
     };
-    while !cancel.is_cancelled() {
-        let session = async {
-            let connection =
-                Connection::connect(amqp_url.expose_secret(), ConnectionProperties::default())
-                    .await?;
+    crate::consumers::serve(amqp_url, options, cancel, |connection| {
+        let handler = RequestHandler {
+            pool: pool.clone(),
+            config: config.clone(),
+        };
+        Box::pin(async move {
             let channel = connection.create_channel().await?;
             declare(&channel).await?;
             let _ = channel.close(200, "declared".into()).await;
-            tracing::info!(
-                queue = COSIGNER_WITHDRAWAL_REQUEST_QUEUE,
-                "recording withdrawal requests"
-            );
-            let handler = RequestHandler {
-                pool: pool.clone(),
-                config: config.clone(),
-            };
-            let outcome = consumer::run(&connection, &options, &handler).await;
-            let _ = connection.close(200, "stopping".into()).await;
-            outcome.map_err(anyhow::Error::from)
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            outcome = session => {
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "cosigner request consumer interrupted; reconnecting");
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-        }
-    }
+            Ok(handler)
+        })
+    })
+    .await;
 }

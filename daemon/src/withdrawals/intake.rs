@@ -8,20 +8,16 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use coinhub_chains::destination::{self, DestinationNetwork};
 use coinhub_custody::utxo::UtxoNetwork;
-use coinhub_events::consumer::{self, ConsumerOptions, Handler, HandlerError};
-use coinhub_events::topology::{self, WITHDRAWAL_REQUEST_QUEUE, routing};
+use coinhub_events::consumer::{ConsumerOptions, Handler, HandlerError};
+use coinhub_events::topology::{WITHDRAWAL_REQUEST_QUEUE, routing};
 use coinhub_events::{BaseUnits, WithdrawalRequest};
 use lapin::message::Delivery;
-use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Intake};
 use crate::config::{ChainKind, Config};
-
-/// Pause before reconnecting to RabbitMQ.
-const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// The destination network of a configured chain.
 ///
@@ -156,40 +152,20 @@ pub async fn serve(
         prefetch: 32,
         retry_delay: Duration::from_secs(1),
     };
-    while !cancel.is_cancelled() {
-        let session = async {
-            let connection =
-                Connection::connect(amqp_url.expose_secret(), ConnectionProperties::default())
-                    .await?;
-            let channel = connection.create_channel().await?;
-            topology::declare_exchanges(&channel).await?;
-            // The cosigner's queue too: a request must reach both (see the function's doc).
-            topology::declare_withdrawal_request_queues(&channel).await?;
-            tracing::info!(
-                queue = WITHDRAWAL_REQUEST_QUEUE,
-                "serving withdrawal requests"
-            );
-            let handler = RequestHandler {
-                pool: pool.clone(),
-                config: config.clone(),
-            };
-            let outcome = consumer::run(&connection, &options, &handler).await;
-            let _ = connection.close(200, "stopping".into()).await;
-            outcome.map_err(|e| anyhow::anyhow!(e))
+    crate::consumers::serve(amqp_url, options, cancel, |connection| {
+        let handler = RequestHandler {
+            pool: pool.clone(),
+            config: config.clone(),
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            outcome = session => {
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "withdrawal request consumer interrupted; reconnecting");
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RECONNECT_DELAY) => {}
-        }
-    }
+        Box::pin(async move {
+            let channel = connection.create_channel().await?;
+            // The cosigner's queue too: a request must reach both (see the function's doc).
+            crate::cosigner::requests::declare(&channel).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(handler)
+        })
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -553,14 +553,29 @@ impl Worker {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let balances = store::lock_balances(&mut tx, &self.state.market, &members).await?;
+        let locked = started.elapsed();
         let mut batch = Batch::new(&self.state.market, balances, OffsetDateTime::now_utc());
         for request in requests {
             replies.push(batch.run(&mut self.state, &self.ids, request));
         }
+        let matched = started.elapsed();
         store::write_batch(&mut tx, &self.state.market, &batch, self.events).await?;
+        let written = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            market = %self.state.market.name,
+            commands = batch.commands.len(),
+            trades = batch.trades.len(),
+            legs = batch.changes.len(),
+            lock_us = locked.as_micros(),
+            match_us = (matched - locked).as_micros(),
+            write_us = (written - matched).as_micros(),
+            commit_us = (started.elapsed() - written).as_micros(),
+            "batch settled"
+        );
         Ok(())
     }
 }

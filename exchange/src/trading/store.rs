@@ -422,6 +422,7 @@ pub(crate) async fn write_batch(
         assert!(batch.changes.is_empty(), "no command, no ledger change");
         return Ok(());
     }
+    let phase_start = std::time::Instant::now();
     // 1. The command log.
     let seqs: Vec<i64> = batch.commands.iter().map(|(seq, _)| i64_of(*seq)).collect();
     let commands: Vec<String> = batch
@@ -439,6 +440,11 @@ pub(crate) async fn write_batch(
     .execute(&mut *conn)
     .await?;
 
+    tracing::trace!(
+        phase = "commands",
+        elapsed_us = phase_start.elapsed().as_micros(),
+        "write_batch"
+    );
     // 2. The ledger: one transfer with the batch's net change per account.
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
@@ -487,6 +493,11 @@ pub(crate) async fn write_batch(
         None
     };
 
+    tracing::trace!(
+        phase = "ledger",
+        elapsed_us = phase_start.elapsed().as_micros(),
+        "write_batch"
+    );
     // 3. Orders (their state at the end of the batch).
     let orders: Vec<&OrderRow> = batch.orders.values().collect();
     if !orders.is_empty() {
@@ -552,6 +563,11 @@ pub(crate) async fn write_batch(
         .await?;
     }
 
+    tracing::trace!(
+        phase = "orders",
+        elapsed_us = phase_start.elapsed().as_micros(),
+        "write_batch"
+    );
     // 4. Trades.
     let trades = &batch.trades;
     if !trades.is_empty() {
@@ -598,6 +614,11 @@ pub(crate) async fn write_batch(
         .await?;
     }
 
+    tracing::trace!(
+        phase = "trades",
+        elapsed_us = phase_start.elapsed().as_micros(),
+        "write_batch"
+    );
     // 5. Events on `exchange.events` through the outbox.
     if events == EventsSink::Outbox {
         let mut ids = Vec::with_capacity(trades.len() + orders.len());

@@ -33,7 +33,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::UNKNOWN_REQUEST_RULE;
+use super::TRANSIENT_REFUSALS;
 use super::faults::crash_point;
 use super::payouts::{self, Attempt, Mined, NewAttempt, NewPayout, OpenPayout};
 use super::store::WithdrawalRow;
@@ -408,9 +408,11 @@ impl EvmEngine {
             .await
         {
             Ok(signed) => signed,
-            Err(CosignerError::Refused { rule, reason }) if rule == UNKNOWN_REQUEST_RULE => {
-                // Its copy of the request has not arrived yet: not a refusal, try again later.
-                anyhow::bail!("the cosigner does not know the request yet: {reason}");
+            Err(CosignerError::Refused { rule, reason })
+                if TRANSIENT_REFUSALS.contains(&rule.as_str()) =>
+            {
+                // The cosigner lags behind (its queue or its node): try again later.
+                anyhow::bail!("the cosigner cannot check the spend yet ({rule}): {reason}");
             }
             Err(CosignerError::Refused { rule, reason }) => {
                 drop(tx);

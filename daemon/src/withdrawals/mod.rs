@@ -31,9 +31,10 @@ use crate::addressing::ChainAddressing;
 use crate::config::{ChainKind, Config};
 use crate::cosigner::client::CosignerClient;
 
-/// The cosigner's rule for a request it has not received on its own queue yet. Its copy may
-/// simply lag behind coinhubd's, so the engines retry instead of failing the withdrawal.
-pub const UNKNOWN_REQUEST_RULE: &str = "unknown_request";
+/// The cosigner's refusals that may only mean it lags behind coinhubd: a request its own
+/// queue has not delivered yet, an input its own node has not seen confirmed yet. The
+/// engines retry these in a later round instead of failing the withdrawal.
+pub const TRANSIENT_REFUSALS: [&str; 2] = ["unknown_request", "unknown_input"];
 
 /// A payout engine's task.
 pub type EngineTask = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::UNKNOWN_REQUEST_RULE;
+use super::TRANSIENT_REFUSALS;
 use super::faults::crash_point;
 use super::intake::destination_network;
 use super::payouts::{self, Mined, NewAttempt, NewPayout, OpenPayout};
@@ -544,9 +544,11 @@ impl UtxoEngine {
             .await
         {
             Ok(signed) => psbt::parse_psbt(&signed)?,
-            Err(CosignerError::Refused { rule, reason }) if rule == UNKNOWN_REQUEST_RULE => {
-                // Its copy of the request has not arrived yet: not a refusal, try again later.
-                anyhow::bail!("the cosigner does not know the request yet: {reason}");
+            Err(CosignerError::Refused { rule, reason })
+                if TRANSIENT_REFUSALS.contains(&rule.as_str()) =>
+            {
+                // The cosigner lags behind (its queue or its node): try again later.
+                anyhow::bail!("the cosigner cannot check the spend yet ({rule}): {reason}");
             }
             Err(CosignerError::Refused { rule, reason }) => {
                 tracing::warn!(chain = %self.chain, %rule, %reason, "cosigner refused to sign");

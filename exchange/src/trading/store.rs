@@ -440,11 +440,7 @@ pub(crate) async fn write_batch(
     .execute(&mut *conn)
     .await?;
 
-    tracing::trace!(
-        phase = "commands",
-        elapsed_us = phase_start.elapsed().as_micros(),
-        "write_batch"
-    );
+    trace_phase("commands", phase_start);
     // 2. The ledger: one transfer with the batch's net change per account.
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
@@ -493,11 +489,7 @@ pub(crate) async fn write_batch(
         None
     };
 
-    tracing::trace!(
-        phase = "ledger",
-        elapsed_us = phase_start.elapsed().as_micros(),
-        "write_batch"
-    );
+    trace_phase("ledger", phase_start);
     // 3. Orders (their state at the end of the batch).
     let orders: Vec<&OrderRow> = batch.orders.values().collect();
     if !orders.is_empty() {
@@ -563,11 +555,7 @@ pub(crate) async fn write_batch(
         .await?;
     }
 
-    tracing::trace!(
-        phase = "orders",
-        elapsed_us = phase_start.elapsed().as_micros(),
-        "write_batch"
-    );
+    trace_phase("orders", phase_start);
     // 4. Trades.
     let trades = &batch.trades;
     if !trades.is_empty() {
@@ -614,11 +602,7 @@ pub(crate) async fn write_batch(
         .await?;
     }
 
-    tracing::trace!(
-        phase = "trades",
-        elapsed_us = phase_start.elapsed().as_micros(),
-        "write_batch"
-    );
+    trace_phase("trades", phase_start);
     // 5. Events on `exchange.events` through the outbox.
     if events == EventsSink::Outbox {
         let mut ids = Vec::with_capacity(trades.len() + orders.len());

@@ -836,13 +836,13 @@ async fn an_operator_cancels_a_withdrawal_only_before_it_is_signed() {
                 stderr.contains("only a requested (unsigned) withdrawal can be cancelled"),
                 "{stderr}"
             );
-            let withdrawal = stack
-                .coinhubd
-                .api()
-                .withdrawal(&paid)
-                .await?
-                .unwrap_or_default();
-            assert_eq!(withdrawal["status"], "confirmed");
+            let shown = stack.coinhubd.cli(&["withdrawals", "show", &paid]).await?;
+            let withdrawal: Value = serde_json::from_slice(&shown.stdout)?;
+            assert_eq!(
+                withdrawal["status"], "confirmed",
+                "withdrawals show: {withdrawal}"
+            );
+            assert_eq!(withdrawal["attempts"].as_array().map(Vec::len), Some(1));
             stack
                 .wait_balances("hank", &[("BTC", U256::from(COIN - 20_000_000))])
                 .await?;

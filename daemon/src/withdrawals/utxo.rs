@@ -207,7 +207,15 @@ impl UtxoEngine {
     /// Errors: the node's, the database's, Vault's, the cosigner's transport.
     pub async fn round(&self) -> RoundResult {
         let tip = self.rpc.get_block_count().await?;
-        for payout in payouts::open_payouts(&self.pool, &self.chain).await? {
+        let open = payouts::open_payouts(&self.pool, &self.chain).await?;
+        // Only blocks from the oldest open payout's signing height on are looked at again.
+        let oldest = open
+            .iter()
+            .filter_map(|p| p.broadcast_height.and_then(|h| u64::try_from(h).ok()))
+            .min()
+            .unwrap_or(tip);
+        self.blocks.lock().await.retain(|height, _| *height >= oldest);
+        for payout in open {
             self.push(&payout, tip).await?;
         }
         if self.cosigner.is_some() {

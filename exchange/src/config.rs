@@ -412,6 +412,42 @@ mod tests {
         assert_eq!(config.api.max_clock_skew_secs, 30);
     }
 
+    /// A market table is checked at load; its errors name the dotted key.
+    #[test]
+    fn markets_are_checked_naming_the_key() {
+        let base = "[database]\nurl = \"postgres://h/x\"\n[markets.btc_usdt]\nbase = \"BTC\"\nquote = \"USDT\"\n";
+        let config = from_toml(&format!(
+            "{base}tick_size = \"100\"\nlot_size = 1000\ntaker_fee_bps = 20\n"
+        ))
+        .expect("valid market");
+        assert_eq!(
+            config.markets.checked().expect("checked")["btc_usdt"].lot_size,
+            1000
+        );
+        let off = from_toml(&format!(
+            "{base}tick_size = \"100\"\nlot_size = \"1000\"\nmin_quantity = \"1500\"\n"
+        ))
+        .expect_err("min off lot");
+        assert!(
+            off.to_string().contains("`markets.btc_usdt.min_quantity`"),
+            "{off}"
+        );
+        let zero = from_toml(&format!("{base}tick_size = \"0\"\nlot_size = \"1000\"\n"))
+            .expect_err("zero tick");
+        assert!(
+            zero.to_string().contains("`markets.btc_usdt.tick_size`"),
+            "{zero}"
+        );
+        let unknown = from_toml(&format!(
+            "{base}tick_size = \"1\"\nlot_size = \"1\"\nprice_step = 1\n"
+        ))
+        .expect_err("unknown key");
+        assert!(
+            unknown.to_string().contains("markets.btc_usdt"),
+            "{unknown}"
+        );
+    }
+
     #[test]
     fn api_section_is_checked() {
         let config = from_toml(

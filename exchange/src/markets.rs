@@ -114,7 +114,7 @@ impl Market {
         if units == 0 {
             return Err(ConvertError::Zero { field });
         }
-        if units % step != 0 {
+        if !units.is_multiple_of(step) {
             return Err(ConvertError::OffStep {
                 field,
                 value: units,
@@ -279,7 +279,7 @@ impl MarketsConfig {
                 None => 1,
                 Some(value) => {
                     let units = positive("min_quantity", value)?;
-                    if units % lot_size != 0 {
+                    if !units.is_multiple_of(lot_size) {
                         return Err(err(
                             "min_quantity",
                             format!("{units} is not a multiple of lot_size {lot_size}"),

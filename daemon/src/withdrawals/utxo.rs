@@ -214,7 +214,10 @@ impl UtxoEngine {
             .filter_map(|p| p.broadcast_height.and_then(|h| u64::try_from(h).ok()))
             .min()
             .unwrap_or(tip);
-        self.blocks.lock().await.retain(|height, _| *height >= oldest);
+        self.blocks
+            .lock()
+            .await
+            .retain(|height, _| *height >= oldest);
         for payout in open {
             self.push(&payout, tip).await?;
         }

@@ -943,10 +943,10 @@ impl Batch {
             }
         }
         // The taker may rest: record its current state too.
-        if let Command::Place { id, .. } = command {
-            if let Some(row) = state.open.get(&id.0) {
-                self.orders.insert(row.id, row.clone());
-            }
+        if let Command::Place { id, .. } = command
+            && let Some(row) = state.open.get(&id.0)
+        {
+            self.orders.insert(row.id, row.clone());
         }
         self.events = events;
     }

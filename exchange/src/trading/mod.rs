@@ -371,7 +371,11 @@ impl TradingError {
 
     pub(crate) fn from_convert(error: ConvertError, tick_size: u128, lot_size: u128) -> Self {
         match error {
-            ConvertError::OffStep { field, value, .. } if field == "price" => Self::PriceOffTick {
+            ConvertError::OffStep {
+                field: "price",
+                value,
+                ..
+            } => Self::PriceOffTick {
                 price: value.to_string(),
                 tick_size: tick_size.to_string(),
             },

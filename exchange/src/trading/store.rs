@@ -7,7 +7,7 @@ use std::sync::Arc;
 use coinhub_events::BaseUnits;
 use coinhub_matcher::Command;
 use serde_json::json;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use super::{
     EXCHANGE_EVENTS, EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView,
     TradingError, routing,
 };
-use crate::journal::{self, JournalError};
+use crate::journal::JournalError;
 use crate::ledger::{Leg, Transfer};
 use crate::markets::Market;
 
@@ -129,13 +129,155 @@ fn u128_of(text: &str) -> Result<u128, TradingError> {
 }
 
 fn steps(value: u128, step: u128) -> Result<u64, TradingError> {
-    if value % step != 0 {
+    if !value.is_multiple_of(step) {
         return Err(TradingError::Database(format!(
             "stored amount {value} is not a multiple of {step}; market parameters changed"
         )));
     }
     u64::try_from(value / step)
         .map_err(|_| TradingError::Database("stored amount too large".into()))
+}
+
+/// Appends one row in COPY text format (tab-separated, `\N` for NULL, escaped).
+fn copy_row(out: &mut String, fields: &[Option<&str>]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        match field {
+            None => out.push_str("\\N"),
+            Some(text) => {
+                for c in text.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` inside the caller's transaction.
+async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: String,
+) -> Result<(), TradingError> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    if let Err(error) = copy.send(rows.into_bytes()).await {
+        let _ = copy.abort(error.to_string()).await;
+        return Err(error.into());
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+fn trace_phase(phase: &str, started: std::time::Instant) {
+    tracing::trace!(
+        phase,
+        elapsed_us = started.elapsed().as_micros(),
+        "write_batch"
+    );
+}
+
+/// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same balance
+/// checks before returning) but in four statements whatever its size: accounts opened in one
+/// `INSERT … ON CONFLICT`, their ids read in one query, the transfer row, then every entry in
+/// one `INSERT … SELECT FROM UNNEST` in account-id order. A settlement touches hundreds of
+/// accounts; [`crate::journal::post`] pays two to three round trips per leg.
+///
+/// Errors: as [`crate::journal::post`]; a batch's transfer reference is new, so it never returns
+/// `AlreadyPosted`.
+async fn post_netted(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), JournalError> {
+    let legs = transfer.legs();
+    let members: Vec<Option<&str>> = legs
+        .iter()
+        .map(|leg| leg.account.owner().member().map(MemberId::as_str))
+        .collect();
+    let assets: Vec<&str> = legs
+        .iter()
+        .map(|leg| leg.account.asset().as_str())
+        .collect();
+    let kinds: Vec<&str> = legs.iter().map(|leg| leg.account.kind().as_str()).collect();
+    let sides: Vec<&str> = legs
+        .iter()
+        .map(|leg| leg.account.kind().normal_side().as_str())
+        .collect();
+    let owners: Vec<&str> = legs
+        .iter()
+        .map(|leg| {
+            if leg.account.kind().is_member_owned() {
+                "member"
+            } else {
+                "platform"
+            }
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO accounts (member_id, asset, kind, normal_side, owner_type)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+         ORDER BY 1, 2, 3
+         ON CONFLICT ON CONSTRAINT accounts_key DO NOTHING",
+    )
+    .bind(&members)
+    .bind(&assets)
+    .bind(&kinds)
+    .bind(&sides)
+    .bind(&owners)
+    .execute(&mut *conn)
+    .await?;
+    let ids: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT k.ord, a.id
+           FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(member, asset, kind, ord)
+           JOIN accounts a ON a.member_id IS NOT DISTINCT FROM k.member
+                          AND a.asset = k.asset AND a.kind = k.kind",
+    )
+    .bind(&members)
+    .bind(&assets)
+    .bind(&kinds)
+    .fetch_all(&mut *conn)
+    .await?;
+    assert_eq!(
+        ids.len(),
+        legs.len(),
+        "every leg's account exists after opening"
+    );
+    let mut entries: Vec<(i64, String)> = ids
+        .into_iter()
+        .map(|(ord, id)| {
+            let leg = &legs[usize::try_from(ord - 1).expect("ordinality starts at 1")];
+            (id, leg.signed_amount().to_string())
+        })
+        .collect();
+    entries.sort_by_key(|(id, _)| *id);
+    let (account_ids, amounts): (Vec<i64>, Vec<String>) = entries.into_iter().unzip();
+    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, $2, $3)")
+        .bind(transfer.id())
+        .bind(transfer.kind())
+        .bind(transfer.reference())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account_id, amount)
+         SELECT $1, a, m::numeric FROM UNNEST($2::bigint[], $3::text[]) WITH ORDINALITY AS t(a, m, o)
+          ORDER BY o",
+    )
+    .bind(transfer.id())
+    .bind(&account_ids)
+    .bind(&amounts)
+    .execute(&mut *conn)
+    .await?;
+    conn.execute(
+        "SET CONSTRAINTS transfers_balanced, entries_balanced IMMEDIATE;
+         SET CONSTRAINTS transfers_balanced, entries_balanced DEFERRED;",
+    )
+    .await?;
+    Ok(())
 }
 
 /// The largest order and trade ids so far (0 when none).
@@ -424,22 +566,20 @@ pub(crate) async fn write_batch(
     }
     let phase_start = std::time::Instant::now();
     // 1. The command log.
-    let seqs: Vec<i64> = batch.commands.iter().map(|(seq, _)| i64_of(*seq)).collect();
-    let commands: Vec<String> = batch
-        .commands
-        .iter()
-        .map(|(_, command)| serde_json::to_string(command).expect("commands serialize"))
-        .collect();
-    sqlx::query(
-        "INSERT INTO trading_commands (market, seq, command)
-         SELECT $1, s, c::jsonb FROM UNNEST($2::bigint[], $3::text[]) AS t(s, c)",
+    let mut rows = String::with_capacity(batch.commands.len() * 128);
+    for (seq, command) in &batch.commands {
+        let json = serde_json::to_string(command).expect("commands serialize");
+        copy_row(
+            &mut rows,
+            &[Some(&market.name), Some(&seq.to_string()), Some(&json)],
+        );
+    }
+    copy_in(
+        conn,
+        "COPY trading_commands (market, seq, command) FROM STDIN",
+        rows,
     )
-    .bind(&market.name)
-    .bind(&seqs)
-    .bind(&commands)
-    .execute(&mut *conn)
     .await?;
-
     trace_phase("commands", phase_start);
     // 2. The ledger: one transfer with the batch's net change per account.
     let first = batch.commands.first().expect("not empty").0;
@@ -475,8 +615,8 @@ pub(crate) async fn write_batch(
             legs,
         )
         .map_err(|e| TradingError::Database(e.to_string()))?;
-        match journal::post(conn, &transfer).await {
-            Ok(_) => Some(transfer.id()),
+        match post_netted(conn, &transfer).await {
+            Ok(()) => Some(transfer.id()),
             Err(JournalError::InsufficientBalance { account }) => {
                 return Err(TradingError::Database(format!(
                     "settlement would take {account} below zero (a concurrent change); batch refused"
@@ -490,118 +630,129 @@ pub(crate) async fn write_batch(
     };
 
     trace_phase("ledger", phase_start);
-    // 3. Orders (their state at the end of the batch).
+    // 3. Orders (their state at the end of the batch): new ones copied in, older ones
+    // updated.
     let orders: Vec<&OrderRow> = batch.orders.values().collect();
-    if !orders.is_empty() {
-        let col = |f: &dyn Fn(&OrderRow) -> Option<String>| -> Vec<Option<String>> {
-            orders.iter().map(|o| f(o)).collect()
-        };
-        let ids: Vec<i64> = orders.iter().map(|o| i64_of(o.id)).collect();
-        let order_seqs: Vec<i64> = orders.iter().map(|o| i64_of(o.seq)).collect();
-        let created: Vec<OffsetDateTime> = orders.iter().map(|o| o.created_at).collect();
-        let updated: Vec<OffsetDateTime> = orders.iter().map(|o| o.updated_at).collect();
+    let mut new_rows = String::new();
+    let (mut ids, mut filled, mut filled_quote, mut holds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut statuses, mut reasons, mut updated) = (Vec::new(), Vec::new(), Vec::new());
+    for o in &orders {
+        if o.seq >= first {
+            let hold_asset = if o.hold_base {
+                market.base.as_str()
+            } else {
+                market.quote.as_str()
+            };
+            copy_row(
+                &mut new_rows,
+                &[
+                    Some(&o.id.to_string()),
+                    Some(&market.name),
+                    Some(o.member.as_str()),
+                    Some(o.side.as_str()),
+                    Some(o.kind.as_str()),
+                    o.price_ticks
+                        .map(|t| market.price_units(t).to_string())
+                        .as_deref(),
+                    o.quantity_lots
+                        .map(|l| market.base_units(l).to_string())
+                        .as_deref(),
+                    o.quote_budget
+                        .map(|b| (u128::from(b) * market.tick_size).to_string())
+                        .as_deref(),
+                    o.time_in_force.map(TimeInForce::as_str),
+                    o.client_order_id.as_deref(),
+                    Some(&market.base_units(o.filled_lots).to_string()),
+                    Some(&o.filled_quote.to_string()),
+                    Some(&o.hold.to_string()),
+                    Some(hold_asset),
+                    Some(o.status),
+                    o.reason.as_deref(),
+                    Some(&o.seq.to_string()),
+                    Some(&rfc3339(o.created_at)),
+                    Some(&rfc3339(o.updated_at)),
+                ],
+            );
+        } else {
+            ids.push(i64_of(o.id));
+            filled.push(market.base_units(o.filled_lots).to_string());
+            filled_quote.push(o.filled_quote.to_string());
+            holds.push(o.hold.to_string());
+            statuses.push(o.status);
+            reasons.push(o.reason.clone());
+            updated.push(o.updated_at);
+        }
+    }
+    if !new_rows.is_empty() {
+        copy_in(
+            conn,
+            "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
+                          time_in_force, client_order_id, filled, filled_quote, hold, hold_asset,
+                          status, reason, seq, created_at, updated_at) FROM STDIN",
+            new_rows,
+        )
+        .await?;
+    }
+    if !ids.is_empty() {
         sqlx::query(
-            "INSERT INTO orders (id, market, member_id, side, kind, price, quantity, quote_amount,
-                                 time_in_force, client_order_id, filled, filled_quote, hold,
-                                 hold_asset, status, reason, seq, created_at, updated_at)
-             SELECT id, $2, member, side, kind, price::numeric, quantity::numeric,
-                    quote_amount::numeric, tif, coid, filled::numeric, filled_quote::numeric,
-                    hold::numeric, hold_asset, status, reason, seq, created_at, updated_at
-               FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                           $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                           $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-                           $17::bigint[], $18::timestamptz[], $19::timestamptz[])
-                 AS t(id, member, side, kind, price, quantity, quote_amount, tif, coid, filled,
-                      filled_quote, hold, hold_asset, status, reason, seq, created_at,
-                      updated_at)
-             ON CONFLICT (id) DO UPDATE SET filled = EXCLUDED.filled,
-                 filled_quote = EXCLUDED.filled_quote, hold = EXCLUDED.hold,
-                 status = EXCLUDED.status, reason = EXCLUDED.reason,
-                 updated_at = EXCLUDED.updated_at",
+            "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
+                    hold = u.hold::numeric, status = u.status, reason = u.reason,
+                    updated_at = u.updated_at
+               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::timestamptz[])
+                 AS u(id, filled, filled_quote, hold, status, reason, updated_at)
+              WHERE o.id = u.id",
         )
         .bind(&ids)
-        .bind(&market.name)
-        .bind(col(&|o| Some(o.member.as_str().to_owned())))
-        .bind(col(&|o| Some(o.side.as_str().to_owned())))
-        .bind(col(&|o| Some(o.kind.as_str().to_owned())))
-        .bind(col(&|o| {
-            o.price_ticks.map(|t| market.price_units(t).to_string())
-        }))
-        .bind(col(&|o| {
-            o.quantity_lots.map(|l| market.base_units(l).to_string())
-        }))
-        .bind(col(&|o| {
-            o.quote_budget
-                .map(|b| (u128::from(b) * market.tick_size).to_string())
-        }))
-        .bind(col(&|o| o.time_in_force.map(|t| t.as_str().to_owned())))
-        .bind(col(&|o| o.client_order_id.clone()))
-        .bind(col(&|o| Some(market.base_units(o.filled_lots).to_string())))
-        .bind(col(&|o| Some(o.filled_quote.to_string())))
-        .bind(col(&|o| Some(o.hold.to_string())))
-        .bind(col(&|o| {
-            Some(if o.hold_base {
-                market.base.to_string()
-            } else {
-                market.quote.to_string()
-            })
-        }))
-        .bind(col(&|o| Some(o.status.to_owned())))
-        .bind(col(&|o| o.reason.clone()))
-        .bind(&order_seqs)
-        .bind(&created)
+        .bind(&filled)
+        .bind(&filled_quote)
+        .bind(&holds)
+        .bind(&statuses)
+        .bind(&reasons)
         .bind(&updated)
         .execute(&mut *conn)
         .await?;
     }
-
     trace_phase("orders", phase_start);
     // 4. Trades.
     let trades = &batch.trades;
     if !trades.is_empty() {
-        let ints = |f: &dyn Fn(&TradeRow) -> i64| -> Vec<i64> { trades.iter().map(f).collect() };
-        let texts =
-            |f: &dyn Fn(&TradeRow) -> String| -> Vec<String> { trades.iter().map(f).collect() };
-        let ordinals: Vec<i32> = trades
-            .iter()
-            .map(|t| i32::try_from(t.ordinal).expect("a command makes fewer than 2^31 trades"))
-            .collect();
-        let created: Vec<OffsetDateTime> = trades.iter().map(|t| t.created_at).collect();
-        sqlx::query(
-            "INSERT INTO trades (id, market, seq, ordinal, price, quantity, quote_quantity,
-                                 maker_order_id, taker_order_id, maker_member, taker_member,
-                                 taker_side, maker_fee, taker_fee, fee_asset, transfer_id,
-                                 created_at)
-             SELECT id, $2, seq, ordinal, price::numeric, quantity::numeric, quote::numeric,
-                    maker, taker, maker_member, taker_member, side, maker_fee::numeric,
-                    taker_fee::numeric, $15, $16, created_at
-               FROM UNNEST($1::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-                           $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
-                           $12::text[], $13::text[], $14::text[], $17::timestamptz[])
-                 AS t(id, seq, ordinal, price, quantity, quote, maker, taker, maker_member,
-                      taker_member, side, maker_fee, taker_fee, created_at)",
+        let transfer = transfer_id.map(|id| id.to_string());
+        let mut rows = String::with_capacity(trades.len() * 256);
+        for t in trades {
+            copy_row(
+                &mut rows,
+                &[
+                    Some(&t.id.to_string()),
+                    Some(&t.market),
+                    Some(&t.seq.to_string()),
+                    Some(&t.ordinal.to_string()),
+                    Some(&t.price.to_string()),
+                    Some(&t.quantity.to_string()),
+                    Some(&t.quote_quantity.to_string()),
+                    Some(&t.maker_order_id.to_string()),
+                    Some(&t.taker_order_id.to_string()),
+                    Some(t.maker_member.as_str()),
+                    Some(t.taker_member.as_str()),
+                    Some(t.taker_side.as_str()),
+                    Some(&t.maker_fee.to_string()),
+                    Some(&t.taker_fee.to_string()),
+                    Some(&t.fee_asset),
+                    transfer.as_deref(),
+                    Some(&rfc3339(t.created_at)),
+                ],
+            );
+        }
+        copy_in(
+            conn,
+            "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
+                          maker_order_id, taker_order_id, maker_member, taker_member, taker_side,
+                          maker_fee, taker_fee, fee_asset, transfer_id, created_at) FROM STDIN",
+            rows,
         )
-        .bind(ints(&|t| i64_of(t.id)))
-        .bind(&market.name)
-        .bind(ints(&|t| i64_of(t.seq)))
-        .bind(&ordinals)
-        .bind(texts(&|t| t.price.to_string()))
-        .bind(texts(&|t| t.quantity.to_string()))
-        .bind(texts(&|t| t.quote_quantity.to_string()))
-        .bind(ints(&|t| i64_of(t.maker_order_id)))
-        .bind(ints(&|t| i64_of(t.taker_order_id)))
-        .bind(texts(&|t| t.maker_member.as_str().to_owned()))
-        .bind(texts(&|t| t.taker_member.as_str().to_owned()))
-        .bind(texts(&|t| t.taker_side.as_str().to_owned()))
-        .bind(texts(&|t| t.maker_fee.to_string()))
-        .bind(texts(&|t| t.taker_fee.to_string()))
-        .bind(market.quote.as_str())
-        .bind(transfer_id)
-        .bind(&created)
-        .execute(&mut *conn)
         .await?;
     }
-
     trace_phase("trades", phase_start);
     // 5. Events on `exchange.events` through the outbox.
     if events == EventsSink::Outbox {
@@ -650,17 +801,37 @@ pub(crate) async fn write_batch(
                 .to_string(),
             );
         }
-        sqlx::query(
-            "INSERT INTO outbox (id, exchange, routing_key, payload)
-             SELECT id, $2, key, payload::jsonb FROM UNNEST($1::uuid[], $3::text[], $4::text[])
-               AS t(id, key, payload)",
+        let mut rows = String::with_capacity(payloads.iter().map(String::len).sum::<usize>() * 2);
+        for ((id, key), payload) in ids.iter().zip(&keys).zip(&payloads) {
+            copy_row(
+                &mut rows,
+                &[
+                    Some(&id.to_string()),
+                    Some(EXCHANGE_EVENTS),
+                    Some(key),
+                    Some(payload),
+                ],
+            );
+        }
+        copy_in(
+            conn,
+            "COPY outbox (id, exchange, routing_key, payload) FROM STDIN",
+            rows,
         )
-        .bind(&ids)
-        .bind(EXCHANGE_EVENTS)
-        .bind(&keys)
-        .bind(&payloads)
-        .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_row;
+
+    /// COPY text rows escape backslash, tab and newlines and write NULL as `\N`.
+    #[test]
+    fn copy_rows_escape_and_null() {
+        let mut out = String::new();
+        copy_row(&mut out, &[Some("a\\b\tc\nd"), None, Some("")]);
+        assert_eq!(out, "a\\\\b\\tc\\nd\t\\N\t\n");
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Accounts are keyed by (owner, asset, kind): members own `available` and `locked`
 //! (credit-normal liabilities), the platform owns `hot_wallet` (debit-normal: what we hold on
-//! chain) and `fee_revenue` (credit-normal) per asset. A [`Transfer`] moves value between
+//! chain), `fee_revenue` (credit-normal) and `network_fees` (debit-normal expense: network
+//! fees the hot wallet paid on chain) per asset. A [`Transfer`] moves value between
 //! accounts with [`Leg`]s; it is valid only if, per asset, its debits equal its credits.
 //! [`crate::journal`] stores transfers; PostgreSQL enforces the same rules again.
 //!
@@ -82,15 +83,19 @@ pub enum AccountKind {
     HotWallet,
     /// Fees the platform earned in an asset (credit-normal revenue).
     FeeRevenue,
+    /// Network fees the platform's hot wallet paid on chain in an asset (debit-normal
+    /// expense; only ever debited, so its balance is the total paid).
+    NetworkFees,
 }
 
 impl AccountKind {
     /// Every kind, in display order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Available,
         Self::Locked,
         Self::HotWallet,
         Self::FeeRevenue,
+        Self::NetworkFees,
     ];
 
     /// The name stored in the database, e.g. `"hot_wallet"`.
@@ -100,13 +105,14 @@ impl AccountKind {
             Self::Locked => "locked",
             Self::HotWallet => "hot_wallet",
             Self::FeeRevenue => "fee_revenue",
+            Self::NetworkFees => "network_fees",
         }
     }
 
     /// The side that increases this kind of account's balance.
     pub fn normal_side(self) -> Side {
         match self {
-            Self::HotWallet => Side::Debit,
+            Self::HotWallet | Self::NetworkFees => Side::Debit,
             Self::Available | Self::Locked | Self::FeeRevenue => Side::Credit,
         }
     }
@@ -198,6 +204,15 @@ impl AccountKey {
             owner: Owner::Platform,
             asset,
             kind: AccountKind::FeeRevenue,
+        }
+    }
+
+    /// The platform's network fees paid on chain in `asset` (an expense).
+    pub fn network_fees(asset: AssetSymbol) -> Self {
+        Self {
+            owner: Owner::Platform,
+            asset,
+            kind: AccountKind::NetworkFees,
         }
     }
 
@@ -354,7 +369,7 @@ impl Transfer {
     /// Kind of the transfer that locks a withdrawal's amount and fee (`available` → `locked`).
     pub const WITHDRAWAL_LOCK: &'static str = "withdrawal_lock";
     /// Kind of the transfer that settles a confirmed withdrawal (`locked` → hot wallet and
-    /// fee revenue).
+    /// fee revenue; hot wallet → network fees of the fee asset).
     pub const WITHDRAWAL_SETTLE: &'static str = "withdrawal_settle";
     /// Kind of the transfer that unlocks a failed withdrawal (`locked` → `available`).
     pub const WITHDRAWAL_UNLOCK: &'static str = "withdrawal_unlock";
@@ -389,6 +404,7 @@ impl Transfer {
     /// Settles a confirmed withdrawal, the mirror image of a deposit credit: debit the
     /// member's `locked` by `amount + fee`, credit the platform's `hot_wallet` by `amount`
     /// (it left our custody) and its `fee_revenue` by `fee` (no fee leg when `fee` is zero).
+    /// Books no network fee; see [`Transfer::withdrawal_settle_with_network_fee`].
     ///
     /// Errors: as [`Transfer::withdrawal_lock`].
     pub fn withdrawal_settle(
@@ -398,6 +414,24 @@ impl Transfer {
         amount: &BaseUnits,
         fee: &BaseUnits,
     ) -> Result<Self, LedgerError> {
+        Self::withdrawal_settle_with_network_fee(withdrawal_id, member, asset, amount, fee, None)
+    }
+
+    /// [`Transfer::withdrawal_settle`], plus, when `network_fee` is `Some((fee_asset, fee))`
+    /// with a non-zero fee, the network fee the hot wallet paid on chain: debit the platform's
+    /// `network_fees` (an expense) and credit its `hot_wallet`, both of `fee_asset` (the
+    /// chain's native coin, e.g. ETH for an ERC-20 withdrawal) by the fee. Same transfer id,
+    /// kind and reference: one settlement transfer per withdrawal.
+    ///
+    /// Errors: as [`Transfer::withdrawal_lock`].
+    pub fn withdrawal_settle_with_network_fee(
+        withdrawal_id: Uuid,
+        member: MemberId,
+        asset: AssetSymbol,
+        amount: &BaseUnits,
+        fee: &BaseUnits,
+        network_fee: Option<(AssetSymbol, &BaseUnits)>,
+    ) -> Result<Self, LedgerError> {
         let total = checked_add(amount, fee)?;
         let mut legs = vec![
             Leg::debit(AccountKey::locked(member, asset.clone()), total),
@@ -405,6 +439,16 @@ impl Transfer {
         ];
         if !fee.is_zero() {
             legs.push(Leg::credit(AccountKey::fee_revenue(asset), fee.clone()));
+        }
+        if let Some((fee_asset, network_fee)) = network_fee.filter(|(_, fee)| !fee.is_zero()) {
+            legs.push(Leg::debit(
+                AccountKey::network_fees(fee_asset.clone()),
+                network_fee.clone(),
+            ));
+            legs.push(Leg::credit(
+                AccountKey::hot_wallet(fee_asset),
+                network_fee.clone(),
+            ));
         }
         Self::withdrawal(Self::WITHDRAWAL_SETTLE, withdrawal_id, legs)
     }
@@ -645,6 +689,37 @@ mod tests {
         )
         .expect("balanced");
         assert_eq!(free.legs().len(), 2, "no zero fee leg");
+        let erc20 = Transfer::withdrawal_settle_with_network_fee(
+            id,
+            member("alice"),
+            asset("USDT"),
+            &amount,
+            &fee,
+            Some((asset("ETH"), &units("21000"))),
+        )
+        .expect("balanced per asset");
+        assert_eq!(
+            erc20.id(),
+            settle.id(),
+            "one settlement transfer per withdrawal"
+        );
+        assert_eq!(
+            erc20.legs()[3..],
+            [
+                Leg::debit(AccountKey::network_fees(asset("ETH")), units("21000")),
+                Leg::credit(AccountKey::hot_wallet(asset("ETH")), units("21000")),
+            ]
+        );
+        let zero_network_fee = Transfer::withdrawal_settle_with_network_fee(
+            id,
+            member("alice"),
+            asset("BTC"),
+            &amount,
+            &fee,
+            Some((asset("BTC"), &BaseUnits::zero())),
+        )
+        .expect("balanced");
+        assert_eq!(zero_network_fee.legs().len(), 3, "no zero network fee legs");
         let unlock = Transfer::withdrawal_unlock(id, member("alice"), asset("BTC"), &amount, &fee)
             .expect("balanced");
         assert_eq!(unlock.kind(), Transfer::WITHDRAWAL_UNLOCK);
@@ -740,6 +815,8 @@ mod tests {
             assert_eq!(kind.as_str().parse::<AccountKind>(), Ok(kind));
         }
         assert_eq!(AccountKind::HotWallet.normal_side(), Side::Debit);
+        assert_eq!(AccountKind::NetworkFees.normal_side(), Side::Debit);
+        assert!(!AccountKind::NetworkFees.is_member_owned());
         assert_eq!(AccountKind::Available.normal_side(), Side::Credit);
         assert!(AccountKey::new(Owner::Platform, asset("ETH"), AccountKind::Available).is_err());
         assert!(

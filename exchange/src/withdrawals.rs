@@ -10,8 +10,13 @@
 //!   withdrawal:
 //!   - `confirmed`: transfer `withdrawal_settle`: debit the member's `locked` by
 //!     `amount + fee`, credit the platform's `hot_wallet` by `amount` (the coins left our
-//!     custody: the mirror image of a deposit credit) and `fee_revenue` by `fee`; the txid
-//!     and the network fee are recorded on the withdrawal (informational).
+//!     custody: the mirror image of a deposit credit) and `fee_revenue` by `fee`; in the same
+//!     transfer, the network fee the hot wallet paid (`fee` in `fee_asset`, the chain's
+//!     native coin) moves from the platform's `hot_wallet` to its `network_fees` (an
+//!     expense), both of `fee_asset`. The txid and the network fee are recorded on the
+//!     withdrawal; the fee is recorded but not booked (`network_fee_booked = false`, with a
+//!     warning) when `fee_asset` is not a ledger asset or the ledger's hot wallet of it holds
+//!     less than the fee (it never goes below zero: e.g. gas topped up outside the ledger).
 //!   - `failed`: transfer `withdrawal_unlock`: debit `locked`, credit `available`, both by
 //!     `amount + fee`; the reason is recorded.
 //!   - An event for an unknown withdrawal, or whose member, asset or amount differ from the
@@ -31,7 +36,7 @@ use coinhub_events::{
 use lapin::message::Delivery;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Row};
 use time::OffsetDateTime;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -122,6 +127,11 @@ pub struct Withdrawal {
     pub network_fee: Option<BaseUnits>,
     /// The asset the network fee was paid in.
     pub network_fee_asset: Option<String>,
+    /// Whether the network fee is booked in the ledger (`withdrawal_settle`: platform
+    /// `hot_wallet` → `network_fees` of `network_fee_asset`): `Some(false)` when it is only
+    /// recorded here (unknown asset, or the ledger's hot wallet could not cover it); `None`
+    /// when no fee was reported.
+    pub network_fee_booked: Option<bool>,
     /// Height of the block holding `txid`.
     pub block_height: Option<u64>,
     /// Why it failed (`failed`).
@@ -430,7 +440,8 @@ async fn find_asset(
 }
 
 const WITHDRAWAL_COLUMNS: &str = "SELECT id, member_id, asset, amount, fee, decimals,
-    destination, status, txid, network_fee, network_fee_asset, block_height::text AS block_height,
+    destination, status, txid, network_fee, network_fee_asset,
+    network_fee_booked, block_height::text AS block_height,
     reason, requested_at, settled_at FROM withdrawals";
 
 /// The withdrawal `id`, if stored.
@@ -491,6 +502,7 @@ fn withdrawal_from_row(row: &PgRow) -> Result<Withdrawal, sqlx::Error> {
         txid: row.try_get("txid")?,
         network_fee: network_fee.map(units).transpose()?,
         network_fee_asset: row.try_get("network_fee_asset")?,
+        network_fee_booked: row.try_get("network_fee_booked")?,
         block_height: block_height
             .map(|height| {
                 height
@@ -719,18 +731,61 @@ async fn apply_confirmed(
 ) -> Result<SettleOutcome, SettleError> {
     assert_eq!(event.event, WithdrawalEventKind::Confirmed);
     assert_eq!(withdrawal.status, WithdrawalStatus::Requested);
-    let transfer = Transfer::withdrawal_settle(
-        withdrawal.id,
-        withdrawal.member.clone(),
-        ledger_asset(withdrawal)?,
-        &withdrawal.amount,
-        &withdrawal.fee,
-    )?;
-    let transfer_id = posted_once(journal::post(conn, &transfer).await?)?;
+    let asset = ledger_asset(withdrawal)?;
+    let network_fee = network_fee_to_book(conn, withdrawal, event).await?;
+    let mut booked = None;
+    if let Some((fee_asset, fee)) = &network_fee {
+        let transfer = Transfer::withdrawal_settle_with_network_fee(
+            withdrawal.id,
+            withdrawal.member.clone(),
+            asset.clone(),
+            &withdrawal.amount,
+            &withdrawal.fee,
+            Some((fee_asset.clone(), fee)),
+        )?;
+        // In a savepoint: if the ledger's hot wallet of the fee asset cannot cover the fee
+        // (its balance never goes below zero), settle without the network fee legs.
+        let mut savepoint = conn.begin().await?;
+        match journal::post(&mut savepoint, &transfer).await {
+            Ok(posted) => {
+                savepoint.commit().await?;
+                booked = Some(posted_once(posted)?);
+            }
+            Err(JournalError::InsufficientBalance { account })
+                if account == AccountKey::hot_wallet(fee_asset.clone()).to_string() =>
+            {
+                savepoint.rollback().await?;
+                tracing::warn!(withdrawal_id = %withdrawal.id, %fee_asset, network_fee = %fee,
+                    "the ledger's hot wallet cannot cover the network fee (funded outside the \
+                     ledger?); settling without booking it, the fee is recorded on the \
+                     withdrawal (network_fee_booked = false)");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let network_fee_booked = match (&event.fee, &network_fee) {
+        (None, _) => None,
+        (Some(fee), _) if fee.is_zero() => Some(true),
+        (Some(_), None) => Some(false),
+        (Some(_), Some(_)) => Some(booked.is_some()),
+    };
+    let transfer_id = match booked {
+        Some(transfer_id) => transfer_id,
+        None => {
+            let transfer = Transfer::withdrawal_settle(
+                withdrawal.id,
+                withdrawal.member.clone(),
+                asset,
+                &withdrawal.amount,
+                &withdrawal.fee,
+            )?;
+            posted_once(journal::post(conn, &transfer).await?)?
+        }
+    };
     let updated = sqlx::query(
         "UPDATE withdrawals SET status = 'confirmed', settle_transfer_id = $2,
              settle_message_id = $3, txid = $4, network_fee = $5, network_fee_asset = $6,
-             block_height = $7::numeric, settled_at = now()
+             block_height = $7::numeric, network_fee_booked = $8, settled_at = now()
          WHERE id = $1 AND status = 'requested'",
     )
     .bind(withdrawal.id)
@@ -740,6 +795,7 @@ async fn apply_confirmed(
     .bind(event.fee.as_ref().map(numeric::to_numeric))
     .bind(&event.fee_asset)
     .bind(event.block_height.map(|height| height.to_string()))
+    .bind(network_fee_booked)
     .execute(&mut *conn)
     .await?;
     assert_eq!(
@@ -749,8 +805,49 @@ async fn apply_confirmed(
     );
     tracing::info!(%transfer_id, member = %withdrawal.member, asset = %withdrawal.asset,
         amount = %withdrawal.amount, fee = %withdrawal.fee, txid = ?event.txid,
+        network_fee = ?event.fee, network_fee_asset = ?event.fee_asset, ?network_fee_booked,
         "withdrawal confirmed; locked funds debited");
     Ok(SettleOutcome::Settled { transfer_id })
+}
+
+/// The network fee of a `confirmed` event to book, in the ledger's symbol of its
+/// `fee_asset`: `None` when the event has no fee or no fee asset (older events), when the fee
+/// is zero, or, with a warning, when the fee asset is not a ledger asset (nothing to book it
+/// on; the fee is still recorded on the withdrawal).
+async fn network_fee_to_book(
+    conn: &mut PgConnection,
+    withdrawal: &Withdrawal,
+    event: &WithdrawalEvent,
+) -> Result<Option<(AssetSymbol, BaseUnits)>, SettleError> {
+    let (Some(fee), Some(fee_asset)) = (&event.fee, &event.fee_asset) else {
+        if event.fee.is_some() != event.fee_asset.is_some() {
+            tracing::warn!(withdrawal_id = %withdrawal.id, fee = ?event.fee,
+                fee_asset = ?event.fee_asset,
+                "network fee without its asset (or the reverse); not booked");
+        }
+        return Ok(None);
+    };
+    if fee.is_zero() {
+        return Ok(None);
+    }
+    // The ledger's symbol, matched ignoring case (an exact match wins), as for withdrawals.
+    let symbol: Option<String> = sqlx::query_scalar(
+        "SELECT symbol FROM assets WHERE upper(symbol) = upper($1)
+          ORDER BY symbol = $1 DESC, symbol LIMIT 1",
+    )
+    .bind(fee_asset)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match symbol.map(|symbol| symbol.parse::<AssetSymbol>()) {
+        Some(Ok(symbol)) => Ok(Some((symbol, fee.clone()))),
+        Some(Err(error)) => Err(error.into()),
+        None => {
+            tracing::warn!(withdrawal_id = %withdrawal.id, %fee_asset, network_fee = %fee,
+                "network fee asset unknown to the ledger; fee recorded on the withdrawal, \
+                 not booked");
+            Ok(None)
+        }
+    }
 }
 
 async fn apply_failed(

@@ -84,6 +84,27 @@ async fn platform_btc(db: &TestDb) -> (String, String) {
     )
 }
 
+/// The platform's `network_fees` balance in `asset`.
+async fn network_fees(db: &TestDb, asset: &str) -> String {
+    balance(db, AccountKey::network_fees(asset_symbol(asset))).await
+}
+
+/// The `withdrawal_settle` transfer's entries of withdrawal `id` summed per (asset, kind):
+/// signed base units (+ debit, - credit), sorted.
+async fn settle_legs(db: &TestDb, id: Uuid) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT a.asset, a.kind, sum(e.amount)::text
+           FROM transfers t JOIN entries e ON e.transfer_id = t.id
+           JOIN accounts a ON a.id = e.account_id
+          WHERE t.kind = 'withdrawal_settle' AND t.reference = $1
+          GROUP BY a.asset, a.kind ORDER BY a.asset, a.kind",
+    )
+    .bind(id.to_string())
+    .fetch_all(&db.pool)
+    .await
+    .expect("settle entries")
+}
+
 fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_owned(), b.to_owned())
 }
@@ -542,9 +563,11 @@ async fn relay_keeps_unroutable_request_until_a_queue_is_bound() {
 }
 
 /// Proves: `withdrawal.confirmed` through the real consumer settles exactly: the member's
-/// locked funds go to zero, the hot wallet loses the amount, fee revenue gains the fee, the
-/// withdrawal records the txid and network fee; the same message again and a second
-/// `confirmed` with a new id change nothing; the journal audits clean.
+/// locked funds go to zero, the hot wallet loses the amount and the network fee (141 sat),
+/// fee revenue gains the exchange's fee, `network_fees` gains the network fee, all in the one
+/// `withdrawal_settle` transfer; the withdrawal records the txid and network fee (booked);
+/// the same message again and a second `confirmed` with a new id change nothing; the journal
+/// audits clean.
 ///
 /// Steps: credit alice 10000 sat (hot wallet 10000); request 1000 (+25 fee); start the
 /// settlement consumer; publish `withdrawal.confirmed`; wait for `settled`; check balances
@@ -571,7 +594,8 @@ async fn confirmed_settles_to_hot_wallet_and_fee_revenue_once() {
     .await;
 
     assert_eq!(member_btc(&db, "alice").await, pair("8975", "0"));
-    assert_eq!(platform_btc(&db).await, pair("9000", "25"));
+    assert_eq!(platform_btc(&db).await, pair("8859", "25"));
+    assert_eq!(network_fees(&db, "BTC").await, "141");
     let stored = withdrawals::load(&db.pool, withdrawal.id)
         .await
         .expect("load")
@@ -583,7 +607,18 @@ async fn confirmed_settles_to_hot_wallet_and_fee_revenue_once() {
         Some("141")
     );
     assert_eq!(stored.network_fee_asset.as_deref(), Some("BTC"));
+    assert_eq!(stored.network_fee_booked, Some(true));
     assert_eq!(stored.block_height, Some(107));
+    assert_eq!(
+        settle_legs(&db, withdrawal.id).await,
+        [
+            ("BTC", "fee_revenue", "-25"),
+            ("BTC", "hot_wallet", "-1141"),
+            ("BTC", "locked", "1025"),
+            ("BTC", "network_fees", "141"),
+        ]
+        .map(|(a, k, m)| (a.to_owned(), k.to_owned(), m.to_owned()))
+    );
     assert!(stored.settled_at.is_some());
 
     publish_raw(&connection, key, &confirmed.id.to_string(), body).await;
@@ -600,7 +635,8 @@ async fn confirmed_settles_to_hot_wallet_and_fee_revenue_once() {
     })
     .await;
     assert_eq!(member_btc(&db, "alice").await, pair("8975", "0"));
-    assert_eq!(platform_btc(&db).await, pair("9000", "25"));
+    assert_eq!(platform_btc(&db).await, pair("8859", "25"));
+    assert_eq!(network_fees(&db, "BTC").await, "141");
     assert_eq!(db.count("withdrawal_messages").await, 2);
     assert_eq!(ready_messages(&channel, DEAD_LETTER_QUEUE).await, 0);
     db.assert_consistent().await;
@@ -757,4 +793,223 @@ async fn mismatched_and_unknown_events_are_dead_lettered() {
     assert_eq!(member_btc(&db, "alice").await, pair("10000", "0"));
     db.assert_consistent().await;
     consumer.stop().await;
+}
+
+/// USDT (an ERC-20 token, 6 decimals) with a withdrawal fee of 1 USDT.
+fn usdt_fees() -> AssetsConfig {
+    AssetsConfig(BTreeMap::from([(
+        "USDT".to_owned(),
+        AssetConfig {
+            withdraw_fee: "1000000".parse().expect("fee"),
+        },
+    )]))
+}
+
+/// A `withdrawal.confirmed` of an ERC-20 `withdrawal` whose network fee is `fee` wei of
+/// `fee_asset` (`None`: an older event without fee fields).
+fn erc20_confirmed(withdrawal: &Withdrawal, fee: Option<(&str, &str)>) -> WithdrawalEvent {
+    WithdrawalEvent {
+        chain: "ethereum".into(),
+        txid: Some(format!("0x{}", "cd".repeat(32))),
+        fee: fee.map(|(amount, _)| amount.parse().expect("fee")),
+        fee_asset: fee.map(|(_, asset)| asset.to_owned()),
+        ..event(withdrawal, WithdrawalEventKind::Confirmed)
+    }
+}
+
+/// Requests a USDT withdrawal of 50 USDT (+1 fee) by alice, who deposited 100 USDT.
+async fn usdt_withdrawal(db: &TestDb) -> Withdrawal {
+    deposits::apply(&db.pool, &confirmed("alice", "USDT", "100000000", 6))
+        .await
+        .expect("deposit credited");
+    let new = NewWithdrawal {
+        id: Some(Uuid::new_v4()),
+        member: "alice".to_owned(),
+        asset: "USDT".to_owned(),
+        amount: "50000000".to_owned(),
+        destination: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".to_owned(),
+    };
+    withdrawals::request(&db.pool, &usdt_fees(), &new)
+        .await
+        .expect("withdrawal accepted")
+        .withdrawal
+}
+
+/// Proves: an ERC-20 withdrawal's network fee is booked in the chain's native coin (ETH),
+/// not in the token: the ETH hot wallet loses the fee and ETH `network_fees` gains it, in the
+/// same `withdrawal_settle` transfer that moves the USDT; the token's accounts see only the
+/// amount and the exchange's fee; a redelivery and a second `confirmed` book nothing again;
+/// the journal audits clean.
+///
+/// Steps: bob deposits 1 ETH (the ETH hot wallet holds 10^18 wei); alice deposits 100 USDT
+/// and withdraws 50 (+1); apply `confirmed` with a fee of 21000 × 10 gwei in `eth` (coinhubd's
+/// case may differ from the ledger's); check balances, the transfer's legs and the row; apply
+/// the same message and another `confirmed`; check nothing moved.
+#[tokio::test]
+async fn erc20_network_fee_is_booked_in_the_native_coin_once() {
+    let db = TestDb::new().await;
+    deposits::apply(
+        &db.pool,
+        &confirmed("bob", "ETH", "1000000000000000000", 18),
+    )
+    .await
+    .expect("deposit credited");
+    let withdrawal = usdt_withdrawal(&db).await;
+    let fee = "210000000000000"; // 21000 gas × 10 gwei
+    let confirmation = erc20_confirmed(&withdrawal, Some((fee, "eth")));
+
+    let outcome = withdrawals::settle(&db.pool, &confirmation)
+        .await
+        .expect("applied");
+    let SettleOutcome::Settled { transfer_id } = outcome else {
+        panic!("{outcome:?}");
+    };
+    let hot = |asset| balance(&db, AccountKey::hot_wallet(asset_symbol(asset)));
+    assert_eq!(hot("ETH").await, "999790000000000000");
+    assert_eq!(network_fees(&db, "ETH").await, fee);
+    assert_eq!(hot("USDT").await, "50000000");
+    assert_eq!(
+        balance(&db, AccountKey::fee_revenue(asset_symbol("USDT"))).await,
+        "1000000"
+    );
+    assert_eq!(
+        network_fees(&db, "USDT").await,
+        "0",
+        "not booked in the token"
+    );
+    assert_eq!(
+        settle_legs(&db, withdrawal.id).await,
+        [
+            ("ETH", "hot_wallet", "-210000000000000"),
+            ("ETH", "network_fees", "210000000000000"),
+            ("USDT", "fee_revenue", "-1000000"),
+            ("USDT", "hot_wallet", "-50000000"),
+            ("USDT", "locked", "51000000"),
+        ]
+        .map(|(a, k, m)| (a.to_owned(), k.to_owned(), m.to_owned()))
+    );
+    let stored = withdrawals::load(&db.pool, withdrawal.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(stored.status, WithdrawalStatus::Confirmed);
+    assert_eq!(
+        stored.network_fee.as_ref().map(BaseUnits::as_str),
+        Some(fee)
+    );
+    assert_eq!(stored.network_fee_asset.as_deref(), Some("eth"));
+    assert_eq!(stored.network_fee_booked, Some(true));
+
+    let transfers = db.count("transfers").await;
+    assert_eq!(
+        withdrawals::settle(&db.pool, &confirmation)
+            .await
+            .expect("applied"),
+        SettleOutcome::DuplicateMessage
+    );
+    let again = erc20_confirmed(&withdrawal, Some((fee, "ETH")));
+    assert_eq!(
+        withdrawals::settle(&db.pool, &again)
+            .await
+            .expect("applied"),
+        SettleOutcome::AlreadySettled
+    );
+    assert_eq!(db.count("transfers").await, transfers);
+    assert_eq!(hot("ETH").await, "999790000000000000");
+    assert_eq!(network_fees(&db, "ETH").await, fee);
+    assert_eq!(hot("USDT").await, "50000000");
+    let settle_id: Uuid =
+        sqlx::query_scalar("SELECT settle_transfer_id FROM withdrawals WHERE id = $1")
+            .bind(withdrawal.id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!(settle_id, transfer_id);
+    db.assert_consistent().await;
+}
+
+/// Proves: a network fee the ledger cannot book does not block the settlement: with no ETH
+/// in the ledger (`fee_asset` unknown) and with an ETH hot wallet holding less than the fee
+/// (gas funded outside the ledger: it may not go below zero), the withdrawal settles without
+/// network fee legs and records the fee with `network_fee_booked = false`; an older event
+/// without fee fields books nothing extra (`network_fee_booked` NULL); the journal audits
+/// clean.
+///
+/// Steps: three USDT withdrawals by alice; confirm the first with a fee in ETH (not a ledger
+/// asset); deposit 1000 wei ETH for bob and confirm the second with a larger fee; confirm the
+/// third without fee fields; check balances, legs and rows after each.
+#[tokio::test]
+async fn unbookable_or_absent_network_fees_do_not_block_settlement() {
+    let db = TestDb::new().await;
+    let unknown = usdt_withdrawal(&db).await;
+    let outcome = withdrawals::settle(&db.pool, &erc20_confirmed(&unknown, Some(("5000", "ETH"))))
+        .await
+        .expect("settled despite the unknown fee asset");
+    assert!(
+        matches!(outcome, SettleOutcome::Settled { .. }),
+        "{outcome:?}"
+    );
+    let stored = withdrawals::load(&db.pool, unknown.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(stored.status, WithdrawalStatus::Confirmed);
+    assert_eq!(
+        stored.network_fee.as_ref().map(BaseUnits::as_str),
+        Some("5000")
+    );
+    assert_eq!(stored.network_fee_booked, Some(false));
+    assert_eq!(
+        settle_legs(&db, unknown.id).await.len(),
+        3,
+        "no network fee legs"
+    );
+
+    deposits::apply(&db.pool, &confirmed("bob", "ETH", "1000", 18))
+        .await
+        .expect("deposit credited");
+    let short = usdt_withdrawal(&db).await;
+    let outcome = withdrawals::settle(&db.pool, &erc20_confirmed(&short, Some(("5000", "ETH"))))
+        .await
+        .expect("settled although the ledger's hot wallet cannot cover the fee");
+    assert!(
+        matches!(outcome, SettleOutcome::Settled { .. }),
+        "{outcome:?}"
+    );
+    let stored = withdrawals::load(&db.pool, short.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(stored.network_fee_booked, Some(false));
+    assert_eq!(
+        settle_legs(&db, short.id).await.len(),
+        3,
+        "no network fee legs"
+    );
+    assert_eq!(
+        balance(&db, AccountKey::hot_wallet(asset_symbol("ETH"))).await,
+        "1000"
+    );
+    assert_eq!(network_fees(&db, "ETH").await, "0");
+
+    let old = usdt_withdrawal(&db).await;
+    let outcome = withdrawals::settle(&db.pool, &erc20_confirmed(&old, None))
+        .await
+        .expect("applied");
+    assert!(
+        matches!(outcome, SettleOutcome::Settled { .. }),
+        "{outcome:?}"
+    );
+    let stored = withdrawals::load(&db.pool, old.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(stored.network_fee, None);
+    assert_eq!(stored.network_fee_booked, None);
+    assert_eq!(settle_legs(&db, old.id).await.len(), 3);
+    assert_eq!(
+        balance(&db, AccountKey::hot_wallet(asset_symbol("USDT"))).await,
+        "150000000"
+    );
+    db.assert_consistent().await;
 }

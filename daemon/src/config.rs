@@ -352,6 +352,25 @@ fn default_blocks_per_poll_max() -> u32 {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+/// Reads the TOML file at `path` with `<prefix>SECTION__KEY` environment overrides (`__`
+/// separates nested keys) into `T`; used for coinhubd's and the cosigner's configuration.
+///
+/// Errors (as text naming the file or the key): a missing file, TOML syntax, a missing,
+/// unknown or mistyped key.
+pub fn read_toml_with_env<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    prefix: &str,
+) -> Result<T, String> {
+    if !path.is_file() {
+        return Err(format!("config file {} does not exist", path.display()));
+    }
+    Figment::new()
+        .merge(Toml::file(path))
+        .merge(Env::prefixed(prefix).split("__"))
+        .extract()
+        .map_err(|e| e.to_string())
+}
+
 impl Config {
     /// Reads `path` and the `COINHUB__*` environment, then validates.
     ///
@@ -359,17 +378,7 @@ impl Config {
     /// e.g. "invalid type: found string \"x\", expected u64 for key
     /// `default.chains.ethereum.chain_id`"), or a failed [`Config::validate`] rule.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        if !path.is_file() {
-            return Err(ConfigError(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let config: Self = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let config: Self = read_toml_with_env(path, ENV_PREFIX).map_err(ConfigError)?;
         config.validate()?;
         Ok(config)
     }

@@ -47,8 +47,6 @@ use coinhub_chains::bitcoin::rpc::{Auth, BitcoinRpc, RpcConfig};
 use coinhub_chains::destination::{self, DestinationNetwork};
 use coinhub_custody::policy::{AssetPolicy, Policy};
 use coinhub_custody::utxo::{AccountXpub, UtxoNetwork};
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -200,17 +198,8 @@ impl CosignerConfig {
     /// Errors: a missing file, TOML syntax, a missing, unknown or mistyped key (figment names
     /// it), or a failed [`CosignerConfig::validate`] rule.
     pub fn load(path: &Path) -> Result<Self, CosignerConfigError> {
-        if !path.is_file() {
-            return Err(CosignerConfigError(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let config: Self = Figment::new()
-            .merge(Toml::file(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(|e| CosignerConfigError(e.to_string()))?;
+        let config: Self =
+            crate::config::read_toml_with_env(path, ENV_PREFIX).map_err(CosignerConfigError)?;
         config.validate()?;
         Ok(config)
     }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage, PublishError};
+use coinhub_events::outbox::{self, OutboxError};
+use coinhub_events::publisher::ConfirmingPublisher;
 use coinhub_events::topology;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +21,8 @@ use crate::metrics::Metrics;
 const BATCH_MAX: i64 = 200;
 /// Pause when the outbox is empty.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Longest wait for the broker's confirms of one batch.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failure (broker down, nobody bound for a required routing key).
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -82,20 +85,12 @@ async fn connect(url: &SecretString) -> Result<(Connection, ConfirmingPublisher)
     Ok((connection, publisher))
 }
 
-#[derive(Debug, thiserror::Error)]
-enum RelayError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-}
-
 async fn publish_until_failure(
     pool: &PgPool,
     publisher: &ConfirmingPublisher,
     metrics: &Metrics,
     cancel: &CancellationToken,
-) -> Result<(), RelayError> {
+) -> Result<(), OutboxError> {
     while !cancel.is_cancelled() {
         let published = publish_batch(pool, publisher, metrics).await?;
         if published == 0 {
@@ -108,57 +103,18 @@ async fn publish_until_failure(
     Ok(())
 }
 
-/// Publishes up to [`BATCH_MAX`] unpublished rows in one transaction that holds their row
-/// locks (`FOR UPDATE SKIP LOCKED`), so two relays never publish the same row at once.
-/// Returns how many were published.
+/// Reports the backlog, then publishes one batch (see
+/// [`coinhub_events::outbox::publish_batch`]); returns how many rows were published.
 async fn publish_batch(
     pool: &PgPool,
     publisher: &ConfirmingPublisher,
     metrics: &Metrics,
-) -> Result<usize, RelayError> {
-    let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, Uuid, String, String, String)> = sqlx::query_as(
-        "SELECT seq, id, exchange, routing_key, payload::text FROM outbox
-         WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(BATCH_MAX)
-    .fetch_all(&mut *tx)
-    .await?;
+) -> Result<usize, OutboxError> {
     let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(&mut *tx)
+        .fetch_one(pool)
         .await?;
     metrics.outbox_backlog.set(backlog);
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let messages: Vec<OutgoingMessage> = rows
-        .iter()
-        .map(|(_, id, exchange, routing_key, payload)| OutgoingMessage {
-            exchange: exchange.clone(),
-            routing_key: routing_key.clone(),
-            message_id: id.to_string(),
-            body: payload.clone().into_bytes(),
-            headers: Vec::new(),
-            correlation_id: None,
-        })
-        .collect();
-    let (sent, error) = publisher.publish_all(&messages).await;
-    let sent_seqs: Vec<i64> = rows[..sent].iter().map(|row| row.0).collect();
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-        .bind(&sent_seqs)
-        .execute(&mut *tx)
-        .await?;
-    if let (Some(error), Some(failed)) = (&error, rows.get(sent)) {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1")
-            .bind(failed.0)
-            .bind(error.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    let sent = outbox::publish_batch(pool, publisher, BATCH_MAX, CONFIRM_TIMEOUT).await?;
     metrics.outbox_published.inc_by(sent as u64);
-    match error {
-        Some(error) => Err(error.into()),
-        None => Ok(sent),
-    }
+    Ok(sent)
 }

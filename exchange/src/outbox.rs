@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage, PublishError};
+use coinhub_events::outbox::{self, OutboxError};
+use coinhub_events::publisher::{ConfirmingPublisher, PublishError};
 use coinhub_events::topology;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -68,71 +69,35 @@ pub enum RelayError {
     Session(#[from] SessionError),
 }
 
+impl From<OutboxError> for RelayError {
+    fn from(error: OutboxError) -> Self {
+        match error {
+            OutboxError::Database(error) => Self::Database(error),
+            OutboxError::Publish(error) => Self::Publish(error),
+            OutboxError::ConfirmTimeout(timeout) => Self::ConfirmTimeout(timeout),
+        }
+    }
+}
+
 impl From<lapin::Error> for RelayError {
     fn from(error: lapin::Error) -> Self {
         Self::Session(SessionError::Amqp(error))
     }
 }
 
-/// Publishes the oldest unpublished rows (at most [`BATCH_MAX`]) in one transaction that
-/// holds their row locks, so two relays never publish the same row at once. Marks exactly
-/// the confirmed prefix as published; on a failure, counts an attempt and stores the error
-/// on the first unconfirmed row. Returns how many rows were published.
+/// Publishes one batch of the outbox (see [`coinhub_events::outbox::publish_batch`]); returns
+/// how many rows were published.
 ///
 /// Errors: [`RelayError`]; the confirmed prefix is marked published even then.
 pub async fn publish_batch(
     pool: &PgPool,
     publisher: &ConfirmingPublisher,
 ) -> Result<usize, RelayError> {
-    let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, Uuid, String, String, String)> = sqlx::query_as(
-        "SELECT seq, id, exchange, routing_key, payload::text FROM outbox
-          WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(BATCH_MAX)
-    .fetch_all(&mut *tx)
-    .await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let messages: Vec<OutgoingMessage> = rows
-        .iter()
-        .map(|(_, id, exchange, routing_key, payload)| OutgoingMessage {
-            exchange: exchange.clone(),
-            routing_key: routing_key.clone(),
-            message_id: id.to_string(),
-            body: payload.clone().into_bytes(),
-            headers: Vec::new(),
-            correlation_id: None,
-        })
-        .collect();
-    let (sent, error) = tokio::time::timeout(CONFIRM_TIMEOUT, publisher.publish_all(&messages))
-        .await
-        .map_err(|_| RelayError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
-    assert!(
-        sent <= rows.len(),
-        "publish_all confirms at most what it was given"
-    );
-    let sent_seqs: Vec<i64> = rows[..sent].iter().map(|row| row.0).collect();
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-        .bind(&sent_seqs)
-        .execute(&mut *tx)
-        .await?;
-    if let (Some(error), Some(failed)) = (&error, rows.get(sent)) {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE seq = $1")
-            .bind(failed.0)
-            .bind(error.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    let sent = outbox::publish_batch(pool, publisher, BATCH_MAX, CONFIRM_TIMEOUT).await?;
     if sent > 0 {
         tracing::info!(published = sent, "outbox messages published");
     }
-    match error {
-        Some(error) => Err(error.into()),
-        None => Ok(sent),
-    }
+    Ok(sent)
 }
 
 /// Relays the outbox until `shutdown` is cancelled: connects (with `settings`' timeout),

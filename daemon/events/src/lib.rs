@@ -12,6 +12,8 @@ pub mod consumer;
 pub mod message;
 #[cfg(feature = "numeric")]
 pub mod numeric;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 pub mod publisher;
 pub mod topology;
 pub mod withdrawal;

@@ -54,29 +54,12 @@ pub async fn enqueue<T: Serialize>(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayError {
-    /// PostgreSQL failed; nothing was marked published.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// The broker did not take a message (unroutable, nacked, connection lost); it and the
-    /// ones after it stay in the outbox.
+    /// A batch failed (database, broker refusal, confirm timeout): see [`OutboxError`].
     #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The broker did not confirm a batch within the timeout; nothing was marked published.
-    #[error("broker did not confirm within {0:?}")]
-    ConfirmTimeout(Duration),
+    Outbox(#[from] OutboxError),
     /// Connecting or declaring failed.
     #[error(transparent)]
     Session(#[from] SessionError),
-}
-
-impl From<OutboxError> for RelayError {
-    fn from(error: OutboxError) -> Self {
-        match error {
-            OutboxError::Database(error) => Self::Database(error),
-            OutboxError::Publish(error) => Self::Publish(error),
-            OutboxError::ConfirmTimeout(timeout) => Self::ConfirmTimeout(timeout),
-        }
-    }
 }
 
 impl From<lapin::Error> for RelayError {
@@ -148,15 +131,15 @@ async fn relay_session(
                 retries.reset();
                 continue;
             }
-            Err(RelayError::Publish(
+            Err(RelayError::Outbox(OutboxError::Publish(
                 error @ (PublishError::Unroutable { .. } | PublishError::Nacked { .. }),
-            )) => {
+            ))) => {
                 let delay = retries.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis(),
                     "outbox message not taken by the broker; kept for a retry");
                 delay
             }
-            Err(RelayError::Database(error)) => {
+            Err(RelayError::Outbox(OutboxError::Database(error))) => {
                 let delay = retries.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis(),
                     "outbox relay cannot read the database");

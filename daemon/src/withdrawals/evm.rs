@@ -218,7 +218,14 @@ impl EvmEngine {
                 payouts::confirm(&self.pool, &self.chain, payout.payout_id, &mined).await?;
                 tracing::info!(chain = %self.chain, payout = payout.payout_id, txid = %attempt.txid, height, "withdrawal payout confirmed");
             } else if payout.status == "signed" {
-                payouts::mark_broadcast(&self.pool, payout.payout_id, attempt, tip).await?;
+                payouts::mark_broadcast(
+                    &self.pool,
+                    payout.payout_id,
+                    attempt.attempt,
+                    &attempt.txid,
+                    tip,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -226,7 +233,14 @@ impl EvmEngine {
         match self.provider.send_raw_transaction(&current.raw_tx).await {
             Ok(_) => {
                 crash_point("after_broadcast");
-                payouts::mark_broadcast(&self.pool, payout.payout_id, current, tip).await?;
+                payouts::mark_broadcast(
+                    &self.pool,
+                    payout.payout_id,
+                    current.attempt,
+                    &current.txid,
+                    tip,
+                )
+                .await?;
             }
             Err(error) => {
                 // "already known", or an older attempt is pending with the same nonce.
@@ -272,20 +286,9 @@ impl EvmEngine {
             .await
             .is_ok()
         {
-            let stored = Attempt {
-                attempt: number,
-                txid: attempt.txid.clone(),
-                raw_tx: attempt.raw_tx.clone(),
-                fee: 0.into(),
-                fee_rate: 0.into(),
-                change_vout: None,
-                change_amount: None,
-                change_index: None,
-                created_at: OffsetDateTime::now_utc(),
-                broadcast_at: None,
-            };
             let tip = self.provider.get_block_number().await?;
-            payouts::mark_broadcast(&self.pool, payout.payout_id, &stored, tip).await?;
+            payouts::mark_broadcast(&self.pool, payout.payout_id, number, &attempt.txid, tip)
+                .await?;
         }
         Ok(())
     }

@@ -319,15 +319,18 @@ pub async fn add_attempt(
     Ok(next)
 }
 
-/// Records that `attempt` of the payout was accepted by the node at chain height `height`.
-/// The first time: `signed → broadcast` for the payout and its withdrawals, with
-/// `withdrawal.broadcast`. Idempotent.
+/// Records that attempt number `attempt` (transaction `txid`) of the payout was accepted by
+/// the node, at chain height `height`. The first time: `signed → broadcast` for the payout and
+/// its withdrawals, with `withdrawal.broadcast`; the height where the confirmation tracker
+/// starts looking stays the one stored at signing (the transaction may have been mined before
+/// a crash let us record the broadcast). Idempotent.
 ///
 /// Errors: the database's.
 pub async fn mark_broadcast(
     pool: &PgPool,
     payout_id: i64,
-    attempt: &Attempt,
+    attempt: i32,
+    txid: &str,
     height: u64,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
@@ -336,11 +339,12 @@ pub async fn mark_broadcast(
          WHERE payout_id = $1 AND attempt = $2",
     )
     .bind(payout_id)
-    .bind(attempt.attempt)
+    .bind(attempt)
     .execute(&mut *tx)
     .await?;
     let first = sqlx::query(
-        "UPDATE payouts SET status = 'broadcast', broadcast_height = $2, updated_at = now()
+        "UPDATE payouts SET status = 'broadcast',
+             broadcast_height = COALESCE(broadcast_height, $2), updated_at = now()
          WHERE payout_id = $1 AND status = 'signed'",
     )
     .bind(payout_id)
@@ -359,7 +363,7 @@ pub async fn mark_broadcast(
         .await?;
         for row in &rows {
             let details = EventDetails {
-                txid: Some(attempt.txid.clone()),
+                txid: Some(txid.to_owned()),
                 ..EventDetails::default()
             };
             store::emit(&mut tx, row, WithdrawalEventKind::Broadcast, details).await?;

@@ -289,8 +289,15 @@ impl UtxoEngine {
                 tracing::info!(chain = %self.chain, payout = payout.payout_id, txid = %attempt.txid, height, "withdrawal payout confirmed");
             } else if payout.status == "signed" {
                 // Broadcast before a crash, state not stored: the node has it.
-                payouts::mark_broadcast(&self.pool, payout.payout_id, &payout.attempts[index], tip)
-                    .await?;
+                let mined = &payout.attempts[index];
+                payouts::mark_broadcast(
+                    &self.pool,
+                    payout.payout_id,
+                    mined.attempt,
+                    &mined.txid,
+                    tip,
+                )
+                .await?;
             }
             return Ok(());
         }
@@ -298,7 +305,14 @@ impl UtxoEngine {
         match self.rpc.send_raw_transaction(&current.raw_tx).await {
             Ok(_) => {
                 crash_point("after_broadcast");
-                payouts::mark_broadcast(&self.pool, payout.payout_id, current, tip).await?;
+                payouts::mark_broadcast(
+                    &self.pool,
+                    payout.payout_id,
+                    current.attempt,
+                    &current.txid,
+                    tip,
+                )
+                .await?;
             }
             Err(RpcError::Rejected { reason }) | Err(RpcError::VerifyError { message: reason }) => {
                 tracing::warn!(chain = %self.chain, payout = payout.payout_id, txid = %current.txid, %reason, "node refuses the payout transaction");
@@ -349,11 +363,8 @@ impl UtxoEngine {
         if let Ok(_) | Err(RpcError::AlreadyInChain { .. }) =
             self.rpc.send_raw_transaction(&attempt.raw_tx).await
         {
-            let stored = payouts::open_payouts(&self.pool, &self.chain).await?;
-            if let Some(current) = stored.iter().find(|p| p.payout_id == payout.payout_id) {
-                payouts::mark_broadcast(&self.pool, payout.payout_id, current.current(), tip)
-                    .await?;
-            }
+            payouts::mark_broadcast(&self.pool, payout.payout_id, number, &attempt.txid, tip)
+                .await?;
         }
         Ok(())
     }

@@ -8,6 +8,9 @@
 //! nacks stays in the outbox and is retried, in order, after a pause; it is never dropped. A
 //! crash between the broker's confirm and the `published_at` update publishes the same
 //! message id again, which coinhubd ignores (it is idempotent on the withdrawal id).
+//!
+//! The same relay publishes the trading engine's `exchange.events` messages, which are stored
+//! one row per settled batch ([`crate::trading::events`]).
 
 use std::time::Duration;
 
@@ -83,6 +86,21 @@ pub async fn publish_batch(
     Ok(sent)
 }
 
+/// Publishes the next batch of trading events (see
+/// [`crate::trading::events::publish_next_batch`]); returns how many messages were published.
+///
+/// Errors: [`RelayError`]; the confirmed messages are recorded even then.
+pub async fn publish_trading_events(
+    pool: &PgPool,
+    publisher: &ConfirmingPublisher,
+) -> Result<usize, RelayError> {
+    let sent = crate::trading::events::publish_next_batch(pool, publisher, CONFIRM_TIMEOUT).await?;
+    if sent > 0 {
+        tracing::debug!(published = sent, "exchange.events messages published");
+    }
+    Ok(sent)
+}
+
 /// Relays the outbox until `shutdown` is cancelled: connects (with `settings`' timeout),
 /// declares the exchanges, publishes in order, and pauses with backoff (from
 /// `settings.retry_delay` up to `settings.reconnect_delay_max`) after each failure. An
@@ -125,7 +143,15 @@ async fn relay_session(
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        let pause = match publish_batch(pool, &publisher).await {
+        // Both are tried every round: a withdrawal request the broker keeps refusing must
+        // not hold up the trading events, nor the reverse.
+        let commands = publish_batch(pool, &publisher).await;
+        let events = publish_trading_events(pool, &publisher).await;
+        let round = match (commands, events) {
+            (Ok(commands), Ok(events)) => Ok(commands + events),
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
+        let pause = match round {
             Ok(0) => IDLE_POLL,
             Ok(_) => {
                 retries.reset();

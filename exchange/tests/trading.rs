@@ -81,7 +81,7 @@ async fn fee_revenue(db: &TestDb, asset: &str) -> String {
 
 /// Proves: a limit sell and a crossing limit buy trade at the maker's price; locks, fees and
 /// the fee account are exact to the base unit; cancel releases the rest; the journal audits
-/// clean and the trade and order updates are in the outbox for `exchange.events`.
+/// clean and the trade and order updates wait in `trading_event_batches` for `exchange.events`.
 ///
 /// Steps: alice deposits 1 BTC, bob 1,000,000 USDT units; alice sells 5 lots at 100,000
 /// (check her lock); bob buys 3 lots at 100,000 (taker); check every balance; alice cancels;
@@ -162,14 +162,19 @@ async fn two_members_trade_with_exact_balances_and_fees() {
         1
     );
 
-    let outbox: Vec<String> = sqlx::query_scalar(
-        "SELECT routing_key FROM outbox WHERE exchange = 'exchange.events' ORDER BY seq",
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT events FROM trading_event_batches WHERE published_at IS NULL ORDER BY id",
     )
     .fetch_all(&db.pool)
     .await
-    .expect("outbox");
-    assert_eq!(outbox.iter().filter(|k| *k == "trade.executed").count(), 1);
-    assert!(outbox.iter().any(|k| k == "order.updated"));
+    .expect("event batches");
+    let outbox: Vec<&str> = stored
+        .iter()
+        .flat_map(|text| text.lines())
+        .map(|line| line.split('\t').next().expect("routing key"))
+        .collect();
+    assert_eq!(outbox.iter().filter(|k| **k == "trade.executed").count(), 1);
+    assert!(outbox.contains(&"order.updated"));
     db.assert_consistent().await;
 }
 
@@ -206,9 +211,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         }
         (
             balances,
-            db.count("trading_commands").await,
+            db.count("trading_command_batches").await,
             db.count("orders").await,
-            db.count("outbox").await,
+            db.count("trading_event_batches").await,
         )
     };
     let before = snapshot().await;

@@ -4,11 +4,11 @@
 //! [`TradingEngine`] is the service interface the HTTP API calls. Per market one task owns
 //! the book and runs commands in arrival order; it takes whatever commands are waiting (up
 //! to a bound) and settles them in **one** database transaction: the commands
-//! (`trading_commands`, numbered per market), the orders' new states (`orders`), the trades
+//! (`trading_command_batches`, numbered per market), the orders' new states (`orders`), the trades
 //! (`trades`), one netted ledger transfer (`trade_settlement`) and the `exchange.events`
 //! outbox rows. Nothing is acknowledged or published before that commit; if it fails, the
 //! book is rebuilt from the committed command log and the batch's callers get an error. At
-//! start the books are rebuilt by replaying `trading_commands` in order.
+//! start the books are rebuilt by replaying the command log in order.
 //!
 //! Units (see [`crate::markets`]): `price` is quote base units per lot and a multiple of
 //! `tick_size`; `quantity` is base units and a multiple of `lot_size`; `quote_amount` is
@@ -29,6 +29,7 @@
 //! the holds of their open orders in that asset (plus pending withdrawals).
 
 mod engine;
+pub mod events;
 mod store;
 
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use coinhub_events::BaseUnits;
 use coinhub_matcher::Command;
-use serde_json::json;
 use sqlx::{Executor, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -14,8 +13,7 @@ use uuid::Uuid;
 
 use super::engine::Batch;
 use super::{
-    EXCHANGE_EVENTS, EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView,
-    TradingError, routing,
+    EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView, TradingError,
 };
 use crate::journal::JournalError;
 use crate::ledger::{Leg, Transfer};
@@ -339,24 +337,38 @@ pub(crate) async fn member_number(pool: &PgPool, member: &MemberId) -> Result<u6
     u64_of(number)
 }
 
-/// The command log of `market`, in order.
+/// The command log of `market`, in order, as (seq, command).
+///
+/// Errors: [`TradingError::Database`], also for a stored batch whose line count does not match
+/// its seq range or that does not parse.
 pub(crate) async fn load_commands(
     pool: &PgPool,
     market: &str,
 ) -> Result<Vec<(u64, Command)>, TradingError> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT seq, command::text FROM trading_commands WHERE market = $1 ORDER BY seq",
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT first_seq, last_seq, commands FROM trading_command_batches
+          WHERE market = $1 ORDER BY first_seq",
     )
     .bind(market)
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|(seq, text)| {
-            let command = serde_json::from_str(&text)
+    let mut commands = Vec::new();
+    for (first, last, text) in rows {
+        let (first, last) = (u64_of(first)?, u64_of(last)?);
+        let before = commands.len();
+        for (line, seq) in text.lines().zip(first..) {
+            let command = serde_json::from_str(line)
                 .map_err(|e| TradingError::Database(format!("command {market}/{seq}: {e}")))?;
-            Ok((u64_of(seq)?, command))
-        })
-        .collect()
+            commands.push((seq, command));
+        }
+        if u64::try_from(commands.len() - before).ok() != Some(last - first + 1) {
+            return Err(TradingError::Database(format!(
+                "command batch {market}/{first}-{last} holds {} commands",
+                commands.len() - before
+            )));
+        }
+    }
+    Ok(commands)
 }
 
 const ORDER_COLUMNS: &str = "id, market, member_id, side, kind, price::text AS price,
@@ -424,17 +436,30 @@ fn order_from_row(row: &sqlx::postgres::PgRow, market: &Market) -> Result<OrderR
     })
 }
 
-/// Open orders of `market`.
-pub(crate) async fn load_open_orders(
+/// The orders of `market` with these ids (any status), by id.
+///
+/// Errors: [`TradingError::Database`], also when an id has no row in `market`.
+pub(crate) async fn load_orders_by_id(
     pool: &PgPool,
     market: &Market,
+    ids: &[u64],
 ) -> Result<Vec<OrderRow>, TradingError> {
+    let ids: Vec<i64> = ids.iter().copied().map(i64_of).collect();
     let rows = sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE market = $1 AND status = 'open' ORDER BY id"
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) AND market = $2 ORDER BY id"
     ))
+    .bind(&ids)
     .bind(&market.name)
     .fetch_all(pool)
     .await?;
+    if rows.len() != ids.len() {
+        return Err(TradingError::Database(format!(
+            "{} of {} resting orders of {} have no row in `orders`",
+            ids.len() - rows.len(),
+            ids.len(),
+            market.name
+        )));
+    }
     rows.iter().map(|row| order_from_row(row, market)).collect()
 }
 
@@ -443,19 +468,16 @@ pub(crate) async fn load_orders(
     pool: &PgPool,
     member: &MemberId,
     market: Option<&str>,
-    open_only: bool,
     limit: u32,
     lookup: impl Fn(&str) -> Option<Arc<Market>>,
 ) -> Result<Vec<OrderView>, TradingError> {
     let rows = sqlx::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders
           WHERE member_id = $1 AND ($2::text IS NULL OR market = $2)
-            AND (NOT $3 OR status = 'open')
-          ORDER BY id DESC LIMIT $4"
+          ORDER BY id DESC LIMIT $3"
     ))
     .bind(member.as_str())
     .bind(market)
-    .bind(open_only)
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
@@ -565,25 +587,26 @@ pub(crate) async fn write_batch(
         return Ok(());
     }
     let phase_start = std::time::Instant::now();
-    // 1. The command log.
-    let mut rows = String::with_capacity(batch.commands.len() * 128);
-    for (seq, command) in &batch.commands {
-        let json = serde_json::to_string(command).expect("commands serialize");
-        copy_row(
-            &mut rows,
-            &[Some(&market.name), Some(&seq.to_string()), Some(&json)],
-        );
+    // 1. The command log: one row, one JSON command per line.
+    let first = batch.commands.first().expect("not empty").0;
+    let last = batch.commands.last().expect("not empty").0;
+    let mut lines = String::with_capacity(batch.commands.len() * 128);
+    for (_, command) in &batch.commands {
+        lines.push_str(&serde_json::to_string(command).expect("commands serialize"));
+        lines.push('\n');
     }
-    copy_in(
-        conn,
-        "COPY trading_commands (market, seq, command) FROM STDIN",
-        rows,
+    sqlx::query(
+        "INSERT INTO trading_command_batches (market, first_seq, last_seq, commands)
+         VALUES ($1, $2, $3, $4)",
     )
+    .bind(&market.name)
+    .bind(i64_of(first))
+    .bind(i64_of(last))
+    .bind(&lines)
+    .execute(&mut *conn)
     .await?;
     trace_phase("commands", phase_start);
     // 2. The ledger: one transfer with the batch's net change per account.
-    let first = batch.commands.first().expect("not empty").0;
-    let last = batch.commands.last().expect("not empty").0;
     let mut legs = Vec::new();
     let mut per_asset: HashMap<&str, i128> = HashMap::new();
     for (account, (credits, debits)) in &batch.changes {
@@ -684,6 +707,7 @@ pub(crate) async fn write_batch(
             updated.push(o.updated_at);
         }
     }
+    trace_phase("orders_built", phase_start);
     if !new_rows.is_empty() {
         copy_in(
             conn,
@@ -694,6 +718,7 @@ pub(crate) async fn write_batch(
         )
         .await?;
     }
+    trace_phase("orders_inserted", phase_start);
     if !ids.is_empty() {
         sqlx::query(
             "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
@@ -754,72 +779,15 @@ pub(crate) async fn write_batch(
         .await?;
     }
     trace_phase("trades", phase_start);
-    // 5. Events on `exchange.events` through the outbox.
+    // 5. The batch's `exchange.events` messages, one row.
     if events == EventsSink::Outbox {
-        let mut ids = Vec::with_capacity(trades.len() + orders.len());
-        let mut keys = Vec::with_capacity(ids.capacity());
-        let mut payloads = Vec::with_capacity(ids.capacity());
-        for trade in trades {
-            let id = Uuid::new_v4();
-            ids.push(id);
-            keys.push(routing::TRADE_EXECUTED);
-            payloads.push(
-                json!({
-                    "version": 1,
-                    "id": id,
-                    "occurred_at": rfc3339(trade.created_at),
-                    "trade_id": trade.id,
-                    "market": trade.market,
-                    "price": trade.price.to_string(),
-                    "quantity": trade.quantity.to_string(),
-                    "quote_quantity": trade.quote_quantity.to_string(),
-                    "maker_order_id": trade.maker_order_id,
-                    "taker_order_id": trade.taker_order_id,
-                    "maker_member": trade.maker_member.as_str(),
-                    "taker_member": trade.taker_member.as_str(),
-                    "taker_side": trade.taker_side.as_str(),
-                    "maker_fee": trade.maker_fee.to_string(),
-                    "taker_fee": trade.taker_fee.to_string(),
-                    "fee_asset": trade.fee_asset,
-                    "command_seq": trade.seq,
-                })
-                .to_string(),
-            );
+        let now = rfc3339(batch.now);
+        let (text, count) = super::events::encode(market, trades, orders.iter().copied(), &now);
+        if count > 0 {
+            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
         }
-        for order in &orders {
-            let id = Uuid::new_v4();
-            ids.push(id);
-            keys.push(routing::ORDER_UPDATED);
-            payloads.push(
-                json!({
-                    "version": 1,
-                    "id": id,
-                    "occurred_at": rfc3339(order.updated_at),
-                    "member": order.member.as_str(),
-                    "order": order.view(market),
-                })
-                .to_string(),
-            );
-        }
-        let mut rows = String::with_capacity(payloads.iter().map(String::len).sum::<usize>() * 2);
-        for ((id, key), payload) in ids.iter().zip(&keys).zip(&payloads) {
-            copy_row(
-                &mut rows,
-                &[
-                    Some(&id.to_string()),
-                    Some(EXCHANGE_EVENTS),
-                    Some(key),
-                    Some(payload),
-                ],
-            );
-        }
-        copy_in(
-            conn,
-            "COPY outbox (id, exchange, routing_key, payload) FROM STDIN",
-            rows,
-        )
-        .await?;
     }
+    trace_phase("events", phase_start);
     Ok(())
 }
 

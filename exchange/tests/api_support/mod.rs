@@ -100,7 +100,7 @@ pub fn rows(balances: &[BalanceView]) -> Vec<(String, u8, String, String)> {
 }
 
 /// Everything a refused request must not change: every account balance, and the number
-/// of withdrawals, outbox messages, orders and trades.
+/// of withdrawals, outbox messages, orders, trades and stored command and event batches.
 pub async fn snapshot(pool: &PgPool) -> Vec<String> {
     let mut lines: Vec<String> = sqlx::query_scalar(
         "SELECT concat_ws(' ', coalesce(member_id, 'platform'), asset, kind, balance::text)
@@ -109,7 +109,15 @@ pub async fn snapshot(pool: &PgPool) -> Vec<String> {
     .fetch_all(pool)
     .await
     .expect("read accounts");
-    for table in ["withdrawals", "outbox", "transfers", "orders", "trades"] {
+    for table in [
+        "withdrawals",
+        "outbox",
+        "transfers",
+        "orders",
+        "trades",
+        "trading_command_batches",
+        "trading_event_batches",
+    ] {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(pool)

@@ -479,3 +479,84 @@ pub async fn assert_locked_equals_holds(db: &TestDb) {
         "locked differs from open holds: {mismatches:?}"
     );
 }
+
+/// A batch that loses a deadlock to a concurrent transaction is run again and settles: the
+/// caller gets its fill, not an error, and the ledger is exact.
+///
+/// Steps: alice rests a sell; another transaction (standing in for another market's batch)
+/// locks alice's USDT `available` account, which bob's buy will credit; bob buys (his batch
+/// locks his own accounts, then waits for alice's); once the engine waits, the other
+/// transaction asks for bob's USDT account: a deadlock, which PostgreSQL resolves by aborting
+/// the transaction that waited first (the engine's, after `deadlock_timeout`). The other
+/// transaction then gets its lock (proving the engine's batch was the one rolled back) and
+/// commits; the engine runs the batch again and bob's buy fills once.
+#[tokio::test]
+async fn a_batch_that_loses_a_deadlock_runs_again() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "alice", "USDT", "1").await;
+    deposit(&db, "bob", "USDT", "1000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    engine
+        .place(&alice, limit(Side::Sell, "100000", "3000"))
+        .await
+        .expect("sell rests");
+
+    let lock_account = |who: &'static str| {
+        format!(
+            "SELECT id FROM accounts WHERE member_id = '{who}' AND asset = 'USDT' \
+             AND kind = 'available' FOR UPDATE"
+        )
+    };
+    let mut other = db.pool.begin().await.expect("begin");
+    sqlx::query(&lock_account("alice"))
+        .fetch_one(&mut *other)
+        .await
+        .expect("lock alice's USDT");
+
+    let buyer = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.place(&bob, limit(Side::Buy, "100000", "3000")).await })
+    };
+    // Wait until the engine's batch waits for alice's account.
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("read activity");
+        if waiting > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(
+            waited < 500,
+            "the engine's batch never waited for alice's account"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sqlx::query(&lock_account("bob"))
+        .fetch_one(&mut *other)
+        .await
+        .expect("the engine's batch is the deadlock victim; this transaction gets bob's account");
+    other.commit().await.expect("commit");
+
+    let buy = buyer
+        .await
+        .expect("task")
+        .expect("the batch ran again and settled");
+    assert_eq!(buy.status, "filled");
+    assert_eq!(db.count("trades").await, 1);
+    // Notional 300,000; bob pays + 600 taker fee; alice gets − 300 maker fee.
+    assert_eq!(balance(&db, "bob", "USDT", "available").await, "699400");
+    assert_eq!(balance(&db, "bob", "BTC", "available").await, "3000");
+    assert_eq!(balance(&db, "alice", "USDT", "available").await, "299701");
+    assert_eq!(fee_revenue(&db, "USDT").await, "900");
+    db.assert_consistent().await;
+}

@@ -69,20 +69,39 @@ enum Request {
     },
 }
 
-enum CommandRequest {
+/// A command and where its outcome goes.
+struct CommandRequest {
+    command: MemberCommand,
+    reply: oneshot::Sender<Result<OrderView, TradingError>>,
+}
+
+/// A member's command, kept until its batch commits so a batch that lost a conflict can run
+/// again.
+#[derive(Clone)]
+enum MemberCommand {
     Place {
         member: MemberId,
         number: u64,
         order: Checked,
-        reply: oneshot::Sender<Result<OrderView, TradingError>>,
     },
     Cancel {
         member: MemberId,
         number: u64,
         order_id: u64,
-        reply: oneshot::Sender<Result<OrderView, TradingError>>,
     },
 }
+
+impl MemberCommand {
+    fn member(&self) -> &MemberId {
+        match self {
+            Self::Place { member, .. } | Self::Cancel { member, .. } => member,
+        }
+    }
+}
+
+/// How often a batch is run again after losing a conflict with a concurrent transaction
+/// (deadlock, serialization failure, a balance another writer lowered meanwhile).
+const CONFLICT_ATTEMPTS: u32 = 3;
 
 impl TradingEngine {
     /// Checks the markets, records them (refusing a changed tick or lot size), rebuilds every
@@ -180,10 +199,12 @@ impl TradingEngine {
         let checked = check_order(&handle.market, order)?;
         let number = self.member_number(member).await?;
         let (reply, answer) = oneshot::channel();
-        let request = Request::Command(CommandRequest::Place {
-            member: member.clone(),
-            number,
-            order: checked,
+        let request = Request::Command(CommandRequest {
+            command: MemberCommand::Place {
+                member: member.clone(),
+                number,
+                order: checked,
+            },
             reply,
         });
         send(handle, request, answer).await
@@ -202,10 +223,12 @@ impl TradingEngine {
         let handle = self.handle(market)?;
         let number = self.member_number(member).await?;
         let (reply, answer) = oneshot::channel();
-        let request = Request::Command(CommandRequest::Cancel {
-            member: member.clone(),
-            number,
-            order_id,
+        let request = Request::Command(CommandRequest {
+            command: MemberCommand::Cancel {
+                member: member.clone(),
+                number,
+                order_id,
+            },
             reply,
         });
         send(handle, request, answer).await
@@ -605,10 +628,26 @@ impl Worker {
     }
 
     async fn settle_commands(&mut self, requests: Vec<CommandRequest>) {
-        let mut replies = Vec::with_capacity(requests.len());
-        match self.settle_in_transaction(requests, &mut replies).await {
-            Ok(()) => {
-                for (reply, outcome) in replies {
+        let (commands, replies): (Vec<MemberCommand>, Vec<_>) = requests
+            .into_iter()
+            .map(|request| (request.command, request.reply))
+            .unzip();
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.settle_in_transaction(&commands).await {
+                Err(TradingError::Conflict(error)) if attempt < CONFLICT_ATTEMPTS => {
+                    tracing::warn!(market = %self.state.market.name, %error, attempt,
+                        "batch lost a conflict with a concurrent transaction; nothing applied; \
+                         running it again on the rebuilt book");
+                    self.rebuild().await;
+                    attempt += 1;
+                }
+                outcome => break outcome,
+            }
+        };
+        match outcome {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that went away still had its command settled.
                     let _ = reply.send(outcome);
                 }
@@ -618,38 +657,52 @@ impl Worker {
             Err(error) => {
                 tracing::error!(market = %self.state.market.name, %error,
                     "settling a batch failed; nothing applied; rebuilding the book from the log");
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(TradingError::Database(error.to_string())));
+                let conflict = matches!(error, TradingError::Conflict(_));
+                let message = if conflict {
+                    format!("{error}; still conflicting after {CONFLICT_ATTEMPTS} attempts, retry")
+                } else {
+                    error.to_string()
+                };
+                for reply in replies {
+                    let answer = if conflict {
+                        TradingError::Unavailable(message.clone())
+                    } else {
+                        TradingError::Database(message.clone())
+                    };
+                    let _ = reply.send(Err(answer));
                 }
-                // The book and open orders ran ahead of the database: rebuild them.
-                loop {
-                    match MarketState::load(&self.pool, self.state.market.clone()).await {
-                        Ok(state) => {
-                            self.state = state;
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "rebuilding the book failed; retrying in 1 s");
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        }
-                    }
+                self.rebuild().await;
+            }
+        }
+    }
+
+    /// Rebuilds the book and open orders from the committed log (they ran ahead of the
+    /// database in a batch that did not commit), retrying every second until it succeeds.
+    async fn rebuild(&mut self) {
+        loop {
+            match MarketState::load(&self.pool, self.state.market.clone()).await {
+                Ok(state) => {
+                    self.state = state;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "rebuilding the book failed; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
         }
     }
 
+    /// Runs `commands` against the book and settles them in one transaction; returns each
+    /// command's outcome, or the error that rolled the batch back (then the book and open
+    /// orders are ahead of the database and must be rebuilt).
     async fn settle_in_transaction(
         &mut self,
-        requests: Vec<CommandRequest>,
-        replies: &mut Vec<(oneshot::Sender<Outcome>, Outcome)>,
-    ) -> Result<(), TradingError> {
-        let members: Vec<MemberId> = requests
+        commands: &[MemberCommand],
+    ) -> Result<Vec<Outcome>, TradingError> {
+        let members: Vec<MemberId> = commands
             .iter()
-            .map(|request| match request {
-                CommandRequest::Place { member, .. } | CommandRequest::Cancel { member, .. } => {
-                    member.clone()
-                }
-            })
+            .map(|command| command.member().clone())
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -667,9 +720,10 @@ impl Worker {
         let balances = store::lock_balances(&mut tx, &self.state.market, &members).await?;
         let locked = started.elapsed();
         let mut batch = Batch::new(&self.state.market, balances, now_micros());
-        for request in requests {
-            replies.push(batch.run(&mut self.state, &self.ids, request));
-        }
+        let outcomes: Vec<Outcome> = commands
+            .iter()
+            .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
+            .collect();
         let matched = started.elapsed();
         store::write_batch(&mut tx, &self.state.market, &batch, self.events).await?;
         let written = started.elapsed();
@@ -685,7 +739,7 @@ impl Worker {
             commit_us = (started.elapsed() - written).as_micros(),
             "batch settled"
         );
-        Ok(())
+        Ok(outcomes)
     }
 }
 
@@ -776,26 +830,19 @@ impl Batch {
         }
     }
 
-    /// Runs one request against the book, recording what to write.
-    fn run(
-        &mut self,
-        state: &mut MarketState,
-        ids: &IdSource,
-        request: CommandRequest,
-    ) -> (oneshot::Sender<Outcome>, Outcome) {
-        match request {
-            CommandRequest::Place {
+    /// Runs one command against the book, recording what to write.
+    fn run(&mut self, state: &mut MarketState, ids: &IdSource, command: MemberCommand) -> Outcome {
+        match command {
+            MemberCommand::Place {
                 member,
                 number,
                 order,
-                reply,
-            } => (reply, self.place(state, ids, member, number, order)),
-            CommandRequest::Cancel {
+            } => self.place(state, ids, member, number, order),
+            MemberCommand::Cancel {
                 member,
                 number,
                 order_id,
-                reply,
-            } => (reply, self.cancel(state, ids, &member, number, order_id)),
+            } => self.cancel(state, ids, &member, number, order_id),
         }
     }
 

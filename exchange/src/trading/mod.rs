@@ -345,6 +345,11 @@ pub enum TradingError {
     /// PostgreSQL failed; nothing was applied.
     #[error("database: {0}")]
     Database(String),
+    /// The batch's transaction lost to a concurrent one (deadlock, serialization failure, or
+    /// another writer lowered a balance the batch relied on); nothing was applied. The engine
+    /// runs such a batch again; callers see [`Self::Unavailable`] if it keeps losing.
+    #[error("conflict with a concurrent transaction: {0}")]
+    Conflict(String),
 }
 
 impl TradingError {
@@ -362,12 +367,16 @@ impl TradingError {
             Self::Rejected { .. } => "rejected",
             Self::Unavailable(_) => "unavailable",
             Self::Database(_) => "internal",
+            Self::Conflict(_) => "conflict",
         }
     }
 
     /// Whether the caller's input caused it (HTTP 4xx) rather than the service (5xx).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Self::Unavailable(_) | Self::Database(_))
+        !matches!(
+            self,
+            Self::Unavailable(_) | Self::Database(_) | Self::Conflict(_)
+        )
     }
 
     pub(crate) fn from_convert(error: ConvertError, tick_size: u128, lot_size: u128) -> Self {
@@ -395,8 +404,15 @@ impl TradingError {
 }
 
 impl From<sqlx::Error> for TradingError {
+    /// Deadlocks (`40P01`) and serialization failures (`40001`) become [`Self::Conflict`].
     fn from(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
+        let code = error
+            .as_database_error()
+            .and_then(|e| e.code().map(|code| code.into_owned()));
+        match code.as_deref() {
+            Some("40P01" | "40001") => Self::Conflict(error.to_string()),
+            _ => Self::Database(error.to_string()),
+        }
     }
 }
 

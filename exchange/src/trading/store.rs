@@ -641,10 +641,12 @@ pub(crate) async fn write_batch(
         match post_netted(conn, &transfer).await {
             Ok(()) => Some(transfer.id()),
             Err(JournalError::InsufficientBalance { account }) => {
-                return Err(TradingError::Database(format!(
-                    "settlement would take {account} below zero (a concurrent change); batch refused"
+                return Err(TradingError::Conflict(format!(
+                    "settlement would take {account} below zero (changed by a concurrent \
+                     transaction since the batch read it)"
                 )));
             }
+            Err(JournalError::Database(error)) => return Err(error.into()),
             Err(error) => return Err(TradingError::Database(error.to_string())),
         }
     } else {

@@ -68,3 +68,15 @@ ALTER TABLE orders SET (fillfactor = 50);
 -- is unique and which is written in the same transaction as the trade, so a command and its
 -- trades are never settled twice. The extra unique index cost one more index entry per trade.
 ALTER TABLE trades DROP CONSTRAINT trades_command_unique;
+
+-- Book snapshots: a market's resting orders in priority order after command `seq` (JSON
+-- `coinhub_matcher::BookSnapshot`). A restart restores the newest one and replays only the
+-- commands after it. An optimisation only: the command log stays complete.
+CREATE TABLE trading_book_snapshots (
+    market     TEXT NOT NULL,
+    seq        BIGINT NOT NULL CHECK (seq > 0),
+    orders     BIGINT NOT NULL CHECK (orders >= 0),
+    book       TEXT COMPRESSION lz4 NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (market, seq)
+);

@@ -10,7 +10,8 @@ use coinhub_exchange::deposits::{self, Outcome};
 use coinhub_exchange::journal;
 use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
 use coinhub_exchange::trading::{
-    EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce, TradingEngine, TradingError,
+    BookRebuild, EngineOptions, EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce,
+    TradingEngine, TradingError,
 };
 use common::{TestDb, confirmed};
 
@@ -384,14 +385,35 @@ async fn market_orders_settle_exactly() {
     db.assert_consistent().await;
 }
 
-/// Proves: after a restart the books are rebuilt from the command log identical (depth and
-/// open orders), trading continues, and no trade or order id is reused.
+/// Proves: after a restart the books are rebuilt from the whole command log identical (depth
+/// and open orders), trading continues, and no trade or order id is reused.
 ///
 /// Steps: fund three members; place 60 deterministic crossing orders; record depth, open
 /// orders and trade count; drop the engine and start a new one on the same database; compare;
 /// place 20 more orders; check trade ids are unique and locked balances equal open holds.
 #[tokio::test]
 async fn restart_rebuilds_identical_books() {
+    let rebuild = restart_case(EngineOptions::new(EventsSink::Outbox)).await;
+    assert_eq!(rebuild.snapshot_seq, None, "no snapshot is due yet");
+}
+
+/// Proves: with a snapshot every 7 commands, a restart restores the newest snapshot, replays
+/// only the commands after it, and the books come back identical (same steps as
+/// [`restart_rebuilds_identical_books`]).
+#[tokio::test]
+async fn restart_from_a_snapshot_rebuilds_identical_books() {
+    let options = EngineOptions {
+        snapshot_every: 7,
+        ..EngineOptions::new(EventsSink::Outbox)
+    };
+    let rebuild = restart_case(options).await;
+    let snapshot_seq = rebuild.snapshot_seq.expect("restored from a snapshot");
+    assert!(snapshot_seq >= 7, "snapshot after {snapshot_seq} commands");
+}
+
+/// The restart scenario; returns how the restarted engine rebuilt `btc_usdt`, after checking
+/// it replayed exactly the logged commands after its snapshot.
+async fn restart_case(options: EngineOptions) -> BookRebuild {
     let db = TestDb::new().await;
     let names = ["m1", "m2", "m3"];
     for who in names {
@@ -423,11 +445,30 @@ async fn restart_rebuilds_identical_books() {
             }
         }
     };
-    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+    let engine = TradingEngine::start_with(db.pool.clone(), markets(), options)
         .await
         .expect("engine starts");
     run(engine.clone(), 0, 60).await;
     let depth = engine.depth("btc_usdt", 100).expect("depth");
+    // Snapshots are saved on their own task after a batch commits: wait for the last one due.
+    // Every command here is awaited before the next is sent, so each batch holds one command
+    // and snapshots fall on multiples of `snapshot_every`.
+    let commands: i64 = sqlx::query_scalar("SELECT max(last_seq) FROM trading_command_batches")
+        .fetch_one(&db.pool)
+        .await
+        .expect("log length");
+    let commands = u64::try_from(commands).expect("positive");
+    let due = commands - commands % options.snapshot_every;
+    for _ in 0..500 {
+        let newest: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM trading_book_snapshots")
+            .fetch_one(&db.pool)
+            .await
+            .expect("snapshots");
+        if due == 0 || newest.is_some_and(|seq| u64::try_from(seq).expect("positive") >= due) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let mut open = Vec::new();
     for who in names {
         open.push(engine.open_orders(&member(who), None).await.expect("open"));
@@ -436,9 +477,21 @@ async fn restart_rebuilds_identical_books() {
     assert!(trades > 0, "the sequence trades");
     drop(engine);
 
-    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+    let engine = TradingEngine::start_with(db.pool.clone(), markets(), options)
         .await
         .expect("engine restarts");
+    let rebuild = engine.book_rebuild("btc_usdt").expect("market");
+    let newest: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM trading_book_snapshots")
+        .fetch_one(&db.pool)
+        .await
+        .expect("snapshots");
+    let newest = newest.map(|seq| u64::try_from(seq).expect("positive"));
+    assert_eq!(rebuild.snapshot_seq, newest, "restored the newest snapshot");
+    assert_eq!(
+        rebuild.replayed_commands,
+        commands - newest.unwrap_or(0),
+        "replayed exactly the commands after it"
+    );
     assert_eq!(engine.depth("btc_usdt", 100).expect("depth"), depth);
     for (who, before) in names.iter().zip(&open) {
         assert_eq!(
@@ -459,6 +512,7 @@ async fn restart_rebuilds_identical_books() {
     assert_eq!(distinct, db.count("trades").await);
     assert_locked_equals_holds(&db).await;
     db.assert_consistent().await;
+    rebuild
 }
 
 /// Asserts every member's locked balance equals the holds of their open orders.

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
 use super::{
     DepthView, EventsSink, MarketView, MemberId, NewOrder, OrderKind, OrderView, Side, TimeInForce,
@@ -46,6 +47,38 @@ struct MarketHandle {
     market: Arc<Market>,
     requests: mpsc::Sender<Request>,
     depth: Arc<RwLock<Depth>>,
+    rebuild: BookRebuild,
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Where trades and order updates go.
+    pub events: EventsSink,
+    /// Commands of a market between two book snapshots (a restart replays at most about this
+    /// many commands per market); at least 1.
+    pub snapshot_every: u64,
+}
+
+impl EngineOptions {
+    /// Events to `events`, a snapshot every [`snapshot::SNAPSHOT_EVERY_DEFAULT`] commands.
+    pub fn new(events: EventsSink) -> Self {
+        Self {
+            events,
+            snapshot_every: snapshot::SNAPSHOT_EVERY_DEFAULT,
+        }
+    }
+}
+
+/// How a market's book was rebuilt when the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BookRebuild {
+    /// The last command of the snapshot it started from; `None`: replayed from the start.
+    pub snapshot_seq: Option<u64>,
+    /// Commands replayed after the snapshot.
+    pub replayed_commands: u64,
+    /// Resting orders after the rebuild.
+    pub open_orders: usize,
 }
 
 /// An order checked against its market, ready for the book.
@@ -104,15 +137,27 @@ impl MemberCommand {
 const CONFLICT_ATTEMPTS: u32 = 3;
 
 impl TradingEngine {
-    /// Checks the markets, records them (refusing a changed tick or lot size), rebuilds every
-    /// book by replaying the command log (`trading_command_batches`), and starts one task per market.
+    /// [`Self::start_with`] with events to `events` and the default snapshot interval.
     ///
-    /// Errors: [`TradingError::InvalidQuantity`] for a bad or changed market table;
-    /// [`TradingError::Database`].
+    /// Errors: as [`Self::start_with`].
     pub async fn start(
         pool: PgPool,
         markets: MarketsConfig,
         events: EventsSink,
+    ) -> Result<Self, TradingError> {
+        Self::start_with(pool, markets, EngineOptions::new(events)).await
+    }
+
+    /// Checks the markets, records them (refusing a changed tick or lot size), rebuilds every
+    /// book from its newest snapshot and the commands logged after it
+    /// (`trading_book_snapshots`, `trading_command_batches`), and starts one task per market.
+    ///
+    /// Errors: [`TradingError::InvalidQuantity`] for a bad or changed market table;
+    /// [`TradingError::Database`].
+    pub async fn start_with(
+        pool: PgPool,
+        markets: MarketsConfig,
+        options: EngineOptions,
     ) -> Result<Self, TradingError> {
         let markets = markets
             .checked()
@@ -131,11 +176,12 @@ impl TradingEngine {
             let state = MarketState::load(&pool, market.clone()).await?;
             let depth = Arc::new(RwLock::new(state.book.depth(DEPTH_LEVELS_MAX)));
             let (sender, receiver) = mpsc::channel(QUEUE_MAX);
+            let rebuild = state.rebuild;
             let worker = Worker {
                 pool: pool.clone(),
                 state,
                 ids: ids.clone(),
-                events,
+                options,
                 depth: depth.clone(),
             };
             tokio::spawn(worker.run(receiver));
@@ -146,6 +192,7 @@ impl TradingEngine {
                     market,
                     requests: sender,
                     depth,
+                    rebuild,
                 },
             );
         }
@@ -156,6 +203,14 @@ impl TradingEngine {
                 members: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// How `market`'s book was rebuilt at start (for operators: a long replay means
+    /// snapshots are missing or far apart).
+    ///
+    /// Errors: [`TradingError::UnknownMarket`].
+    pub fn book_rebuild(&self, market: &str) -> Result<BookRebuild, TradingError> {
+        Ok(self.handle(market)?.rebuild)
     }
 
     fn handle(&self, market: &str) -> Result<&MarketHandle, TradingError> {
@@ -478,6 +533,10 @@ pub(crate) struct MarketState {
     pub(crate) open: HashMap<u64, OrderRow>,
     /// Ids of each member's open orders (the keys of `open`, by member).
     open_by_member: HashMap<MemberId, BTreeSet<u64>>,
+    /// The last command included in a saved (or being saved) book snapshot; 0 for none.
+    snapshot_seq: u64,
+    /// How the book was rebuilt at load.
+    rebuild: BookRebuild,
 }
 
 pub(crate) fn matcher_market(market: &Market) -> MatcherMarket {
@@ -498,6 +557,8 @@ impl MarketState {
             seq,
             open: HashMap::new(),
             open_by_member: HashMap::new(),
+            snapshot_seq: 0,
+            rebuild: BookRebuild::default(),
         }
     }
 
@@ -533,11 +594,19 @@ impl MarketState {
 
     /// Rebuilds the book from the command log and checks it against the open orders.
     pub(crate) async fn load(pool: &PgPool, market: Arc<Market>) -> Result<Self, TradingError> {
-        let mut book = OrderBook::new(matcher_market(&market));
-        let commands = store::load_commands(pool, &market.name).await?;
+        let (mut book, snapshot_seq) = match snapshot::latest(pool, &market.name).await? {
+            Some((seq, book)) => (snapshot::restore(matcher_market(&market), &book)?, seq),
+            None => (OrderBook::new(matcher_market(&market)), 0),
+        };
+        let commands = store::load_commands(pool, &market.name, snapshot_seq).await?;
         let mut events = Vec::new();
-        let mut seq = 0;
+        let mut seq = snapshot_seq;
+        let mut replayed = 0;
         for (stored_seq, command) in &commands {
+            if *stored_seq <= snapshot_seq {
+                continue;
+            }
+            replayed += 1;
             assert_eq!(
                 *stored_seq,
                 seq + 1,
@@ -557,6 +626,12 @@ impl MarketState {
             .collect();
         let rows = store::load_orders_by_id(pool, &market, &resting).await?;
         let mut state = Self::new(market, book, seq);
+        state.rebuild = BookRebuild {
+            snapshot_seq: (snapshot_seq > 0).then_some(snapshot_seq),
+            replayed_commands: replayed,
+            open_orders: 0,
+        };
+        state.snapshot_seq = snapshot_seq;
         for row in rows {
             assert_eq!(
                 row.status, "open",
@@ -580,7 +655,9 @@ impl MarketState {
                 row.id
             );
         }
-        tracing::info!(market = %market.name, commands = state.seq, open = open.len(), "book rebuilt");
+        state.rebuild.open_orders = open.len();
+        tracing::info!(market = %market.name, commands = state.seq, open = open.len(),
+            snapshot_seq, replayed, "book rebuilt");
         Ok(state)
     }
 }
@@ -589,7 +666,7 @@ struct Worker {
     pool: PgPool,
     state: MarketState,
     ids: Arc<IdSource>,
-    events: EventsSink,
+    options: EngineOptions,
     depth: Arc<RwLock<Depth>>,
 }
 
@@ -653,6 +730,7 @@ impl Worker {
                 }
                 *self.depth.write().expect("depth lock is never poisoned") =
                     self.state.book.depth(DEPTH_LEVELS_MAX);
+                self.snapshot_if_due();
             }
             Err(error) => {
                 tracing::error!(market = %self.state.market.name, %error,
@@ -674,6 +752,30 @@ impl Worker {
                 self.rebuild().await;
             }
         }
+    }
+
+    /// Saves a snapshot of the committed book once `snapshot_every` commands have run since
+    /// the last one. The copy is taken here (the book is the committed state now); encoding
+    /// and storing it run on their own task, so the market does not wait for them.
+    fn snapshot_if_due(&mut self) {
+        let state = &mut self.state;
+        if state.seq < state.snapshot_seq + self.options.snapshot_every.max(1) {
+            return;
+        }
+        state.snapshot_seq = state.seq;
+        let (pool, market, seq, book) = (
+            self.pool.clone(),
+            state.market.name.clone(),
+            state.seq,
+            state.book.snapshot(),
+        );
+        tokio::spawn(async move {
+            match snapshot::save(&pool, &market, seq, &book).await {
+                Ok(()) => tracing::info!(%market, seq, "book snapshot saved"),
+                Err(error) => tracing::warn!(%market, seq, %error,
+                    "saving a book snapshot failed; the next one is due later"),
+            }
+        });
     }
 
     /// Rebuilds the book and open orders from the committed log (they ran ahead of the
@@ -725,7 +827,7 @@ impl Worker {
             .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
             .collect();
         let matched = started.elapsed();
-        store::write_batch(&mut tx, &self.state.market, &batch, self.events).await?;
+        store::write_batch(&mut tx, &self.state.market, &batch, self.options.events).await?;
         let written = started.elapsed();
         tx.commit().await?;
         tracing::debug!(

@@ -30,6 +30,7 @@
 
 mod engine;
 pub mod events;
+pub mod snapshot;
 mod store;
 
 use serde::{Deserialize, Serialize};
@@ -416,4 +417,4 @@ impl From<sqlx::Error> for TradingError {
     }
 }
 
-pub use engine::TradingEngine;
+pub use engine::{BookRebuild, EngineOptions, TradingEngine};

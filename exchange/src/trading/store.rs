@@ -337,19 +337,21 @@ pub(crate) async fn member_number(pool: &PgPool, member: &MemberId) -> Result<u6
     u64_of(number)
 }
 
-/// The command log of `market`, in order, as (seq, command).
+/// The command log of `market` after command `after`, in order, as (seq, command).
 ///
 /// Errors: [`TradingError::Database`], also for a stored batch whose line count does not match
 /// its seq range or that does not parse.
 pub(crate) async fn load_commands(
     pool: &PgPool,
     market: &str,
+    after: u64,
 ) -> Result<Vec<(u64, Command)>, TradingError> {
     let rows: Vec<(i64, i64, String)> = sqlx::query_as(
         "SELECT first_seq, last_seq, commands FROM trading_command_batches
-          WHERE market = $1 ORDER BY first_seq",
+          WHERE market = $1 AND last_seq > $2 ORDER BY first_seq",
     )
     .bind(market)
+    .bind(i64_of(after))
     .fetch_all(pool)
     .await?;
     let mut commands = Vec::new();

@@ -17,6 +17,10 @@
 //! [api]                         # the member HTTP API (`crate::api`)
 //! listen = "127.0.0.1:8781"
 //! max_clock_skew_secs = 30      # request timestamps may differ this much from our clock
+//! requests_per_second = 15      # per API key, sustained (signed requests that verified)
+//! burst = 30                    # per API key, requests at once after being idle
+//! unauthenticated_requests_per_second = 5   # failed authentications per client address
+//! unauthenticated_burst = 20
 //!
 //! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
 //! withdraw_fee = "10000"        # base units charged per withdrawal, default "0"
@@ -212,6 +216,24 @@ pub struct ApiConfig {
     /// in seconds (either direction), 1 to 3600. Default 30. Nonces are kept twice as long.
     #[serde(default = "default_max_clock_skew_secs")]
     pub max_clock_skew_secs: u64,
+    /// Sustained rate each API key may sign, in requests per second, 1 to 100000. Default
+    /// 15. Counted only for requests whose signature verified (`crate::api::limits`); over
+    /// it: `429 rate_limited` with `Retry-After`, nonce not spent.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// Requests one API key may send at once after being idle, in requests, 1 to 100000.
+    /// Default 30.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Sustained rate of requests failing authentication (`401`) per client address (IPv6:
+    /// per /64), in requests per second, 1 to 100000. Default 5. Over it the address gets
+    /// `429` on signed routes, before the key lookup and HMAC.
+    #[serde(default = "default_unauthenticated_requests_per_second")]
+    pub unauthenticated_requests_per_second: u32,
+    /// Requests failing authentication one client address may send at once, in requests,
+    /// 1 to 100000. Default 20.
+    #[serde(default = "default_unauthenticated_burst")]
+    pub unauthenticated_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -219,6 +241,10 @@ impl Default for ApiConfig {
         Self {
             listen: default_api_listen(),
             max_clock_skew_secs: default_max_clock_skew_secs(),
+            requests_per_second: default_requests_per_second(),
+            burst: default_burst(),
+            unauthenticated_requests_per_second: default_unauthenticated_requests_per_second(),
+            unauthenticated_burst: default_unauthenticated_burst(),
         }
     }
 }
@@ -228,6 +254,18 @@ fn default_api_listen() -> SocketAddr {
 }
 fn default_max_clock_skew_secs() -> u64 {
     30
+}
+fn default_requests_per_second() -> u32 {
+    crate::api::limits::REQUESTS_PER_SECOND_DEFAULT
+}
+fn default_burst() -> u32 {
+    crate::api::limits::BURST_DEFAULT
+}
+fn default_unauthenticated_requests_per_second() -> u32 {
+    crate::api::limits::UNAUTHENTICATED_REQUESTS_PER_SECOND_DEFAULT
+}
+fn default_unauthenticated_burst() -> u32 {
+    crate::api::limits::UNAUTHENTICATED_BURST_DEFAULT
 }
 fn default_max_connections() -> u32 {
     5
@@ -351,6 +389,19 @@ impl Config {
                 "must be 1 to 3600".into(),
             ));
         }
+        for (key, value) in [
+            ("api.requests_per_second", self.api.requests_per_second),
+            ("api.burst", self.api.burst),
+            (
+                "api.unauthenticated_requests_per_second",
+                self.api.unauthenticated_requests_per_second,
+            ),
+            ("api.unauthenticated_burst", self.api.unauthenticated_burst),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(invalid(key, "must be 1 to 100000".into()));
+            }
+        }
         self.markets
             .checked()
             .map_err(|e| invalid(&e.key, e.reason))?;
@@ -410,6 +461,10 @@ mod tests {
         assert_eq!(config.database.max_connections, 5);
         assert_eq!(config.api.listen.to_string(), "127.0.0.1:8781");
         assert_eq!(config.api.max_clock_skew_secs, 30);
+        assert_eq!(config.api.requests_per_second, 15);
+        assert_eq!(config.api.burst, 30);
+        assert_eq!(config.api.unauthenticated_requests_per_second, 5);
+        assert_eq!(config.api.unauthenticated_burst, 20);
     }
 
     /// A market table is checked at load; its errors name the dotted key.
@@ -463,6 +518,31 @@ mod tests {
             zero.to_string().contains("`api.max_clock_skew_secs`"),
             "{zero}"
         );
+        let limits = from_toml(
+            "[database]\nurl = \"postgres://h/x\"\n[api]\nrequests_per_second = 2\nburst = 3\nunauthenticated_requests_per_second = 4\nunauthenticated_burst = 5\n",
+        )
+        .expect("valid limits");
+        assert_eq!(
+            (
+                limits.api.requests_per_second,
+                limits.api.burst,
+                limits.api.unauthenticated_requests_per_second,
+                limits.api.unauthenticated_burst
+            ),
+            (2, 3, 4, 5)
+        );
+        for key in [
+            "requests_per_second",
+            "burst",
+            "unauthenticated_requests_per_second",
+            "unauthenticated_burst",
+        ] {
+            let zero = from_toml(&format!(
+                "[database]\nurl = \"postgres://h/x\"\n[api]\n{key} = 0\n"
+            ))
+            .expect_err("zero limit");
+            assert!(zero.to_string().contains(&format!("`api.{key}`")), "{zero}");
+        }
         let bad = from_toml("[database]\nurl = \"postgres://h/x\"\n[api]\nlisten = \"nowhere\"\n")
             .expect_err("bad address");
         assert!(bad.to_string().contains("`api.listen`"), "{bad}");

@@ -110,10 +110,13 @@ async fn start_api_server(
         .context("starting the trading engine")?;
         Some(engine)
     };
-    let state = ApiState::new(
+    let limits = coinhub_exchange::api::limits::RateLimits::try_from(&config.api)
+        .context("invalid [api] rate limits")?;
+    let state = ApiState::with_limits(
         pool.clone(),
         config.assets.clone(),
         config.api.max_clock_skew_secs,
+        limits,
         trading,
     );
     Ok(async move {

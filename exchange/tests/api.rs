@@ -6,11 +6,14 @@
 mod api_support;
 mod common;
 
+use std::num::NonZeroU32;
 use std::process::Command;
+use std::time::Duration;
 
 use api_support::{SKEW_SECS, TestApi, btc_fee_25, fund, rows, snapshot};
-use coinhub_exchange::api::client::{ApiClient, ClientError, Prepared};
-use coinhub_exchange::api::{WithdrawalRequestBody, auth, keys};
+use coinhub_exchange::api::client::{ApiClient, ClientError, Prepared, RawResponse};
+use coinhub_exchange::api::limits::RateLimits;
+use coinhub_exchange::api::{self, ApiState, WithdrawalRequestBody, auth, keys};
 use coinhub_exchange::config::AssetsConfig;
 use common::TestDb;
 use reqwest::Method;
@@ -558,4 +561,256 @@ async fn cli_creates_lists_and_revokes_keys() {
         .output()
         .expect("runs");
     assert!(!output.status.success(), "revoking an unknown key fails");
+}
+
+/// The API served with the rate limits `limits` on `127.0.0.1:<free port>` (the shared
+/// fixture serves the defaults); stopped when dropped.
+struct LimitedApi {
+    base_url: String,
+    pool: sqlx::PgPool,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LimitedApi {
+    async fn start(pool: sqlx::PgPool, limits: RateLimits) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let address = listener.local_addr().expect("bound address");
+        let state = ApiState::with_limits(pool.clone(), btc_fee_25(), SKEW_SECS, limits, None);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+        Self {
+            base_url: format!("http://{address}"),
+            pool,
+            shutdown,
+            server,
+        }
+    }
+
+    async fn client(&self, member: &str) -> ApiClient {
+        let key = keys::create(&self.pool, &member.parse().expect("member"), None)
+            .await
+            .expect("create api key");
+        ApiClient::new(&self.base_url, key.key_id, key.secret).expect("client")
+    }
+}
+
+impl Drop for LimitedApi {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.server.abort();
+    }
+}
+
+fn nonzero(value: u32) -> NonZeroU32 {
+    NonZeroU32::new(value).expect("not zero")
+}
+
+/// Asserts `answer` is `429 rate_limited` with a `Retry-After` of at least 1 s and a
+/// message naming `limit_words`; returns the wait.
+fn assert_rate_limited(answer: &RawResponse, limit_words: &str) -> Duration {
+    assert_eq!(
+        answer.status,
+        429,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body: coinhub_exchange::api::ErrorBody =
+        serde_json::from_slice(&answer.body).expect("typed error body");
+    assert_eq!(body.error.code, "rate_limited");
+    assert!(
+        body.error.message.contains(limit_words),
+        "{}",
+        body.error.message
+    );
+    let secs = answer.retry_after_secs.expect("Retry-After header");
+    assert!(secs >= 1, "Retry-After rounds up to whole seconds");
+    Duration::from_secs(secs)
+}
+
+/// Proves: an API key that spent its burst is refused with `429 rate_limited` and a
+/// `Retry-After` header; the refused request changes nothing and does not spend its nonce
+/// (the very same signed request succeeds after the wait); a replay of a request that ran
+/// is refused as `replayed_nonce` without being charged to the key; another member's key
+/// is unaffected.
+///
+/// Steps: limits 1 request per second, burst 2, per key; fund alice 100000 sat. Send signed
+/// withdrawals of 1000 sat as alice until one is answered 429 (the first two pass: the
+/// burst; a refill may let a few more through on a slow machine), comparing the snapshot
+/// (balances, withdrawals, outbox, journal) before and after the refused one. Bob's
+/// balances answer 200 at once. Wait `Retry-After`, send the refused request again
+/// unchanged: 201, funds locked. Send it once more: 401 `replayed_nonce`.
+#[tokio::test]
+async fn api_key_over_its_limit_gets_429_and_changes_nothing() {
+    let db = TestDb::new().await;
+    fund(&db.pool, "alice", "BTC", "100000", 8).await;
+    fund(&db.pool, "bob", "BTC", "7", 8).await;
+    let limits = RateLimits::new(nonzero(1), nonzero(2), nonzero(100), nonzero(100));
+    let api = LimitedApi::start(db.pool.clone(), limits).await;
+    let alice = api.client("alice").await;
+    let bob = api.client("bob").await;
+
+    let mut accepted = 0_u32;
+    let (refused, wait) = loop {
+        assert!(accepted < 50, "the key was never limited");
+        let prepared = alice
+            .prepare(
+                Method::POST,
+                "/v1/withdrawals",
+                withdrawal_body(Uuid::new_v4(), "1000"),
+            )
+            .expect("sign");
+        let before = snapshot(&db.pool).await;
+        let answer = alice.send(&prepared).await.expect("answer");
+        if answer.status == 429 {
+            let wait = assert_rate_limited(&answer, "requests per second");
+            assert_eq!(
+                snapshot(&db.pool).await,
+                before,
+                "the refused request changed nothing"
+            );
+            break (prepared, wait);
+        }
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        accepted += 1;
+    };
+    assert!(accepted >= 2, "the burst passes: {accepted}");
+
+    let bob_balances = bob.balances().await.expect("bob is not limited");
+    assert_eq!(
+        rows(&bob_balances.balances),
+        [("BTC".into(), 8, "7".into(), "0".into())]
+    );
+
+    tokio::time::sleep(wait).await;
+    let before_retry = snapshot(&db.pool).await;
+    let retried = alice.send(&refused).await.expect("answer");
+    assert_eq!(
+        retried.status,
+        201,
+        "the same nonce is accepted after the wait: {}",
+        String::from_utf8_lossy(&retried.body)
+    );
+    assert_ne!(
+        snapshot(&db.pool).await,
+        before_retry,
+        "the retry locked funds"
+    );
+    let locked = (accepted + 1) * 1025;
+    let balances = alice.balances().await;
+    // The balances call itself may be limited now; the ledger tells the same.
+    if let Ok(balances) = balances {
+        assert_eq!(
+            rows(&balances.balances),
+            [(
+                "BTC".into(),
+                8,
+                (100_000 - locked).to_string(),
+                locked.to_string()
+            )]
+        );
+    }
+    let replay = alice.send(&refused).await.expect("answer");
+    assert_eq!(
+        replay.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&replay.body)
+    );
+    assert_eq!(code_of(&replay.body), "replayed_nonce");
+}
+
+/// Proves: requests that fail authentication (unsigned, bad signature, unknown key) from
+/// one address are limited: after the burst they get `429 rate_limited` with `Retry-After`
+/// instead of `401`; correctly signed requests from the same address are not charged to
+/// that budget; a signed request refused while the address waits changes nothing and
+/// succeeds unchanged after `Retry-After`.
+///
+/// Steps: limits 1 failure per second, burst 3, per address (1000 per second per key);
+/// fund alice. Ten signed balances requests: all 200. Then alternate unsigned and
+/// badly signed withdrawals until one is answered 429 (at most 50; the first three are
+/// 401). Send a signed withdrawal: 201, or 429 with nothing changed and then, after the
+/// wait, 201 for the same request.
+#[tokio::test]
+async fn failed_authentications_from_one_address_get_429() {
+    let db = TestDb::new().await;
+    fund(&db.pool, "alice", "BTC", "100000", 8).await;
+    let limits = RateLimits::new(nonzero(1000), nonzero(1000), nonzero(1), nonzero(3));
+    let api = LimitedApi::start(db.pool.clone(), limits).await;
+    let alice = api.client("alice").await;
+
+    for _ in 0..10 {
+        alice
+            .balances()
+            .await
+            .expect("valid requests are not charged to the address");
+    }
+
+    let before = snapshot(&db.pool).await;
+    let mut unauthorized = 0_u32;
+    loop {
+        assert!(unauthorized < 50, "the address was never limited");
+        let mut bad = alice
+            .prepare(
+                Method::POST,
+                "/v1/withdrawals",
+                withdrawal_body(Uuid::new_v4(), "1000"),
+            )
+            .expect("sign");
+        if unauthorized.is_multiple_of(2) {
+            bad.headers = None;
+        } else {
+            bad.body = withdrawal_body(Uuid::new_v4(), "2000");
+        }
+        let answer = alice.send(&bad).await.expect("answer");
+        if answer.status == 429 {
+            assert_rate_limited(&answer, "failing authentication");
+            break;
+        }
+        assert_eq!(
+            answer.status,
+            401,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        unauthorized += 1;
+    }
+    assert!(
+        unauthorized >= 3,
+        "the burst is answered 401: {unauthorized}"
+    );
+    assert_eq!(
+        snapshot(&db.pool).await,
+        before,
+        "the flood changed nothing"
+    );
+
+    let valid = alice
+        .prepare(
+            Method::POST,
+            "/v1/withdrawals",
+            withdrawal_body(Uuid::new_v4(), "1000"),
+        )
+        .expect("sign");
+    let mut answer = alice.send(&valid).await.expect("answer");
+    if answer.status == 429 {
+        let wait = assert_rate_limited(&answer, "failing authentication");
+        assert_eq!(snapshot(&db.pool).await, before, "refused, nothing changed");
+        tokio::time::sleep(wait).await;
+        answer = alice.send(&valid).await.expect("answer");
+    }
+    assert_eq!(
+        answer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_ne!(snapshot(&db.pool).await, before);
 }

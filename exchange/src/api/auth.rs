@@ -20,7 +20,13 @@
 //! `verify_slice` (`bad_signature`); the timestamp is within `max_clock_skew_secs` of our
 //! clock (`stale_timestamp`); the nonce was not used before with this key
 //! (`replayed_nonce`). The nonce is stored (`api_nonces`, unique per key) only after the
-//! signature and the timestamp verified, and before the request runs. Stored nonces are
+//! signature and the timestamp verified, and before the request runs. The server splits
+//! this in two ([`verify_request`], then [`Verified::record_nonce`]) and checks the API
+//! key's rate limit in between ([`super::limits`]): a request refused with `429` has not
+//! spent its nonce and may be sent again unchanged, and a replayed request is refused
+//! before it is charged to the key (the unused-nonce check of [`verify_request`] is a
+//! read; the insert of [`Verified::record_nonce`] stays the authority, so two copies sent
+//! at once still run once). Stored nonces are
 //! pruned ([`prune_nonces`]) once older than twice the skew, when a replay of them would
 //! fail the timestamp check anyway. A nonce is spent once it is stored, even if the request
 //! then fails (say the database went away): retry with a fresh nonce; the routes that
@@ -284,22 +290,69 @@ pub struct Authenticated {
     pub member: MemberId,
 }
 
-/// Authenticates one request: parses the headers, loads the key, [`verify`]s at the current
-/// time, then records the nonce; a nonce already recorded for this key is a replay.
+/// A request whose signature and timestamp verified and whose nonce was unused when
+/// checked, its nonce not recorded yet: [`Verified::record_nonce`] spends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    key_id: KeyId,
+    member: MemberId,
+    nonce: String,
+    request_time: OffsetDateTime,
+}
+
+impl Verified {
+    /// The key that signed the request.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// Records the nonce (the request may run after this, never before); a nonce recorded
+    /// for this key meanwhile is a replay.
+    ///
+    /// Errors: [`AuthError::ReplayedNonce`]; [`AuthError::Store`] if the database fails.
+    pub async fn record_nonce(self, pool: &PgPool) -> Result<Authenticated, AuthError> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_nonces (key_id, nonce, request_time) VALUES ($1, $2, $3)
+             ON CONFLICT (key_id, nonce) DO NOTHING",
+        )
+        .bind(self.key_id.as_str())
+        .bind(&self.nonce)
+        .bind(self.request_time)
+        .execute(pool)
+        .await
+        .map_err(store_error)?;
+        if inserted.rows_affected() == 0 {
+            return Err(AuthError::ReplayedNonce(self.nonce));
+        }
+        Ok(Authenticated {
+            key_id: self.key_id,
+            member: self.member,
+        })
+    }
+}
+
+fn store_error(error: sqlx::Error) -> AuthError {
+    AuthError::Store(error.to_string())
+}
+
+/// Checks one request without recording anything: parses the headers, loads the key,
+/// [`verify`]s at the current time, and checks that the nonce was not used with this key.
 ///
 /// Errors: the [`parse_headers`] and [`verify`] errors; [`AuthError::UnknownKey`];
 /// [`AuthError::ReplayedNonce`]; [`AuthError::Store`] if the database fails.
-pub async fn authenticate(
+pub async fn verify_request(
     pool: &PgPool,
     max_skew_secs: u64,
     headers: &HeaderMap,
     method: &str,
     path_and_query: &str,
     body: &[u8],
-) -> Result<Authenticated, AuthError> {
+) -> Result<Verified, AuthError> {
     let presented = parse_headers(headers)?;
-    let store = |e: sqlx::Error| AuthError::Store(e.to_string());
-    let Some(key) = keys::active(pool, &presented.key_id).await.map_err(store)? else {
+    let Some(key) = keys::active(pool, &presented.key_id)
+        .await
+        .map_err(store_error)?
+    else {
         return Err(AuthError::UnknownKey);
     };
     let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -314,23 +367,41 @@ pub async fn authenticate(
     )?;
     let request_time = OffsetDateTime::from_unix_timestamp(presented.timestamp)
         .map_err(|_| AuthError::MalformedHeader(TIMESTAMP_HEADER))?;
-    let inserted = sqlx::query(
-        "INSERT INTO api_nonces (key_id, nonce, request_time) VALUES ($1, $2, $3)
-         ON CONFLICT (key_id, nonce) DO NOTHING",
+    let used: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_nonces WHERE key_id = $1 AND nonce = $2)",
     )
     .bind(presented.key_id.as_str())
     .bind(&presented.nonce)
-    .bind(request_time)
-    .execute(pool)
+    .fetch_one(pool)
     .await
-    .map_err(store)?;
-    if inserted.rows_affected() == 0 {
+    .map_err(store_error)?;
+    if used {
         return Err(AuthError::ReplayedNonce(presented.nonce));
     }
-    Ok(Authenticated {
+    Ok(Verified {
         key_id: presented.key_id,
         member: key.member,
+        nonce: presented.nonce,
+        request_time,
     })
+}
+
+/// Authenticates one request: [`verify_request`], then [`Verified::record_nonce`] (the
+/// server checks the rate limit in between).
+///
+/// Errors: those of [`verify_request`] and [`Verified::record_nonce`].
+pub async fn authenticate(
+    pool: &PgPool,
+    max_skew_secs: u64,
+    headers: &HeaderMap,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<Authenticated, AuthError> {
+    verify_request(pool, max_skew_secs, headers, method, path_and_query, body)
+        .await?
+        .record_nonce(pool)
+        .await
 }
 
 /// Deletes nonces seen more than `2 × max_skew_secs` ago (a replay of them fails the

@@ -45,6 +45,8 @@ pub enum ClientError {
         code: String,
         /// The body's `error.message`.
         message: String,
+        /// The `Retry-After` header in seconds, if any (a `429 rate_limited` has one).
+        retry_after_secs: Option<u64>,
     },
     /// No answer (connection, timeout) or a bad base URL.
     #[error("transport: {0}")]
@@ -78,6 +80,17 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Seconds to wait before retrying, from the answer's `Retry-After` header (a `429
+    /// rate_limited` has one).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Api {
+                retry_after_secs, ..
+            } => *retry_after_secs,
+            _ => None,
+        }
+    }
 }
 
 /// One request ready to send: what is signed and the signature headers (absent for public
@@ -101,6 +114,8 @@ pub struct RawResponse {
     pub status: u16,
     /// The body.
     pub body: Vec<u8>,
+    /// The `Retry-After` header in seconds, if present and a number.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// The client. Cheap to clone.
@@ -223,8 +238,16 @@ impl ApiClient {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
         let body = response.bytes().await?.to_vec();
-        Ok(RawResponse { status, body })
+        Ok(RawResponse {
+            status,
+            body,
+            retry_after_secs,
+        })
     }
 
     /// Sends a prepared request and parses a 2xx answer as `T`, or the error body.
@@ -248,6 +271,7 @@ impl ApiClient {
             status: raw.status,
             code: error.error.code,
             message: error.error.message,
+            retry_after_secs: raw.retry_after_secs,
         })
     }
 

@@ -27,6 +27,10 @@
 //! - `403 foreign_order`; `404 unknown_order`, `not_found`; `405 method_not_allowed`;
 //!   `409 id_reused`; `413 body_too_large`; `422 insufficient_funds`, `rejected` (the
 //!   matcher refused the order, e.g. post-only that would cross; the message has the reason);
+//! - `429 rate_limited` with a `Retry-After` header (whole seconds, rounded up): the API
+//!   key's rate limit, or its client address's limit of failed authentications, is spent
+//!   ([`limits`]); nothing ran and the nonce is not spent, so the same signed request may be
+//!   sent again after the wait;
 //! - `503 unavailable` (trading stopping or not configured; retry), `500 internal` (the cause
 //!   is logged, never sent).
 //!
@@ -36,14 +40,17 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod limits;
 mod routes;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -53,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AssetsConfig;
 use crate::trading::TradingEngine;
+use limits::{ClientNetwork, Limiter, RateLimits, Refusal};
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use routes::{
@@ -75,6 +83,7 @@ struct Inner {
     pool: PgPool,
     assets: AssetsConfig,
     max_clock_skew_secs: u64,
+    limiter: Limiter,
     trading: Option<TradingEngine>,
 }
 
@@ -82,11 +91,31 @@ impl ApiState {
     /// The state of a server on the ledger `pool`, with the withdrawal fees of `assets`, the
     /// timestamp window `max_clock_skew_secs` (`[api] max_clock_skew_secs`) and the trading
     /// engine. Without an engine the trading routes answer `503 unavailable` (a ledger-only
-    /// deployment, or tests of the other routes).
+    /// deployment, or tests of the other routes). The rate limits are the defaults
+    /// ([`RateLimits::default`]); [`ApiState::with_limits`] sets them.
     pub fn new(
         pool: PgPool,
         assets: AssetsConfig,
         max_clock_skew_secs: u64,
+        trading: Option<TradingEngine>,
+    ) -> Self {
+        Self::with_limits(
+            pool,
+            assets,
+            max_clock_skew_secs,
+            RateLimits::default(),
+            trading,
+        )
+    }
+
+    /// [`ApiState::new`] with the rate limits `limits` (`[api] requests_per_second`,
+    /// `burst`, `unauthenticated_requests_per_second`, `unauthenticated_burst`; see
+    /// [`limits`]).
+    pub fn with_limits(
+        pool: PgPool,
+        assets: AssetsConfig,
+        max_clock_skew_secs: u64,
+        limits: RateLimits,
         trading: Option<TradingEngine>,
     ) -> Self {
         assert!(max_clock_skew_secs > 0, "a zero skew refuses every request");
@@ -95,9 +124,15 @@ impl ApiState {
                 pool,
                 assets,
                 max_clock_skew_secs,
+                limiter: Limiter::new(limits),
                 trading,
             }),
         }
+    }
+
+    /// The rate limits in force.
+    pub fn limits(&self) -> RateLimits {
+        self.inner.limiter.limits()
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -150,7 +185,9 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` is cancelled (in-flight requests
-/// finish), pruning stored nonces every [`NONCE_PRUNE_INTERVAL`].
+/// finish), pruning stored nonces every [`NONCE_PRUNE_INTERVAL`] and idle rate-limiter
+/// entries every [`limits::LIMITER_PRUNE_INTERVAL`]. Each request's TCP peer address is
+/// passed to the handlers (the per-address limit of failed authentications).
 ///
 /// Errors: the listener's.
 pub async fn serve(
@@ -163,10 +200,29 @@ pub async fn serve(
     }
     let pool = state.pool().clone();
     let skew = state.inner.max_clock_skew_secs;
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (served, ()) = tokio::join!(server, prune_loop(pool, skew, shutdown));
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (served, (), ()) = tokio::join!(
+        server,
+        prune_loop(pool, skew, shutdown.clone()),
+        limiter_prune_loop(state, shutdown)
+    );
     served
+}
+
+/// Keeps the rate limiters' memory bounded (see [`limits`]).
+async fn limiter_prune_loop(state: ApiState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(limits::LIMITER_PRUNE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let (keys, networks) = state.inner.limiter.prune();
+        tracing::trace!(keys, networks, "rate limiter entries kept after pruning");
+    }
 }
 
 async fn prune_loop(pool: PgPool, max_clock_skew_secs: u64, shutdown: CancellationToken) {
@@ -185,10 +241,55 @@ async fn prune_loop(pool: PgPool, max_clock_skew_secs: u64, shutdown: Cancellati
     }
 }
 
-/// Buffers the body (up to [`BODY_MAX_BYTES`]), authenticates the request over it, and
-/// passes it on with the [`auth::Authenticated`] member as an extension; `401` otherwise.
+/// `429 rate_limited` with `Retry-After` (whole seconds, rounded up).
+fn rate_limited(message: String, refusal: Refusal) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
+    response
+}
+
+/// The refusal of a request from `network` whose failed authentications are over the limit.
+fn network_limited(state: &ApiState, network: ClientNetwork, refusal: Refusal) -> Response {
+    let limits = state.limits();
+    tracing::debug!(
+        ?network,
+        retry_after_secs = refusal.retry_after_secs(),
+        "signed request refused: too many failed authentications from its address"
+    );
+    rate_limited(
+        format!(
+            "too many requests failing authentication from this address: limit {} per second, \
+             burst {}; retry after {} s",
+            limits.unauthenticated_requests_per_second,
+            limits.unauthenticated_burst,
+            refusal.retry_after_secs()
+        ),
+        refusal,
+    )
+}
+
+/// Refuses requests from a client address over its limit of failed authentications
+/// (`429`, before anything else); buffers the body (up to [`BODY_MAX_BYTES`]);
+/// authenticates the request over it ([`auth::verify_request`]); charges the API key's rate
+/// limit (`429`, nonce not spent); records the nonce ([`auth::Verified::record_nonce`]);
+/// and passes the request on with the [`auth::Authenticated`] member as an extension. A
+/// failed authentication is `401`, charged to the client address (`429` once that is over
+/// its limit).
 async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    let network = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(ClientNetwork::Unknown, |peer| {
+            ClientNetwork::of(peer.0.ip())
+        });
+    let limiter = &state.inner.limiter;
+    if let Err(refusal) = limiter.check_network(network) {
+        return network_limited(&state, network, refusal);
+    }
     let bytes = match axum::body::to_bytes(body, BODY_MAX_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -206,7 +307,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         .get::<OriginalUri>()
         .map_or_else(|| parts.uri.clone(), |original| original.0.clone());
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let outcome = auth::authenticate(
+    let verified = auth::verify_request(
         state.pool(),
         state.inner.max_clock_skew_secs,
         &parts.headers,
@@ -215,6 +316,31 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         &bytes,
     )
     .await;
+    // The key's budget is charged after the signature verified (nobody else can spend it)
+    // and before the nonce is recorded (a refused request can be sent again unchanged).
+    let outcome = match verified {
+        Ok(verified) => match limiter.check_key(verified.key_id()) {
+            Ok(()) => verified.record_nonce(state.pool()).await,
+            Err(refusal) => {
+                let limits = state.limits();
+                tracing::debug!(key_id = %verified.key_id(),
+                    retry_after_secs = refusal.retry_after_secs(),
+                    "signed request refused: api key over its rate limit");
+                return rate_limited(
+                    format!(
+                        "rate limit of api key {} exceeded: {} requests per second, burst {}; \
+                         retry after {} s",
+                        verified.key_id(),
+                        limits.requests_per_second,
+                        limits.burst,
+                        refusal.retry_after_secs()
+                    ),
+                    refusal,
+                );
+            }
+        },
+        Err(error) => Err(error),
+    };
     match outcome {
         Ok(authenticated) => {
             parts.extensions.insert(authenticated);
@@ -227,6 +353,9 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
         Err(error) => {
             tracing::warn!(path = %uri.path(), code = error.code(), %error,
                 "unauthenticated request refused");
+            if let Err(refusal) = limiter.record_failure(network) {
+                return network_limited(&state, network, refusal);
+            }
             ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string()).into_response()
         }
     }

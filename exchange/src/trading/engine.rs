@@ -827,6 +827,7 @@ impl Worker {
             .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
             .collect();
         let matched = started.elapsed();
+        let batch = Arc::new(batch);
         store::write_batch(&mut tx, &self.state.market, &batch, self.options.events).await?;
         let written = started.elapsed();
         tx.commit().await?;

@@ -580,8 +580,8 @@ pub(crate) async fn lock_balances(
 /// outbox rows, inside the caller's transaction.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
-    market: &Market,
-    batch: &Batch,
+    market: &Arc<Market>,
+    batch: &Arc<Batch>,
     events: EventsSink,
 ) -> Result<(), TradingError> {
     if batch.commands.is_empty() {
@@ -589,6 +589,15 @@ pub(crate) async fn write_batch(
         return Ok(());
     }
     let phase_start = std::time::Instant::now();
+    // The messages are encoded on a blocking thread while PostgreSQL takes the rows below
+    // (encoding is ~a quarter of a batch's time, and the two would otherwise take turns).
+    let encoding = (events == EventsSink::Outbox).then(|| {
+        let (market, batch) = (market.clone(), batch.clone());
+        tokio::task::spawn_blocking(move || {
+            let now = rfc3339(batch.now);
+            super::events::encode(&market, &batch.trades, batch.orders.values(), &now)
+        })
+    });
     // 1. The command log: one row, one JSON command per line.
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
@@ -784,9 +793,10 @@ pub(crate) async fn write_batch(
     }
     trace_phase("trades", phase_start);
     // 5. The batch's `exchange.events` messages, one row.
-    if events == EventsSink::Outbox {
-        let now = rfc3339(batch.now);
-        let (text, count) = super::events::encode(market, trades, orders.iter().copied(), &now);
+    if let Some(encoding) = encoding {
+        let (text, count) = encoding
+            .await
+            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
         if count > 0 {
             super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
         }

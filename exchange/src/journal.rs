@@ -185,15 +185,27 @@ pub async fn ensure_account(
         }
         Err(error) => return Err(error.into()),
     }
-    let id = sqlx::query_scalar(
-        "SELECT id FROM accounts WHERE member_id IS NOT DISTINCT FROM $1 AND asset = $2 AND kind = $3",
-    )
+    let id = sqlx::query_scalar(&format!(
+        "SELECT id FROM accounts WHERE {} AND asset = $2 AND kind = $3",
+        owner_condition(member)
+    ))
     .bind(member)
     .bind(key.asset().as_str())
     .bind(kind.as_str())
     .fetch_one(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// The `accounts` condition on the owner bound as `$1` (`NULL` for a platform account),
+/// written so the `accounts_key` index is used: `member_id IS NOT DISTINCT FROM $1` is not
+/// indexable and scanned the whole table.
+fn owner_condition(member: Option<&str>) -> &'static str {
+    if member.is_some() {
+        "member_id = $1"
+    } else {
+        "member_id IS NULL AND $1::text IS NULL"
+    }
 }
 
 fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
@@ -341,10 +353,12 @@ pub async fn balance<'e>(
     executor: impl PgExecutor<'e>,
     key: &AccountKey,
 ) -> Result<BaseUnits, JournalError> {
-    let stored: Option<BigDecimal> = sqlx::query_scalar(
-        "SELECT balance FROM accounts WHERE member_id IS NOT DISTINCT FROM $1 AND asset = $2 AND kind = $3",
-    )
-    .bind(key.owner().member().map(MemberId::as_str))
+    let member = key.owner().member().map(MemberId::as_str);
+    let stored: Option<BigDecimal> = sqlx::query_scalar(&format!(
+        "SELECT balance FROM accounts WHERE {} AND asset = $2 AND kind = $3",
+        owner_condition(member)
+    ))
+    .bind(member)
     .bind(key.asset().as_str())
     .bind(key.kind().as_str())
     .fetch_optional(executor)

@@ -1,7 +1,7 @@
 //! The order book: per side a `BTreeMap` from price to a level, each level a FIFO queue in
-//! arrival order, and a hash index from order id to (side, price, arrival sequence), so a cancel
-//! costs a hash lookup, a price lookup (O(log levels)) and a binary search in its level
-//! (O(log orders at the price)).
+//! arrival order, and a hash index from order id to (level, arrival sequence), so a cancel
+//! costs a hash lookup and a binary search in its level (O(log orders at the price)); the price
+//! map is touched only when the cancel empties the level (O(log levels)).
 //!
 //! Hot-path choices (measured in `docs/benchmarks.md`):
 //! - levels live in a slab (`levels`, reused through `free_levels`), and the price maps hold
@@ -11,9 +11,11 @@
 //!   tombstone (`remaining_lots == 0`) that is dropped when it reaches either end or when
 //!   tombstones outnumber live orders, so no cancel shifts a long queue;
 //! - the index is an `FxHashMap`: a fixed hash function (no random seed), and the book never
-//!   iterates it, so results do not depend on hashing.
+//!   iterates it, so results do not depend on hashing. Its entries are 24 bytes (id, level slab
+//!   index, sequence): a level keeps its slab index while it holds a live order, so the index
+//!   need not name the side or price. [`OrderBook::with_capacity`] sizes it up front.
 
-use std::collections::btree_map::{Entry, OccupiedEntry};
+use std::collections::btree_map::OccupiedEntry;
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap;
@@ -28,6 +30,8 @@ use crate::{
 const FREE_LEVEL_SLOTS_MAX: usize = 64;
 /// A level compacts its queue once it holds more tombstones than this and than live orders.
 const TOMBSTONES_MIN: usize = 16;
+/// [`OrderBook::with_capacity`] reserves room for at most this many price levels up front.
+const LEVELS_RESERVED_MAX: usize = 4096;
 
 /// A resting order in its level's queue; `remaining_lots == 0` marks a cancelled order whose
 /// slot has not been dropped yet (a tombstone).
@@ -54,14 +58,19 @@ struct Level {
     /// Live orders in `queue`.
     live: usize,
     total_lots: u64,
+    /// Where the level sits while it is in use (set by `take_level`).
+    side: Side,
+    price_ticks: u64,
 }
 
 impl Level {
-    fn new() -> Self {
+    fn new(side: Side, price_ticks: u64) -> Self {
         Level {
             queue: VecDeque::new(),
             live: 0,
             total_lots: 0,
+            side,
+            price_ticks,
         }
     }
 
@@ -135,11 +144,11 @@ impl Level {
     }
 }
 
-/// Where a live order sits.
+/// Where a live order sits: its level in the slab (which keeps that slab index while the order
+/// is live) and its arrival sequence in the level's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Location {
-    side: Side,
-    price_ticks: u64,
+    level_id: LevelId,
     sequence: u64,
 }
 
@@ -209,16 +218,21 @@ pub struct OrderBook {
 type LevelId = u32;
 
 /// Takes a free level from the slab (or adds one) for a new price.
-fn take_level(levels: &mut Vec<Level>, free_levels: &mut Vec<LevelId>) -> LevelId {
+fn take_level(
+    levels: &mut Vec<Level>,
+    free_levels: &mut Vec<LevelId>,
+    side: Side,
+    price_ticks: u64,
+) -> LevelId {
     if let Some(level_id) = free_levels.pop() {
-        debug_assert!(
-            levels[level_id as usize].is_empty(),
-            "free levels are empty"
-        );
+        let level = &mut levels[level_id as usize];
+        debug_assert!(level.is_empty(), "free levels are empty");
+        level.side = side;
+        level.price_ticks = price_ticks;
         return level_id;
     }
     let level_id = LevelId::try_from(levels.len()).expect("fewer than 2^32 price levels");
-    levels.push(Level::new());
+    levels.push(Level::new(side, price_ticks));
     level_id
 }
 
@@ -234,13 +248,27 @@ fn free_level(levels: &mut [Level], free_levels: &mut Vec<LevelId>, level_id: Le
 impl OrderBook {
     /// An empty book for `market`.
     pub fn new(market: Market) -> Self {
+        Self::with_capacity(market, 0)
+    }
+
+    /// An empty book for `market` with room for `orders` resting orders (a count of orders, not
+    /// lots) before its order-id index grows, as an operator sizes a book at start.
+    ///
+    /// Allocates up front, once: the id index (24 bytes plus one control byte per bucket; the
+    /// buckets are the next power of two ≥ `orders` × 8 / 7, so 5,000,000 orders take 2²³
+    /// buckets, about 210 MB), and a slab for `min(orders, 4096)` price levels (a few hundred
+    /// KB). Queues of orders within a level still grow as orders arrive. The book behaves
+    /// exactly like [`OrderBook::new`]'s (same events, same snapshots); only when memory is
+    /// allocated differs.
+    pub fn with_capacity(market: Market, orders: usize) -> Self {
+        let levels_reserved = orders.min(LEVELS_RESERVED_MAX);
         OrderBook {
             market,
             bids: BTreeMap::new(),
             asks: BTreeMap::new(),
-            levels: Vec::new(),
-            free_levels: Vec::new(),
-            index: FxHashMap::default(),
+            levels: Vec::with_capacity(levels_reserved),
+            free_levels: Vec::with_capacity(levels_reserved),
+            index: FxHashMap::with_capacity_and_hasher(orders, Default::default()),
             next_sequence: 0,
         }
     }
@@ -288,8 +316,7 @@ impl OrderBook {
     /// Unfilled lots of a live order.
     pub fn remaining_lots(&self, id: OrderId) -> Option<u64> {
         let location = self.index.get(&id)?;
-        let level_id = self.side(location.side).get(&location.price_ticks)?;
-        let level = &self.levels[*level_id as usize];
+        let level = &self.levels[location.level_id as usize];
         let position = level.position(location.sequence)?;
         Some(level.queue[position].remaining_lots)
     }
@@ -326,13 +353,6 @@ impl OrderBook {
         BookSnapshot {
             bids: view(&mut self.bids.iter().rev()),
             asks: view(&mut self.asks.iter()),
-        }
-    }
-
-    fn side(&self, side: Side) -> &BTreeMap<u64, LevelId> {
-        match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
         }
     }
 
@@ -562,6 +582,7 @@ impl OrderBook {
             }
             let level_id = *level_entry.get();
             let level = &mut levels[level_id as usize];
+            debug_assert_eq!(level.price_ticks, price_ticks, "a level knows its price");
             let maker = level.queue.front_mut().expect("empty levels are removed");
             assert!(maker.is_live(), "a level's first order is live");
 
@@ -637,21 +658,14 @@ impl OrderBook {
         let (levels, free_levels) = (&mut self.levels, &mut self.free_levels);
         let level_id = *book
             .entry(price_ticks)
-            .or_insert_with(|| take_level(levels, free_levels));
+            .or_insert_with(|| take_level(levels, free_levels, taker.side, price_ticks));
         levels[level_id as usize].push(Slot {
             sequence,
             id: taker.id,
             member: taker.member,
             remaining_lots,
         });
-        let previous = self.index.insert(
-            taker.id,
-            Location {
-                side: taker.side,
-                price_ticks,
-                sequence,
-            },
-        );
+        let previous = self.index.insert(taker.id, Location { level_id, sequence });
         assert!(
             previous.is_none(),
             "duplicate ids are rejected before resting"
@@ -672,14 +686,7 @@ impl OrderBook {
             });
             return;
         };
-        let book = match location.side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        };
-        let Entry::Occupied(level_entry) = book.entry(location.price_ticks) else {
-            panic!("indexed orders have a level");
-        };
-        let level_id = *level_entry.get();
+        let level_id = location.level_id;
         let level = &mut self.levels[level_id as usize];
         let position = level
             .position(location.sequence)
@@ -694,7 +701,13 @@ impl OrderBook {
         let order = level.remove(position);
         assert_eq!(order.id, id, "the index points at the order");
         if level.is_empty() {
-            level_entry.remove();
+            let (side, price_ticks) = (level.side, level.price_ticks);
+            let book = match side {
+                Side::Buy => &mut self.bids,
+                Side::Sell => &mut self.asks,
+            };
+            let removed = book.remove(&price_ticks);
+            assert_eq!(removed, Some(level_id), "a level is listed at its price");
             free_level(&mut self.levels, &mut self.free_levels, level_id);
         }
         self.index.remove(&id);

@@ -322,17 +322,17 @@ proptest! {
     }
 
     /// Replaying the same commands into a fresh book gives identical events and an identical
-    /// book (also compared through its serialized form, byte for byte).
+    /// book (also compared through its serialized form, byte for byte), also when the second
+    /// book is pre-sized with `OrderBook::with_capacity` (a different index layout).
     #[test]
     fn replay_is_deterministic(raws in prop::collection::vec(raw(), 0..300)) {
         let commands = commands(&raws);
-        let run = |commands: &[Command]| {
-            let mut book = OrderBook::new(market());
+        let run = |mut book: OrderBook, commands: &[Command]| {
             let events: Vec<Vec<Event>> = commands.iter().map(|c| book.apply(c)).collect();
             (events, book.snapshot())
         };
-        let (events_a, book_a) = run(&commands);
-        let (events_b, book_b) = run(&commands);
+        let (events_a, book_a) = run(OrderBook::new(market()), &commands);
+        let (events_b, book_b) = run(OrderBook::with_capacity(market(), 1 << 12), &commands);
         prop_assert_eq!(&events_a, &events_b);
         prop_assert_eq!(&book_a, &book_b);
         prop_assert_eq!(format!("{events_a:?}{book_a:?}"), format!("{events_b:?}{book_b:?}"));

@@ -14,7 +14,11 @@
 //! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`; a fresh
 //! database is created and dropped), `SETTLEMENT_TRADES` (default 200000),
 //! `SETTLEMENT_CLIENTS` (default 2000), `SETTLEMENT_MEMBERS` (default 200),
-//! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`).
+//! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_RELAY_AMQP_URL`
+//! (if set, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`: after settling, the stored
+//! `exchange.events` messages are published to that broker by the relay's own round,
+//! `trading::events::publish_next_batch`, with publisher confirms, and messages/s printed; the
+//! exchange is declared, no queue is bound, so the broker drops them after confirming).
 
 // Rates and percentiles for the report only; no money is computed in floats.
 #![allow(missing_docs, clippy::float_arithmetic)]
@@ -240,5 +244,40 @@ async fn run(
     .await?;
     println!("orders: {updates} row updates, {hot} of them heap-only (HOT)");
     println!("checks: trade count, fee revenue and journal audit OK");
+    if let Ok(url) = std::env::var("SETTLEMENT_RELAY_AMQP_URL") {
+        relay(pool, &url).await?;
+    }
+    Ok(())
+}
+
+/// Publishes every stored `exchange.events` message as the relay does, and prints the rate.
+async fn relay(pool: &sqlx::PgPool, url: &str) -> anyhow::Result<()> {
+    use coinhub_events::publisher::ConfirmingPublisher;
+    use coinhub_exchange::trading::{self, events};
+    let connection =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let publisher = ConfirmingPublisher::open(&connection).await?;
+    trading::declare_exchange(publisher.channel()).await?;
+    let waiting = events::unpublished(pool).await?;
+    let started = Instant::now();
+    let mut sent = 0;
+    loop {
+        let published =
+            events::publish_next_batch(pool, &publisher, Duration::from_secs(60)).await?;
+        if published == 0 {
+            break;
+        }
+        sent += published;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        i64::try_from(sent)? == waiting && events::unpublished(pool).await? == 0,
+        "relay published {sent} of {waiting} messages"
+    );
+    println!(
+        "relay: {sent} messages published with confirms in {seconds:.2} s: {:.0} messages/s",
+        sent as f64 / seconds
+    );
+    connection.close(200, "bench done".into()).await?;
     Ok(())
 }

@@ -4,35 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use coinhub_exchange::deposits::{self, Outcome};
 use coinhub_exchange::journal;
-use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
 use coinhub_exchange::trading::{
     BookRebuild, EngineOptions, EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce,
     TradingEngine, TradingError,
 };
+use common::trading::{assert_locked_equals_holds, markets};
 use common::{TestDb, confirmed};
-
-/// btc_usdt: tick 100 quote units per lot, lot 1000 satoshi, min 1 lot, maker 10 bps,
-/// taker 20 bps.
-pub fn markets() -> MarketsConfig {
-    let mut map = BTreeMap::new();
-    map.insert(
-        "btc_usdt".to_owned(),
-        MarketConfig {
-            base: "BTC".into(),
-            quote: "USDT".into(),
-            tick_size: UnitsValue::Text("100".into()),
-            lot_size: UnitsValue::Text("1000".into()),
-            min_quantity: None,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        },
-    );
-    MarketsConfig(map)
-}
 
 fn member(name: &str) -> MemberId {
     name.parse().expect("member id")
@@ -515,25 +494,6 @@ async fn restart_case(options: EngineOptions) -> BookRebuild {
     rebuild
 }
 
-/// Asserts every member's locked balance equals the holds of their open orders.
-pub async fn assert_locked_equals_holds(db: &TestDb) {
-    let mismatches: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT a.member_id, a.asset, a.balance::text, coalesce(h.hold, 0)::text
-           FROM accounts a
-           LEFT JOIN (SELECT member_id, hold_asset, sum(hold) AS hold FROM orders
-                       WHERE status = 'open' GROUP BY member_id, hold_asset) h
-             ON h.member_id = a.member_id AND h.hold_asset = a.asset
-          WHERE a.kind = 'locked' AND a.balance <> coalesce(h.hold, 0)",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("compare");
-    assert!(
-        mismatches.is_empty(),
-        "locked differs from open holds: {mismatches:?}"
-    );
-}
-
 /// A batch that loses a deadlock to a concurrent transaction is run again and settles: the
 /// caller gets its fill, not an error, and the ledger is exact.
 ///
@@ -613,4 +573,40 @@ async fn a_batch_that_loses_a_deadlock_runs_again() {
     assert_eq!(balance(&db, "alice", "USDT", "available").await, "299701");
     assert_eq!(fee_revenue(&db, "USDT").await, "900");
     db.assert_consistent().await;
+}
+
+/// An unreadable snapshot is ignored: the restart replays the whole log and the book is the
+/// same.
+#[tokio::test]
+async fn an_unreadable_snapshot_falls_back_to_the_whole_log() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let alice = member("alice");
+    for price in ["100000", "100100", "100200"] {
+        engine
+            .place(&alice, limit(Side::Sell, price, "1000"))
+            .await
+            .expect("sell rests");
+    }
+    let depth = engine.depth("btc_usdt", 10).expect("depth");
+    drop(engine);
+    sqlx::query(
+        "INSERT INTO trading_book_snapshots (market, seq, orders, book)
+         VALUES ('btc_usdt', 2, 1, 'not a book')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("insert a broken snapshot");
+
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine restarts despite the broken snapshot");
+    let rebuild = engine.book_rebuild("btc_usdt").expect("market");
+    assert_eq!(rebuild.snapshot_seq, None);
+    assert_eq!(rebuild.replayed_commands, 3);
+    assert_eq!(rebuild.open_orders, 3);
+    assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
 }

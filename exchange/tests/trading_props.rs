@@ -5,51 +5,12 @@
 mod common;
 
 use coinhub_exchange::journal;
-use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
 use coinhub_exchange::trading::{
     EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce, TradingEngine,
 };
+use common::trading::{assert_locked_equals_holds, markets};
 use common::{TestDb, confirmed};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
-
-/// btc_usdt: tick 100 quote units per lot, lot 1000 satoshi, min 1 lot, maker 10 bps,
-/// taker 20 bps.
-pub fn markets() -> MarketsConfig {
-    let mut map = BTreeMap::new();
-    map.insert(
-        "btc_usdt".to_owned(),
-        MarketConfig {
-            base: "BTC".into(),
-            quote: "USDT".into(),
-            tick_size: UnitsValue::Text("100".into()),
-            lot_size: UnitsValue::Text("1000".into()),
-            min_quantity: None,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        },
-    );
-    MarketsConfig(map)
-}
-
-/// Asserts every member's locked balance equals the holds of their open orders.
-pub async fn assert_locked_equals_holds(db: &TestDb) {
-    let mismatches: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT a.member_id, a.asset, a.balance::text, coalesce(h.hold, 0)::text
-           FROM accounts a
-           LEFT JOIN (SELECT member_id, hold_asset, sum(hold) AS hold FROM orders
-                       WHERE status = 'open' GROUP BY member_id, hold_asset) h
-             ON h.member_id = a.member_id AND h.hold_asset = a.asset
-          WHERE a.kind = 'locked' AND a.balance <> coalesce(h.hold, 0)",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("compare");
-    assert!(
-        mismatches.is_empty(),
-        "locked differs from open holds: {mismatches:?}"
-    );
-}
 
 #[derive(Debug, Clone)]
 enum Op {

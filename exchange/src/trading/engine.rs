@@ -594,19 +594,15 @@ impl MarketState {
 
     /// Rebuilds the book from the command log and checks it against the open orders.
     pub(crate) async fn load(pool: &PgPool, market: Arc<Market>) -> Result<Self, TradingError> {
-        let (mut book, snapshot_seq) = match snapshot::latest(pool, &market.name).await? {
-            Some((seq, book)) => (snapshot::restore(matcher_market(&market), &book)?, seq),
-            None => (OrderBook::new(matcher_market(&market)), 0),
-        };
+        let (mut book, snapshot_seq) =
+            snapshot::newest_book(pool, &market.name, || matcher_market(&market)).await?;
         let commands = store::load_commands(pool, &market.name, snapshot_seq).await?;
         let mut events = Vec::new();
         let mut seq = snapshot_seq;
-        let mut replayed = 0;
         for (stored_seq, command) in &commands {
             if *stored_seq <= snapshot_seq {
                 continue;
             }
-            replayed += 1;
             assert_eq!(
                 *stored_seq,
                 seq + 1,
@@ -617,18 +613,12 @@ impl MarketState {
             events.clear();
             book.execute(command, &mut events);
         }
-        let snapshot = book.snapshot();
-        let resting: Vec<u64> = snapshot
-            .bids
-            .iter()
-            .chain(&snapshot.asks)
-            .flat_map(|level| level.orders.iter().map(|order| order.id.0))
-            .collect();
+        let resting: Vec<u64> = snapshot::resting_ids(&book.snapshot()).collect();
         let rows = store::load_orders_by_id(pool, &market, &resting).await?;
         let mut state = Self::new(market, book, seq);
         state.rebuild = BookRebuild {
             snapshot_seq: (snapshot_seq > 0).then_some(snapshot_seq),
-            replayed_commands: replayed,
+            replayed_commands: seq - snapshot_seq,
             open_orders: 0,
         };
         state.snapshot_seq = snapshot_seq;
@@ -657,7 +647,7 @@ impl MarketState {
         }
         state.rebuild.open_orders = open.len();
         tracing::info!(market = %market.name, commands = state.seq, open = open.len(),
-            snapshot_seq, replayed, "book rebuilt");
+            snapshot_seq, replayed = seq - snapshot_seq, "book rebuilt");
         Ok(state)
     }
 }
@@ -735,19 +725,14 @@ impl Worker {
             Err(error) => {
                 tracing::error!(market = %self.state.market.name, %error,
                     "settling a batch failed; nothing applied; rebuilding the book from the log");
-                let conflict = matches!(error, TradingError::Conflict(_));
-                let message = if conflict {
-                    format!("{error}; still conflicting after {CONFLICT_ATTEMPTS} attempts, retry")
-                } else {
-                    error.to_string()
+                let answer = |error: &TradingError| match error {
+                    TradingError::Conflict(_) => TradingError::Unavailable(format!(
+                        "{error}; still conflicting after {CONFLICT_ATTEMPTS} attempts, retry"
+                    )),
+                    _ => TradingError::Database(error.to_string()),
                 };
                 for reply in replies {
-                    let answer = if conflict {
-                        TradingError::Unavailable(message.clone())
-                    } else {
-                        TradingError::Database(message.clone())
-                    };
-                    let _ = reply.send(Err(answer));
+                    let _ = reply.send(Err(answer(&error)));
                 }
                 self.rebuild().await;
             }

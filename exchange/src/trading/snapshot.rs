@@ -62,13 +62,17 @@ pub(crate) fn restore(
     Ok(book)
 }
 
-/// The newest snapshot of `market`: (seq of the last command it includes, book).
+/// The book of `market` restored from its newest snapshot, and the seq of the last command
+/// that snapshot includes; an empty book (`new_market()`) and 0 when there is none. A snapshot
+/// that does not parse or restore is logged and ignored: the caller then replays the whole
+/// command log, which is the record.
 ///
-/// Errors: [`TradingError::Database`], also for a stored snapshot that does not parse.
-pub(crate) async fn latest(
+/// Errors: [`TradingError::Database`] when the database cannot be read.
+pub(crate) async fn newest_book(
     pool: &PgPool,
     market: &str,
-) -> Result<Option<(u64, BookSnapshot)>, TradingError> {
+    new_market: impl Fn() -> MatcherMarket,
+) -> Result<(OrderBook, u64), TradingError> {
     let row: Option<(i64, String)> = sqlx::query_as(
         "SELECT seq, book FROM trading_book_snapshots
           WHERE market = $1 ORDER BY seq DESC LIMIT 1",
@@ -76,14 +80,29 @@ pub(crate) async fn latest(
     .bind(market)
     .fetch_optional(pool)
     .await?;
-    row.map(|(seq, text)| {
-        let seq = u64::try_from(seq)
-            .map_err(|_| TradingError::Database(format!("snapshot seq {seq} is negative")))?;
-        let book = serde_json::from_str(&text)
-            .map_err(|e| TradingError::Database(format!("snapshot {market}/{seq}: {e}")))?;
-        Ok((seq, book))
-    })
-    .transpose()
+    let Some((seq, text)) = row else {
+        return Ok((OrderBook::new(new_market()), 0));
+    };
+    let restored = serde_json::from_str::<BookSnapshot>(&text)
+        .map_err(|e| TradingError::Database(e.to_string()))
+        .and_then(|book| restore(new_market(), &book));
+    match restored {
+        Ok(book) => Ok((book, u64::try_from(seq).expect("the table checks seq > 0"))),
+        Err(error) => {
+            tracing::warn!(%market, seq, %error,
+                "book snapshot unusable; replaying the whole command log");
+            Ok((OrderBook::new(new_market()), 0))
+        }
+    }
+}
+
+/// The ids of the resting orders in `snapshot`, bids then asks, in priority order.
+pub(crate) fn resting_ids(snapshot: &BookSnapshot) -> impl Iterator<Item = u64> + '_ {
+    snapshot
+        .bids
+        .iter()
+        .chain(&snapshot.asks)
+        .flat_map(|level| level.orders.iter().map(|order| order.id.0))
 }
 
 /// Stores `book`, the state of `market` after command `seq`. Saving the same snapshot twice
@@ -97,12 +116,7 @@ pub(crate) async fn save(
     book: &BookSnapshot,
 ) -> Result<(), TradingError> {
     let text = serde_json::to_string(book).expect("a book snapshot serializes");
-    let orders: usize = book
-        .bids
-        .iter()
-        .chain(&book.asks)
-        .map(|level| level.orders.len())
-        .sum();
+    let orders = resting_ids(book).count();
     sqlx::query(
         "INSERT INTO trading_book_snapshots (market, seq, orders, book) VALUES ($1, $2, $3, $4)
          ON CONFLICT (market, seq) DO NOTHING",
@@ -123,7 +137,7 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    use super::restore;
+    use super::{resting_ids, restore};
 
     fn market() -> Market {
         Market {
@@ -174,13 +188,7 @@ mod tests {
     }
 
     fn live_ids(book: &OrderBook) -> Vec<u64> {
-        let snapshot = book.snapshot();
-        snapshot
-            .bids
-            .iter()
-            .chain(&snapshot.asks)
-            .flat_map(|level| level.orders.iter().map(|order| order.id.0))
-            .collect()
+        resting_ids(&book.snapshot()).collect()
     }
 
     proptest! {

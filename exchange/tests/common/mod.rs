@@ -10,6 +10,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod trading;
+
 use std::future::Future;
 use std::process::Command;
 use std::str::FromStr;

@@ -401,8 +401,14 @@ proptest! {
                         abandoned = Some((fork, dropped));
                     }
                     Op::SwitchBack => {
+                        // Only switches a follower must survive: unwinding at most
+                        // `reorg_depth_max` blocks (deeper ones stop it with `ReorgTooDeep`,
+                        // tested on their own). Mining after the reorg can push the fork
+                        // deeper than that.
+                        let tip = node.best().len() as u64 - 1;
                         if let Some((fork, blocks)) = abandoned.take()
-                            && fork < node.best().len() as u64 {
+                            && fork < tip
+                            && tip - fork <= u64::from(CONFIG.reorg_depth_max) {
                                 node.switch_to(fork, blocks);
                             }
                     }

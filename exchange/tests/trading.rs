@@ -494,31 +494,50 @@ async fn restart_case(options: EngineOptions) -> BookRebuild {
     rebuild
 }
 
-/// A batch that loses a deadlock to a concurrent transaction is run again and settles: the
-/// caller gets its fill, not an error, and the ledger is exact.
-///
-/// Steps: alice rests a sell; another transaction (standing in for another market's batch)
-/// locks alice's USDT `available` account, which bob's buy will credit; bob buys (his batch
-/// locks his own accounts, then waits for alice's); once the engine waits, the other
-/// transaction asks for bob's USDT account: a deadlock, which PostgreSQL resolves by aborting
-/// the transaction that waited first (the engine's, after `deadlock_timeout`). The other
-/// transaction then gets its lock (proving the engine's batch was the one rolled back) and
-/// commits; the engine runs the batch again and bob's buy fills once.
-#[tokio::test]
-async fn a_batch_that_loses_a_deadlock_runs_again() {
-    let db = TestDb::new().await;
-    deposit(&db, "alice", "BTC", "100000000").await;
-    deposit(&db, "alice", "USDT", "1").await;
-    deposit(&db, "bob", "USDT", "1000000").await;
+/// Waits (up to 5 s) until at least `count` sessions of the test database match `condition`
+/// (a `pg_stat_activity` condition).
+async fn wait_for_sessions(db: &TestDb, condition: &str, count: i64, what: &str) {
+    for _ in 0..500 {
+        let matching: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND {condition}"
+        ))
+        .fetch_one(&db.pool)
+        .await
+        .expect("read activity");
+        if matching >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Alice (BTC, and 1 USDT base unit so her USDT account is opened before bob's) rests a
+/// 3,000-lot sell at 100,000; bob has 1,000,000 USDT to buy it.
+async fn start_deadlock_market(db: &TestDb) -> TradingEngine {
+    deposit(db, "alice", "BTC", "100000000").await;
+    deposit(db, "alice", "USDT", "1").await;
+    deposit(db, "bob", "USDT", "1000000").await;
     let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
         .await
         .expect("engine starts");
-    let (alice, bob) = (member("alice"), member("bob"));
     engine
-        .place(&alice, limit(Side::Sell, "100000", "3000"))
+        .place(&member("alice"), limit(Side::Sell, "100000", "3000"))
         .await
         .expect("sell rests");
+    engine
+}
 
+/// Bob buys alice's sell while another transaction holds his USDT `available` account; once
+/// his batch waits for it, runs `while_waiting`, then makes that transaction ask for alice's
+/// USDT account (which bob's batch holds): a deadlock whose victim is bob's batch. Checks that
+/// the batch ran again and settled exactly; returns `while_waiting`'s output.
+async fn lose_a_deadlock<T>(
+    db: &TestDb,
+    engine: &TradingEngine,
+    while_waiting: impl std::future::Future<Output = T>,
+) -> T {
     let lock_account = |who: &'static str| {
         format!(
             "SELECT id FROM accounts WHERE member_id = '{who}' AND asset = 'USDT' \
@@ -526,39 +545,30 @@ async fn a_batch_that_loses_a_deadlock_runs_again() {
         )
     };
     let mut other = db.pool.begin().await.expect("begin");
-    sqlx::query(&lock_account("alice"))
-        .fetch_one(&mut *other)
-        .await
-        .expect("lock alice's USDT");
-
-    let buyer = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.place(&bob, limit(Side::Buy, "100000", "3000")).await })
-    };
-    // Wait until the engine's batch waits for alice's account.
-    let mut waited = 0;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .expect("read activity");
-        if waiting > 0 {
-            break;
-        }
-        waited += 1;
-        assert!(
-            waited < 500,
-            "the engine's batch never waited for alice's account"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
     sqlx::query(&lock_account("bob"))
         .fetch_one(&mut *other)
         .await
-        .expect("the engine's batch is the deadlock victim; this transaction gets bob's account");
+        .expect("lock bob's USDT");
+    let buyer = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .place(&member("bob"), limit(Side::Buy, "100000", "3000"))
+                .await
+        })
+    };
+    wait_for_sessions(
+        db,
+        "wait_event_type = 'Lock'",
+        1,
+        "the engine's batch waits for bob's account",
+    )
+    .await;
+    let output = while_waiting.await;
+    sqlx::query(&lock_account("alice"))
+        .fetch_one(&mut *other)
+        .await
+        .expect("the engine's batch is the deadlock victim; this transaction gets alice's account");
     other.commit().await.expect("commit");
 
     let buy = buyer
@@ -568,10 +578,87 @@ async fn a_batch_that_loses_a_deadlock_runs_again() {
     assert_eq!(buy.status, "filled");
     assert_eq!(db.count("trades").await, 1);
     // Notional 300,000; bob pays + 600 taker fee; alice gets − 300 maker fee.
-    assert_eq!(balance(&db, "bob", "USDT", "available").await, "699400");
-    assert_eq!(balance(&db, "bob", "BTC", "available").await, "3000");
-    assert_eq!(balance(&db, "alice", "USDT", "available").await, "299701");
-    assert_eq!(fee_revenue(&db, "USDT").await, "900");
+    assert_eq!(balance(db, "bob", "USDT", "available").await, "699400");
+    assert_eq!(balance(db, "bob", "BTC", "available").await, "3000");
+    assert_eq!(balance(db, "alice", "USDT", "available").await, "299701");
+    assert_eq!(fee_revenue(db, "USDT").await, "900");
+    output
+}
+
+/// A batch that loses a deadlock to a concurrent transaction is run again and settles: the
+/// caller gets its fill, not an error, and the ledger is exact.
+///
+/// Steps: alice rests a sell; another transaction (standing in for another market's batch)
+/// locks bob's USDT `available` account, which bob's buy will debit; bob buys: his batch's
+/// ledger entries lock their accounts in id order, so it holds alice's USDT account (opened
+/// before bob's) and waits for bob's; once the engine waits, the other transaction asks for
+/// alice's USDT account: a deadlock, which PostgreSQL resolves by aborting the transaction
+/// that waited first (the engine's, after `deadlock_timeout`). The other transaction then gets
+/// its lock (proving the engine's batch was the one rolled back) and commits; the engine runs
+/// the batch again and bob's buy fills once.
+#[tokio::test]
+async fn a_batch_that_loses_a_deadlock_runs_again() {
+    let db = TestDb::new().await;
+    let engine = start_deadlock_market(&db).await;
+    lose_a_deadlock(&db, &engine, async {}).await;
+    db.assert_consistent().await;
+}
+
+/// Batches are written two at a time: when the older one does not commit, the one that ran
+/// on top of it (its book and balances included the older one's effects) rolls back too, and
+/// both run again, in order, each settling exactly once.
+///
+/// Steps: as in [`a_batch_that_loses_a_deadlock_runs_again`]; while bob's batch waits for his
+/// account, carol places a sell, whose batch is matched and writes its own rows, then waits
+/// for bob's batch to commit. The deadlock aborts bob's batch; carol's must not commit on its
+/// own.
+#[tokio::test]
+async fn a_batch_written_on_top_of_a_failed_one_runs_again() {
+    let db = TestDb::new().await;
+    deposit(&db, "carol", "BTC", "5000").await;
+    let engine = start_deadlock_market(&db).await;
+    let carol = member("carol");
+    // Carol's member number exists before the race, so her command goes straight to the book.
+    engine
+        .open_orders(&carol, None)
+        .await
+        .expect("carol has no open orders");
+    // Yields carol's task, awaited after the deadlock.
+    #[allow(clippy::async_yields_async)]
+    let seller = async {
+        let engine = engine.clone();
+        let seller = tokio::spawn(async move {
+            engine
+                .place(&carol, limit(Side::Sell, "200000", "4000"))
+                .await
+        });
+        // The test's transaction and carol's batch, which wrote its rows and waits for bob's
+        // batch to commit.
+        wait_for_sessions(
+            &db,
+            "state = 'idle in transaction'",
+            2,
+            "carol's batch is written",
+        )
+        .await;
+        seller
+    };
+    let seller = lose_a_deadlock(&db, &engine, seller).await;
+    let sell = seller
+        .await
+        .expect("task")
+        .expect("carol's batch ran again");
+    assert_eq!(sell.status, "open");
+    // One row per order: carol's sell was neither written twice nor lost.
+    assert_eq!(db.count("orders").await, 3);
+    let open = engine
+        .open_orders(&member("carol"), None)
+        .await
+        .expect("open");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, sell.id);
+    assert_eq!(balance(&db, "carol", "BTC", "available").await, "1000");
+    assert_eq!(balance(&db, "carol", "BTC", "locked").await, "4000");
     db.assert_consistent().await;
 }
 

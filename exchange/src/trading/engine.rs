@@ -1,13 +1,13 @@
 //! The engine: one task per market owns the book and settles batches of commands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use coinhub_matcher::{
-    CancelReason, Command, Depth, Event, Market as MatcherMarket, MemberId as MatcherMember,
-    OrderBook, OrderId, OrderKind as MatcherKind, RejectReason, Side as MatcherSide,
-    TimeInForce as MatcherTif,
+    BookSnapshot, CancelReason, Command, Depth, Event, Market as MatcherMarket,
+    MemberId as MatcherMember, OrderBook, OrderId, OrderKind as MatcherKind, RejectReason,
+    Side as MatcherSide, TimeInForce as MatcherTif,
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -660,107 +660,331 @@ struct Worker {
     depth: Arc<RwLock<Depth>>,
 }
 
+/// A batch run against the book, with what to write and what to answer once it commits.
+struct Prepared {
+    commands: Vec<MemberCommand>,
+    replies: Vec<oneshot::Sender<Outcome>>,
+    outcomes: Vec<Outcome>,
+    /// Open-order queries that arrived with the batch, and their answers (the state after it).
+    queries: Vec<(MemberId, oneshot::Sender<Vec<OrderView>>)>,
+    answers: Vec<Vec<OrderView>>,
+    batch: Arc<Batch>,
+    /// The book's depth after the batch, published when it commits.
+    depth: Depth,
+    /// A book snapshot after the batch (its last command, the book), saved once it commits.
+    snapshot: Option<(u64, BookSnapshot)>,
+}
+
+impl Prepared {
+    /// The batch's requests, to run again on a rebuilt book.
+    fn into_requests(self) -> Requests {
+        (self.commands, self.replies, self.queries)
+    }
+}
+
+/// A batch's commands, where their outcomes go, and its open-order queries.
+type Requests = (
+    Vec<MemberCommand>,
+    Vec<oneshot::Sender<Outcome>>,
+    Vec<(MemberId, oneshot::Sender<Vec<OrderView>>)>,
+);
+
+/// Most batches written at once. Batch *n* + 1 writes its independent rows while batch *n*
+/// finishes, so two PostgreSQL backends work at the same time; it commits after *n*.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// A batch being written and committed by its own task.
+struct Writing {
+    task: tokio::task::JoinHandle<Result<(), TradingError>>,
+    /// Resolves when the task has committed (`true`) or given up (`false`); the next batch's
+    /// task waits for it before its dependent writes.
+    committed: Option<oneshot::Receiver<bool>>,
+    prepared: Prepared,
+}
+
+/// What the market's task woke up for.
+enum Wake {
+    /// New requests (0: every sender is gone).
+    Requests(usize),
+    /// The oldest batch in flight finished writing.
+    Written(Result<(), TradingError>),
+}
+
+fn joined(
+    result: Result<Result<(), TradingError>, tokio::task::JoinError>,
+) -> Result<(), TradingError> {
+    result.unwrap_or_else(|e| Err(TradingError::Database(format!("batch writer stopped: {e}"))))
+}
+
 impl Worker {
+    /// Serves the market. Batches are pipelined: the next batch runs against the book (on
+    /// balances that carry the changes of the batches in flight forward) while up to
+    /// [`WRITES_IN_FLIGHT`] earlier ones are written; they commit in order, and every answer
+    /// waits for its own batch's commit. A batch that does not commit rebuilds the book from
+    /// the log, and it and every batch after it run again.
     async fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
-            self.settle(std::mem::take(&mut batch)).await;
-            batch.reserve(BATCH_MAX);
+        let mut writing: VecDeque<Writing> = VecDeque::with_capacity(WRITES_IN_FLIGHT);
+        let mut requests = Vec::with_capacity(BATCH_MAX);
+        loop {
+            // With every writer busy, requests wait (and the next batch grows) until the
+            // oldest batch is done.
+            let full = writing.len() >= WRITES_IN_FLIGHT;
+            let wake = match writing.front_mut() {
+                None => Wake::Requests(receiver.recv_many(&mut requests, BATCH_MAX).await),
+                Some(oldest) if full => Wake::Written(joined((&mut oldest.task).await)),
+                Some(oldest) => tokio::select! {
+                    received = receiver.recv_many(&mut requests, BATCH_MAX) =>
+                        Wake::Requests(received),
+                    result = &mut oldest.task => Wake::Written(joined(result)),
+                },
+            };
+            match wake {
+                Wake::Written(result) => {
+                    self.written(result, &mut writing).await;
+                }
+                Wake::Requests(0) => break,
+                Wake::Requests(_) => {
+                    let batch = split_requests(requests.drain(..));
+                    let in_flight: Vec<&Batch> =
+                        writing.iter().map(|w| &*w.prepared.batch).collect();
+                    let mut prepared = self.prepare(batch, &in_flight).await;
+                    // Settle what finished while this batch ran: one that failed means this
+                    // batch ran on top of a book since rebuilt without it.
+                    while writing.front().is_some_and(|w| w.task.is_finished()) {
+                        let oldest = writing.front_mut().expect("a batch is in flight");
+                        let result = joined((&mut oldest.task).await);
+                        if !self.written(result, &mut writing).await {
+                            prepared = self.prepare(prepared.into_requests(), &[]).await;
+                        }
+                    }
+                    let after = writing.back_mut().and_then(|w| w.committed.take());
+                    writing.push_back(self.start_writing(prepared, after));
+                }
+            }
+        }
+        while let Some(oldest) = writing.front_mut() {
+            let result = joined((&mut oldest.task).await);
+            self.written(result, &mut writing).await;
         }
         tracing::info!(market = %self.state.market.name, "market task stopped");
     }
 
-    async fn settle(&mut self, requests: Vec<Request>) {
-        let mut commands = Vec::with_capacity(requests.len());
-        let mut queries = Vec::new();
-        for request in requests {
-            match request {
-                Request::Command(command) => commands.push(command),
-                Request::OpenOrders { member, reply } => queries.push((member, reply)),
-            }
-        }
-        if !commands.is_empty() {
-            self.settle_commands(commands).await;
-        }
-        for (member, reply) in queries {
-            let market = &self.state.market;
-            let views = self
-                .state
-                .open_of(&member)
-                .map(|row| row.view(market))
-                .collect();
-            // A caller that went away needs no answer.
-            let _ = reply.send(views);
-        }
-    }
-
-    async fn settle_commands(&mut self, requests: Vec<CommandRequest>) {
-        let (commands, replies): (Vec<MemberCommand>, Vec<_>) = requests
-            .into_iter()
-            .map(|request| (request.command, request.reply))
-            .unzip();
-        let mut attempt = 1;
-        let outcome = loop {
-            match self.settle_in_transaction(&commands).await {
-                Err(TradingError::Conflict(error)) if attempt < CONFLICT_ATTEMPTS => {
-                    tracing::warn!(market = %self.state.market.name, %error, attempt,
-                        "batch lost a conflict with a concurrent transaction; nothing applied; \
-                         running it again on the rebuilt book");
-                    self.rebuild().await;
-                    attempt += 1;
+    /// Runs a batch's commands against the book on the requesting members' balances (read
+    /// now, plus the changes of the `in_flight` batches that have not committed yet) and
+    /// records what to write. If the balances cannot be read nothing runs: the commands are
+    /// answered with the error at once.
+    async fn prepare(&mut self, requests: Requests, in_flight: &[&Batch]) -> Prepared {
+        let (commands, replies, queries) = requests;
+        let started = std::time::Instant::now();
+        let market = self.state.market.clone();
+        let (commands, replies, balances) = match self.balances(&commands, in_flight).await {
+            Ok(balances) => (commands, replies, balances),
+            Err(error) => {
+                tracing::error!(market = %market.name, %error,
+                    "reading balances failed; the batch's commands are refused, nothing ran");
+                for reply in replies {
+                    let _ = reply.send(Err(TradingError::Database(error.to_string())));
                 }
-                outcome => break outcome,
+                (Vec::new(), Vec::new(), HashMap::new())
             }
         };
-        match outcome {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that went away still had its command settled.
-                    let _ = reply.send(outcome);
-                }
-                *self.depth.write().expect("depth lock is never poisoned") =
-                    self.state.book.depth(DEPTH_LEVELS_MAX);
-                self.snapshot_if_due();
-            }
-            Err(error) => {
-                tracing::error!(market = %self.state.market.name, %error,
-                    "settling a batch failed; nothing applied; rebuilding the book from the log");
-                let answer = |error: &TradingError| match error {
-                    TradingError::Conflict(_) => TradingError::Unavailable(format!(
-                        "{error}; still conflicting after {CONFLICT_ATTEMPTS} attempts, retry"
-                    )),
-                    _ => TradingError::Database(error.to_string()),
-                };
-                for reply in replies {
-                    let _ = reply.send(Err(answer(&error)));
-                }
-                self.rebuild().await;
-            }
+        let read = started.elapsed();
+        let mut batch = Batch::new(&market, balances, now_micros());
+        let outcomes = commands
+            .iter()
+            .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
+            .collect();
+        let answers = queries
+            .iter()
+            .map(|(member, _)| {
+                self.state
+                    .open_of(member)
+                    .map(|row| row.view(&market))
+                    .collect()
+            })
+            .collect();
+        tracing::trace!(market = %market.name, commands = commands.len(),
+            read_us = read.as_micros(), match_us = (started.elapsed() - read).as_micros(),
+            "batch prepared");
+        Prepared {
+            commands,
+            replies,
+            outcomes,
+            queries,
+            answers,
+            batch: Arc::new(batch),
+            depth: self.state.book.depth(DEPTH_LEVELS_MAX),
+            snapshot: self.snapshot_due(),
         }
     }
 
-    /// Saves a snapshot of the committed book once `snapshot_every` commands have run since
-    /// the last one. The copy is taken here (the book is the committed state now); encoding
-    /// and storing it run on their own task, so the market does not wait for them.
-    fn snapshot_if_due(&mut self) {
+    /// The available balances the batch of `commands` starts from.
+    async fn balances(
+        &self,
+        commands: &[MemberCommand],
+        in_flight: &[&Batch],
+    ) -> Result<HashMap<(MemberId, bool), u128>, TradingError> {
+        if commands.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let members: Vec<MemberId> = commands
+            .iter()
+            .map(|command| command.member().clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let (mut available, committed) =
+            store::read_balances(&self.pool, &self.state.market, &members).await?;
+        for batch in in_flight {
+            if batch.last_seq().is_some_and(|last| last > committed) {
+                batch.carry_forward(&mut available);
+            }
+        }
+        Ok(available)
+    }
+
+    /// A book snapshot to save after this batch, when `snapshot_every` commands have run
+    /// since the last one.
+    fn snapshot_due(&mut self) -> Option<(u64, BookSnapshot)> {
         let state = &mut self.state;
         if state.seq < state.snapshot_seq + self.options.snapshot_every.max(1) {
-            return;
+            return None;
         }
         state.snapshot_seq = state.seq;
-        let (pool, market, seq, book) = (
+        Some((state.seq, state.book.snapshot()))
+    }
+
+    /// Writes and commits `prepared` on its own task; its dependent writes wait for `after`
+    /// (the previous batch's commit), if any.
+    fn start_writing(&self, prepared: Prepared, after: Option<oneshot::Receiver<bool>>) -> Writing {
+        let (committed, committed_receiver) = oneshot::channel();
+        let (pool, market, batch, events) = (
             self.pool.clone(),
-            state.market.name.clone(),
-            state.seq,
-            state.book.snapshot(),
+            self.state.market.clone(),
+            prepared.batch.clone(),
+            self.options.events,
         );
-        tokio::spawn(async move {
-            match snapshot::save(&pool, &market, seq, &book).await {
-                Ok(()) => tracing::info!(%market, seq, "book snapshot saved"),
-                Err(error) => tracing::warn!(%market, seq, %error,
-                    "saving a book snapshot failed; the next one is due later"),
-            }
+        let task = tokio::spawn(async move {
+            let result = write_in_transaction(pool, market, batch, events, after).await;
+            let _ = committed.send(result.is_ok());
+            result
         });
+        Writing {
+            task,
+            committed: Some(committed_receiver),
+            prepared,
+        }
+    }
+
+    /// Finishes the oldest batch in flight, whose task returned `result`: answers it if it
+    /// committed. If it did not, the batches after it do not commit either (their tasks see
+    /// it fail); the book is rebuilt from the log, the failed batch is run again (after a
+    /// conflict) or refused, and the later ones run again. Returns whether it committed.
+    async fn written(
+        &mut self,
+        result: Result<(), TradingError>,
+        writing: &mut VecDeque<Writing>,
+    ) -> bool {
+        let oldest = writing.pop_front().expect("a batch is in flight");
+        let error = match result {
+            Ok(()) => {
+                self.committed(oldest.prepared);
+                return true;
+            }
+            Err(error) => error,
+        };
+        let mut later = Vec::with_capacity(writing.len());
+        for mut next in writing.drain(..) {
+            // They wait for this batch's commit, which did not happen: they roll back.
+            let _ = (&mut next.task).await;
+            later.push(next.prepared.into_requests());
+        }
+        self.rebuild().await;
+        let requests = oldest.prepared.into_requests();
+        if matches!(error, TradingError::Conflict(_)) {
+            tracing::warn!(market = %self.state.market.name, %error,
+                "batch lost a conflict with a concurrent transaction; nothing applied; \
+                 running it again on the rebuilt book");
+            self.run_alone(requests, 1).await;
+        } else {
+            self.refuse(requests, &error);
+        }
+        for requests in later {
+            self.run_alone(requests, 0).await;
+        }
+        false
+    }
+
+    /// Runs a batch with nothing else in flight; after a conflict the book is rebuilt and it
+    /// runs again, up to [`CONFLICT_ATTEMPTS`] runs counting the `attempts` already made; any
+    /// other failure refuses its commands.
+    async fn run_alone(&mut self, mut requests: Requests, mut attempts: u32) {
+        loop {
+            attempts += 1;
+            let prepared = self.prepare(requests, &[]).await;
+            let (pool, market) = (self.pool.clone(), self.state.market.clone());
+            let batch = prepared.batch.clone();
+            let error =
+                match write_in_transaction(pool, market, batch, self.options.events, None).await {
+                    Ok(()) => {
+                        self.committed(prepared);
+                        return;
+                    }
+                    Err(error) => error,
+                };
+            self.rebuild().await;
+            requests = prepared.into_requests();
+            if !matches!(error, TradingError::Conflict(_)) || attempts >= CONFLICT_ATTEMPTS {
+                self.refuse(requests, &error);
+                return;
+            }
+            tracing::warn!(market = %self.state.market.name, %error, attempts,
+                "batch lost a conflict again; running it again on the rebuilt book");
+        }
+    }
+
+    /// Answers a batch that was not applied: every command gets `error` (`unavailable` after
+    /// conflicts, `internal` otherwise), every query the rebuilt book's open orders.
+    fn refuse(&mut self, (_, replies, queries): Requests, error: &TradingError) {
+        tracing::error!(market = %self.state.market.name, %error,
+            "settling a batch failed; nothing applied; book rebuilt from the log");
+        let answer = match error {
+            TradingError::Conflict(_) => TradingError::Unavailable(format!(
+                "{error}; still conflicting after {CONFLICT_ATTEMPTS} attempts, retry"
+            )),
+            _ => TradingError::Database(error.to_string()),
+        };
+        for reply in replies {
+            let _ = reply.send(Err(answer.clone()));
+        }
+        let market = self.state.market.clone();
+        for (member, reply) in queries {
+            let open = self.state.open_of(&member);
+            let _ = reply.send(open.map(|row| row.view(&market)).collect());
+        }
+    }
+
+    /// Answers a committed batch, publishes its depth and saves its snapshot (off the market's
+    /// task, so the market does not wait for it).
+    fn committed(&mut self, prepared: Prepared) {
+        for (reply, outcome) in prepared.replies.into_iter().zip(prepared.outcomes) {
+            // A caller that went away still had its command settled.
+            let _ = reply.send(outcome);
+        }
+        for ((_, reply), answer) in prepared.queries.into_iter().zip(prepared.answers) {
+            let _ = reply.send(answer);
+        }
+        *self.depth.write().expect("depth lock is never poisoned") = prepared.depth;
+        if let Some((seq, book)) = prepared.snapshot {
+            let (pool, market) = (self.pool.clone(), self.state.market.name.clone());
+            tokio::spawn(async move {
+                match snapshot::save(&pool, &market, seq, &book).await {
+                    Ok(()) => tracing::info!(%market, seq, "book snapshot saved"),
+                    Err(error) => tracing::warn!(%market, seq, %error,
+                        "saving a book snapshot failed; the next one is due later"),
+                }
+            });
+        }
     }
 
     /// Rebuilds the book and open orders from the committed log (they ran ahead of the
@@ -779,56 +1003,71 @@ impl Worker {
             }
         }
     }
+}
 
-    /// Runs `commands` against the book and settles them in one transaction; returns each
-    /// command's outcome, or the error that rolled the batch back (then the book and open
-    /// orders are ahead of the database and must be rebuilt).
-    async fn settle_in_transaction(
-        &mut self,
-        commands: &[MemberCommand],
-    ) -> Result<Vec<Outcome>, TradingError> {
-        let members: Vec<MemberId> = commands
-            .iter()
-            .map(|command| command.member().clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let started = std::time::Instant::now();
-        let mut tx = self.pool.begin().await?;
-        // Every join of the batch looks up at most a few thousand rows by key (order ids,
-        // accounts). With a small or cached table PostgreSQL's costs favour hashing the whole
-        // table instead, which grows with the table: ~30 ms per batch at 120 k orders
-        // (measured). Probe the indexes, in this transaction only.
-        sqlx::Executor::execute(
-            &mut *tx,
-            "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-        )
-        .await?;
-        let balances = store::lock_balances(&mut tx, &self.state.market, &members).await?;
-        let locked = started.elapsed();
-        let mut batch = Batch::new(&self.state.market, balances, now_micros());
-        let outcomes: Vec<Outcome> = commands
-            .iter()
-            .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
-            .collect();
-        let matched = started.elapsed();
-        let batch = Arc::new(batch);
-        store::write_batch(&mut tx, &self.state.market, &batch, self.options.events).await?;
-        let written = started.elapsed();
-        tx.commit().await?;
-        tracing::debug!(
-            market = %self.state.market.name,
-            commands = batch.commands.len(),
-            trades = batch.trades.len(),
-            legs = batch.changes.len(),
-            lock_us = locked.as_micros(),
-            match_us = (matched - locked).as_micros(),
-            write_us = (written - matched).as_micros(),
-            commit_us = (started.elapsed() - written).as_micros(),
-            "batch settled"
-        );
-        Ok(outcomes)
+/// Splits a batch of requests into commands, their reply channels and open-order queries.
+fn split_requests(requests: impl Iterator<Item = Request>) -> Requests {
+    let (mut commands, mut replies, mut queries) = (Vec::new(), Vec::new(), Vec::new());
+    for request in requests {
+        match request {
+            Request::Command(CommandRequest { command, reply }) => {
+                commands.push(command);
+                replies.push(reply);
+            }
+            Request::OpenOrders { member, reply } => queries.push((member, reply)),
+        }
     }
+    (commands, replies, queries)
+}
+
+/// Writes `batch` in one transaction and commits it (nothing for a batch without commands);
+/// its dependent writes wait for `after` (the previous batch's commit; `false` or dropped:
+/// it did not commit, and neither does this one).
+async fn write_in_transaction(
+    pool: PgPool,
+    market: Arc<Market>,
+    batch: Arc<Batch>,
+    events: EventsSink,
+    after: Option<oneshot::Receiver<bool>>,
+) -> Result<(), TradingError> {
+    let previous = async move {
+        match after {
+            None => Ok(()),
+            Some(after) => match after.await {
+                Ok(true) => Ok(()),
+                _ => Err(TradingError::Conflict(
+                    "the batch before it did not commit".into(),
+                )),
+            },
+        }
+    };
+    if batch.commands.is_empty() {
+        return previous.await;
+    }
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    // Every join of the batch looks up at most a few thousand rows by key (order ids,
+    // accounts). With a small or cached table PostgreSQL's costs favour hashing the whole
+    // table instead, which grows with the table: ~30 ms per batch at 120 k orders
+    // (measured). Probe the indexes, in this transaction only.
+    sqlx::Executor::execute(
+        &mut *tx,
+        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+    )
+    .await?;
+    store::write_batch(&mut tx, &market, &batch, events, previous).await?;
+    let written = started.elapsed();
+    tx.commit().await?;
+    tracing::debug!(
+        market = %market.name,
+        commands = batch.commands.len(),
+        trades = batch.trades.len(),
+        legs = batch.changes.len(),
+        write_us = written.as_micros(),
+        commit_us = (started.elapsed() - written).as_micros(),
+        "batch settled"
+    );
+    Ok(())
 }
 
 /// Account balances a batch reads, and the net change it makes.
@@ -863,6 +1102,27 @@ impl Batch {
             orders: BTreeMap::new(),
             trades: Vec::new(),
             events: Vec::new(),
+        }
+    }
+
+    /// The batch's last command, if it has any.
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.commands.last().map(|(seq, _)| *seq)
+    }
+
+    /// Adds this batch's net change of each available account in `available` (keyed by
+    /// member and base asset?) to it: the balances a batch that runs after this one (before it
+    /// commits) starts from. A balance that would go below zero (another writer lowered it
+    /// after this batch read it; this batch will then not commit) counts as zero.
+    fn carry_forward(&self, available: &mut HashMap<(MemberId, bool), u128>) {
+        for ((member, base), balance) in available.iter_mut() {
+            let key = AccountKey::available(member.clone(), self.asset(*base).clone());
+            if let Some((credits, debits)) = self.changes.get(&key) {
+                *balance = balance
+                    .checked_add(*credits)
+                    .expect("balances fit u128")
+                    .saturating_sub(*debits);
+            }
         }
     }
 

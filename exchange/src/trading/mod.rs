@@ -281,7 +281,7 @@ pub struct MarketView {
 }
 
 /// Why a trading call failed. Client errors leave nothing locked and nothing changed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TradingError {
     /// No such market.

@@ -547,53 +547,89 @@ pub(crate) async fn load_trades(
         .collect()
 }
 
-/// Locks (in id order) the base and quote accounts of `members` and the quote fee account,
-/// and returns the members' available balances, keyed by (member, is base asset); members
-/// without an account get zero.
-pub(crate) async fn lock_balances(
-    conn: &mut PgConnection,
+/// What [`read_balances`] returns: available balances keyed by (member, is base asset), base
+/// units, and the last command of the market whose batch had committed.
+pub(crate) type Balances = (HashMap<(MemberId, bool), u128>, u64);
+
+/// The available balances of `members` in `market`'s base and quote assets (zero for a member
+/// without an account), and the last command of `market` whose batch had committed
+/// (`trading_command_batches.last_seq`, 0 for none), both read by one statement, so from one
+/// snapshot: the caller knows whether the balances include a batch still being written.
+///
+/// Nothing is locked. A batch settled on these balances fails with
+/// [`TradingError::Conflict`] if another writer lowered one of them meanwhile (the ledger's
+/// non-negative check, in the batch's own transaction), and the engine runs it again.
+///
+/// Errors: [`TradingError::Database`], also for a stored balance that does not fit `u128`.
+pub(crate) async fn read_balances(
+    pool: &PgPool,
     market: &Market,
     members: &[MemberId],
-) -> Result<HashMap<(MemberId, bool), u128>, TradingError> {
+) -> Result<Balances, TradingError> {
     let names: Vec<&str> = members.iter().map(MemberId::as_str).collect();
-    let rows: Vec<(Option<String>, String, String, String)> = sqlx::query_as(
-        "SELECT member_id, asset, kind, balance::text FROM accounts
-          WHERE (member_id = ANY($1) AND asset IN ($2, $3) AND kind IN ('available', 'locked'))
-             OR (member_id IS NULL AND asset = $3 AND kind = 'fee_revenue')
-          ORDER BY id FOR UPDATE",
+    // (member, asset, balance) of an account, or only `last_seq` in the one marker row.
+    type BalanceRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<BalanceRow> = sqlx::query_as(
+        "SELECT NULL::text, NULL::text, NULL::text,
+                    (SELECT coalesce(max(last_seq), 0) FROM trading_command_batches
+                      WHERE market = $4)
+             UNION ALL
+             SELECT member_id, asset, balance::text, NULL::bigint FROM accounts
+              WHERE member_id = ANY($1) AND asset IN ($2, $3) AND kind = 'available'",
     )
     .bind(&names)
     .bind(market.base.as_str())
     .bind(market.quote.as_str())
-    .fetch_all(&mut *conn)
+    .bind(&market.name)
+    .fetch_all(pool)
     .await?;
     let mut available = HashMap::with_capacity(members.len() * 2);
     for member in members {
         available.insert((member.clone(), true), 0);
         available.insert((member.clone(), false), 0);
     }
-    for (member, asset, kind, balance) in rows {
-        let (Some(member), "available") = (member, kind.as_str()) else {
-            continue;
-        };
-        let member: MemberId = member.parse().map_err(TradingError::Database)?;
-        let base = asset == market.base.as_str();
-        available.insert((member, base), u128_of(&balance)?);
+    let mut committed = 0;
+    for (member, asset, balance, last_seq) in rows {
+        match (member, asset, balance, last_seq) {
+            (None, None, None, Some(last_seq)) => committed = u64_of(last_seq)?,
+            (Some(member), Some(asset), Some(balance), None) => {
+                let member: MemberId = member.parse().map_err(TradingError::Database)?;
+                let base = asset == market.base.as_str();
+                available.insert((member, base), u128_of(&balance)?);
+            }
+            row => {
+                return Err(TradingError::Database(format!(
+                    "unexpected balance row {row:?}"
+                )));
+            }
+        }
     }
-    Ok(available)
+    Ok((available, committed))
 }
 
-/// Writes a settled batch: commands, orders, trades, the netted ledger transfer and the
-/// outbox rows, inside the caller's transaction.
+/// Writes a settled batch inside the caller's transaction, in two parts:
+///
+/// 1. rows no earlier batch's transaction can hold up: the command log row, new orders and
+///    trades (COPY);
+/// 2. after `after` resolves (the previous batch's transaction committed; batches are written
+///    concurrently, committed in order): updates of older orders (rows the previous batch
+///    may have inserted), the netted ledger transfer (its accounts may be locked by the
+///    previous batch) and the batch's `exchange.events` row (so the relay's order, by row id,
+///    is the commit order).
+///
+/// Errors: [`TradingError::Conflict`] when a balance went below zero (another writer lowered
+/// it after the batch read it) or `after` fails (the batch ran on top of one that did not
+/// commit); [`TradingError::Database`].
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     market: &Arc<Market>,
     batch: &Arc<Batch>,
     events: EventsSink,
+    after: impl std::future::Future<Output = Result<(), TradingError>>,
 ) -> Result<(), TradingError> {
     if batch.commands.is_empty() {
         assert!(batch.changes.is_empty(), "no command, no ledger change");
-        return Ok(());
+        return after.await;
     }
     let phase_start = std::time::Instant::now();
     // The messages are encoded on a blocking thread while PostgreSQL takes the rows below
@@ -605,9 +641,53 @@ pub(crate) async fn write_batch(
             super::events::encode(&market, &batch.trades, batch.orders.values(), &now)
         })
     });
-    // 1. The command log: one row, one JSON command per line.
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
+    let transfer = settlement_transfer(market, batch, first, last)?;
+    insert_commands(conn, market, batch, first, last).await?;
+    trace_phase("commands", phase_start);
+    let updates = insert_new_orders(conn, market, batch, first).await?;
+    trace_phase("orders_inserted", phase_start);
+    insert_trades(conn, batch, transfer.as_ref().map(Transfer::id)).await?;
+    trace_phase("trades", phase_start);
+    after.await?;
+    trace_phase("previous_committed", phase_start);
+    update_orders(conn, updates).await?;
+    trace_phase("orders_updated", phase_start);
+    if let Some(transfer) = &transfer {
+        match post_netted(conn, transfer).await {
+            Ok(()) => {}
+            Err(JournalError::InsufficientBalance { account }) => {
+                return Err(TradingError::Conflict(format!(
+                    "settlement would take {account} below zero (changed by a concurrent \
+                     transaction since the batch read it)"
+                )));
+            }
+            Err(JournalError::Database(error)) => return Err(error.into()),
+            Err(error) => return Err(TradingError::Database(error.to_string())),
+        }
+    }
+    trace_phase("ledger", phase_start);
+    if let Some(encoding) = encoding {
+        let (text, count) = encoding
+            .await
+            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
+        if count > 0 {
+            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
+        }
+    }
+    trace_phase("events", phase_start);
+    Ok(())
+}
+
+/// The command log: one row, one JSON command per line.
+async fn insert_commands(
+    conn: &mut PgConnection,
+    market: &Market,
+    batch: &Batch,
+    first: u64,
+    last: u64,
+) -> Result<(), TradingError> {
     let mut lines = String::with_capacity(batch.commands.len() * 128);
     for (_, command) in &batch.commands {
         lines.push_str(&serde_json::to_string(command).expect("commands serialize"));
@@ -623,8 +703,16 @@ pub(crate) async fn write_batch(
     .bind(&lines)
     .execute(&mut *conn)
     .await?;
-    trace_phase("commands", phase_start);
-    // 2. The ledger: one transfer with the batch's net change per account.
+    Ok(())
+}
+
+/// The batch's ledger transfer: the net change per account (`None` when it nets to zero).
+fn settlement_transfer(
+    market: &Market,
+    batch: &Batch,
+    first: u64,
+    last: u64,
+) -> Result<Option<Transfer>, TradingError> {
     let mut legs = Vec::new();
     let mut per_asset: HashMap<&str, i128> = HashMap::new();
     for (account, (credits, debits)) in &batch.changes {
@@ -648,39 +736,43 @@ pub(crate) async fn write_batch(
         per_asset.values().all(|sum| *sum == 0),
         "a settled batch balances per asset: {per_asset:?}"
     );
-    let transfer_id = if legs.len() >= 2 {
-        let transfer = Transfer::new(
-            Uuid::new_v4(),
-            TRADE_SETTLEMENT,
-            &format!("{}:{first}-{last}", market.name),
-            legs,
-        )
-        .map_err(|e| TradingError::Database(e.to_string()))?;
-        match post_netted(conn, &transfer).await {
-            Ok(()) => Some(transfer.id()),
-            Err(JournalError::InsufficientBalance { account }) => {
-                return Err(TradingError::Conflict(format!(
-                    "settlement would take {account} below zero (changed by a concurrent \
-                     transaction since the batch read it)"
-                )));
-            }
-            Err(JournalError::Database(error)) => return Err(error.into()),
-            Err(error) => return Err(TradingError::Database(error.to_string())),
-        }
-    } else {
+    if legs.len() < 2 {
         assert!(legs.is_empty(), "a single leg cannot balance");
-        None
-    };
+        return Ok(None);
+    }
+    Transfer::new(
+        Uuid::new_v4(),
+        TRADE_SETTLEMENT,
+        &format!("{}:{first}-{last}", market.name),
+        legs,
+    )
+    .map(Some)
+    .map_err(|e| TradingError::Database(e.to_string()))
+}
 
-    trace_phase("ledger", phase_start);
-    // 3. Orders (their state at the end of the batch): new ones copied in, older ones
-    // updated.
-    let orders: Vec<&OrderRow> = batch.orders.values().collect();
+/// Updates of orders written by earlier batches, as columns for one `UPDATE … FROM UNNEST`.
+#[derive(Default)]
+struct OrderUpdates {
+    ids: Vec<i64>,
+    filled: Vec<String>,
+    filled_quote: Vec<String>,
+    holds: Vec<String>,
+    statuses: Vec<&'static str>,
+    reasons: Vec<Option<String>>,
+    updated: Vec<OffsetDateTime>,
+}
+
+/// Copies in the orders the batch placed (their state at its end) and returns the updates of
+/// older ones.
+async fn insert_new_orders(
+    conn: &mut PgConnection,
+    market: &Market,
+    batch: &Batch,
+    first: u64,
+) -> Result<OrderUpdates, TradingError> {
     let mut new_rows = String::new();
-    let (mut ids, mut filled, mut filled_quote, mut holds) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut statuses, mut reasons, mut updated) = (Vec::new(), Vec::new(), Vec::new());
-    for o in &orders {
+    let mut updates = OrderUpdates::default();
+    for o in batch.orders.values() {
         if o.seq >= first {
             let hold_asset = if o.hold_base {
                 market.base.as_str()
@@ -718,16 +810,17 @@ pub(crate) async fn write_batch(
                 ],
             );
         } else {
-            ids.push(i64_of(o.id));
-            filled.push(market.base_units(o.filled_lots).to_string());
-            filled_quote.push(o.filled_quote.to_string());
-            holds.push(o.hold.to_string());
-            statuses.push(o.status);
-            reasons.push(o.reason.clone());
-            updated.push(o.updated_at);
+            updates.ids.push(i64_of(o.id));
+            updates
+                .filled
+                .push(market.base_units(o.filled_lots).to_string());
+            updates.filled_quote.push(o.filled_quote.to_string());
+            updates.holds.push(o.hold.to_string());
+            updates.statuses.push(o.status);
+            updates.reasons.push(o.reason.clone());
+            updates.updated.push(o.updated_at);
         }
     }
-    trace_phase("orders_built", phase_start);
     if !new_rows.is_empty() {
         copy_in(
             conn,
@@ -738,78 +831,86 @@ pub(crate) async fn write_batch(
         )
         .await?;
     }
-    trace_phase("orders_inserted", phase_start);
-    if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
-                    hold = u.hold::numeric, status = u.status, reason = u.reason,
-                    updated_at = u.updated_at
-               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::timestamptz[])
-                 AS u(id, filled, filled_quote, hold, status, reason, updated_at)
-              WHERE o.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&filled)
-        .bind(&filled_quote)
-        .bind(&holds)
-        .bind(&statuses)
-        .bind(&reasons)
-        .bind(&updated)
-        .execute(&mut *conn)
-        .await?;
+    Ok(updates)
+}
+
+/// Applies `updates` (rows of earlier, committed batches).
+async fn update_orders(conn: &mut PgConnection, updates: OrderUpdates) -> Result<(), TradingError> {
+    if updates.ids.is_empty() {
+        return Ok(());
     }
-    trace_phase("orders", phase_start);
-    // 4. Trades.
-    let trades = &batch.trades;
-    if !trades.is_empty() {
-        let transfer = transfer_id.map(|id| id.to_string());
-        let mut rows = String::with_capacity(trades.len() * 256);
-        for t in trades {
-            copy_row(
-                &mut rows,
-                &[
-                    Some(&t.id.to_string()),
-                    Some(&t.market),
-                    Some(&t.seq.to_string()),
-                    Some(&t.ordinal.to_string()),
-                    Some(&t.price.to_string()),
-                    Some(&t.quantity.to_string()),
-                    Some(&t.quote_quantity.to_string()),
-                    Some(&t.maker_order_id.to_string()),
-                    Some(&t.taker_order_id.to_string()),
-                    Some(t.maker_member.as_str()),
-                    Some(t.taker_member.as_str()),
-                    Some(t.taker_side.as_str()),
-                    Some(&t.maker_fee.to_string()),
-                    Some(&t.taker_fee.to_string()),
-                    Some(&t.fee_asset),
-                    transfer.as_deref(),
-                    Some(&rfc3339(t.created_at)),
-                ],
-            );
-        }
-        copy_in(
-            conn,
-            "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
-                          maker_order_id, taker_order_id, maker_member, taker_member, taker_side,
-                          maker_fee, taker_fee, fee_asset, transfer_id, created_at) FROM STDIN",
-            rows,
-        )
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
+                hold = u.hold::numeric, status = u.status, reason = u.reason,
+                updated_at = u.updated_at
+           FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                       $6::text[], $7::timestamptz[])
+             AS u(id, filled, filled_quote, hold, status, reason, updated_at)
+          WHERE o.id = u.id",
+    )
+    .bind(&updates.ids)
+    .bind(&updates.filled)
+    .bind(&updates.filled_quote)
+    .bind(&updates.holds)
+    .bind(&updates.statuses)
+    .bind(&updates.reasons)
+    .bind(&updates.updated)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated != updates.ids.len() as u64 {
+        return Err(TradingError::Database(format!(
+            "updated {updated} of {} earlier orders; the others have no row",
+            updates.ids.len()
+        )));
     }
-    trace_phase("trades", phase_start);
-    // 5. The batch's `exchange.events` messages, one row.
-    if let Some(encoding) = encoding {
-        let (text, count) = encoding
-            .await
-            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
-        if count > 0 {
-            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
-        }
-    }
-    trace_phase("events", phase_start);
     Ok(())
+}
+
+/// Copies in the batch's trades, each naming the batch's settlement transfer.
+async fn insert_trades(
+    conn: &mut PgConnection,
+    batch: &Batch,
+    transfer_id: Option<Uuid>,
+) -> Result<(), TradingError> {
+    let trades = &batch.trades;
+    if trades.is_empty() {
+        return Ok(());
+    }
+    let transfer = transfer_id.map(|id| id.to_string());
+    let mut rows = String::with_capacity(trades.len() * 256);
+    for t in trades {
+        copy_row(
+            &mut rows,
+            &[
+                Some(&t.id.to_string()),
+                Some(&t.market),
+                Some(&t.seq.to_string()),
+                Some(&t.ordinal.to_string()),
+                Some(&t.price.to_string()),
+                Some(&t.quantity.to_string()),
+                Some(&t.quote_quantity.to_string()),
+                Some(&t.maker_order_id.to_string()),
+                Some(&t.taker_order_id.to_string()),
+                Some(t.maker_member.as_str()),
+                Some(t.taker_member.as_str()),
+                Some(t.taker_side.as_str()),
+                Some(&t.maker_fee.to_string()),
+                Some(&t.taker_fee.to_string()),
+                Some(&t.fee_asset),
+                transfer.as_deref(),
+                Some(&rfc3339(t.created_at)),
+            ],
+        );
+    }
+    copy_in(
+        conn,
+        "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
+                      maker_order_id, taker_order_id, maker_member, taker_member, taker_side,
+                      maker_fee, taker_fee, fee_asset, transfer_id, created_at) FROM STDIN",
+        rows,
+    )
+    .await
 }
 
 #[cfg(test)]

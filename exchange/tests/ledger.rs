@@ -117,8 +117,11 @@ async fn overdraw_is_refused_by_the_database_and_nothing_is_applied() {
 ///
 /// Steps: fund the hot wallet via a deposit; with raw SQL commit a transfer whose entries
 /// are +5/-4 (expect the deferred `transfers_balanced` check to fail at commit); a transfer
-/// with one entry; a balanced pair appended to the deposit's transfer; an UPDATE and a
-/// DELETE of an entry. Afterwards only the deposit is in the journal.
+/// with one entry; a balanced pair appended to the deposit's transfer; a balanced pair
+/// checked at once (`SET CONSTRAINTS ALL IMMEDIATE`), then one more entry (checked again at
+/// commit); an entry for an account that does not exist; deleting an account; an UPDATE and
+/// a DELETE of an entry. Afterwards only the deposit is in the journal and no balance check
+/// is left queued.
 #[tokio::test]
 async fn database_refuses_unbalanced_and_edited_transfers() {
     let db = TestDb::new().await;
@@ -191,6 +194,69 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
         appended.as_database_error().and_then(|e| e.constraint()),
         Some("entries_same_transaction")
     );
+    // 0009/0010: entries are checked per statement. An entry added after an immediate
+    // check is checked again at commit; an unknown account is refused; accounts stay.
+    let late = async {
+        let mut tx = db.pool.begin().await?;
+        let id = Uuid::new_v4();
+        sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'test', $2)")
+            .bind(id)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let insert = "INSERT INTO entries (transfer_id, account_id, amount)
+                      SELECT $1, a, m FROM UNNEST($2::bigint[], $3::numeric[]) AS t(a, m)";
+        let amounts = |values: &[i64]| -> Vec<bigdecimal::BigDecimal> {
+            values
+                .iter()
+                .map(|v| bigdecimal::BigDecimal::from(*v))
+                .collect()
+        };
+        sqlx::query(insert)
+            .bind(id)
+            .bind(vec![hot, bob])
+            .bind(amounts(&[-5, 5]))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET CONSTRAINTS ALL DEFERRED")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(insert)
+            .bind(id)
+            .bind(vec![hot])
+            .bind(amounts(&[-1]))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    .await
+    .expect_err("an entry after the immediate check unbalances the transfer");
+    assert_eq!(
+        late.as_database_error().and_then(|e| e.constraint()),
+        Some("transfers_balanced")
+    );
+    let unknown_account = try_commit(vec![(hot, -5), (i64::MAX, 5)], None)
+        .await
+        .expect_err("unknown account");
+    assert_eq!(
+        unknown_account
+            .as_database_error()
+            .and_then(|e| e.constraint()),
+        Some("entries_account_id_fkey")
+    );
+    let deleted = sqlx::query("DELETE FROM accounts WHERE id = $1")
+        .bind(bob)
+        .execute(&db.pool)
+        .await
+        .expect_err("accounts are kept");
+    assert_eq!(
+        deleted.as_database_error().and_then(|e| e.constraint()),
+        Some("accounts_kept")
+    );
+    assert_eq!(db.count("ledger_pending_checks").await, 0);
     let update = sqlx::query("UPDATE entries SET amount = amount * 2")
         .execute(&db.pool)
         .await;

@@ -899,47 +899,53 @@ impl Worker {
             let _ = (&mut next.task).await;
             later.push(next.prepared.into_requests());
         }
-        self.rebuild().await;
-        let requests = oldest.prepared.into_requests();
-        if matches!(error, TradingError::Conflict(_)) {
-            tracing::warn!(market = %self.state.market.name, %error,
-                "batch lost a conflict with a concurrent transaction; nothing applied; \
-                 running it again on the rebuilt book");
-            self.run_alone(requests, 1).await;
-        } else {
-            self.refuse(requests, &error);
-        }
+        self.recover(oldest.prepared.into_requests(), error, 1)
+            .await;
         for requests in later {
-            self.run_alone(requests, 0).await;
+            if let Err((requests, error)) = self.run_once(requests).await {
+                self.recover(requests, error, 1).await;
+            }
         }
         false
     }
 
-    /// Runs a batch with nothing else in flight; after a conflict the book is rebuilt and it
-    /// runs again, up to [`CONFLICT_ATTEMPTS`] runs counting the `attempts` already made; any
-    /// other failure refuses its commands.
-    async fn run_alone(&mut self, mut requests: Requests, mut attempts: u32) {
+    /// Runs a batch with nothing else in flight and answers it if it commits; otherwise
+    /// gives its requests back with the error (the book is then ahead of the log).
+    async fn run_once(&mut self, requests: Requests) -> Result<(), (Requests, TradingError)> {
+        let prepared = self.prepare(requests, &[]).await;
+        let mut writing = self.start_writing(prepared, None);
+        match joined((&mut writing.task).await) {
+            Ok(()) => {
+                self.committed(writing.prepared);
+                Ok(())
+            }
+            Err(error) => Err((writing.prepared.into_requests(), error)),
+        }
+    }
+
+    /// After a batch's `attempts`-th run failed with `error`: rebuilds the book from the log;
+    /// while the batch loses conflicts it runs again alone, up to [`CONFLICT_ATTEMPTS`] runs in
+    /// all; any other failure refuses its commands.
+    async fn recover(
+        &mut self,
+        mut requests: Requests,
+        mut error: TradingError,
+        mut attempts: u32,
+    ) {
         loop {
-            attempts += 1;
-            let prepared = self.prepare(requests, &[]).await;
-            let (pool, market) = (self.pool.clone(), self.state.market.clone());
-            let batch = prepared.batch.clone();
-            let error =
-                match write_in_transaction(pool, market, batch, self.options.events, None).await {
-                    Ok(()) => {
-                        self.committed(prepared);
-                        return;
-                    }
-                    Err(error) => error,
-                };
             self.rebuild().await;
-            requests = prepared.into_requests();
             if !matches!(error, TradingError::Conflict(_)) || attempts >= CONFLICT_ATTEMPTS {
                 self.refuse(requests, &error);
                 return;
             }
             tracing::warn!(market = %self.state.market.name, %error, attempts,
-                "batch lost a conflict again; running it again on the rebuilt book");
+                "batch lost a conflict with a concurrent transaction; nothing applied; \
+                 running it again on the rebuilt book");
+            attempts += 1;
+            match self.run_once(requests).await {
+                Ok(()) => return,
+                Err((again, next)) => (requests, error) = (again, next),
+            }
         }
     }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use coinhub_custody::derivation::MasterKey;
 use coinhub_custody::keystore::{
-    DEFAULT_TIMEOUT, EncryptedSeed, HotKey, KeystoreError, TransitKey, Vault, decrypt_seed,
-    encrypt_seed,
+    DEFAULT_TIMEOUT, Envelope, HotKey, KeystoreError, TransitKey, Vault, decrypt_seed, encrypt_seed,
 };
 use coinhub_custody::mnemonic::Mnemonic;
 use coinhub_custody::testing::{BaoDevServer, TRANSIT_MOUNT};
@@ -71,7 +70,7 @@ async fn encrypt_then_decrypt_gives_same_mnemonic_and_xpub() {
     assert!(encrypted.wrapped_data_key.starts_with("vault:v1:"));
     assert_eq!(encrypted.ciphertext.len(), 32 + 16);
     let json = serde_json::to_string(&encrypted).expect("serialize");
-    let stored: EncryptedSeed = serde_json::from_str(&json).expect("deserialize");
+    let stored: Envelope = serde_json::from_str(&json).expect("deserialize");
 
     let decrypted = decrypt_seed(&vault, HotKey::A, &stored)
         .await

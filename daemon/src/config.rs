@@ -111,23 +111,9 @@ pub struct AmqpConfig {
     pub url: SecretString,
 }
 
-/// `[vault]`: the OpenBao/Vault transit key that envelope-encrypts key A's seed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaultConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8200`.
-    pub address: String,
-    /// Token allowed to use `transit_key` (and nothing else).
-    pub token: SecretString,
-    /// Mount path of the transit engine.
-    #[serde(default = "default_transit_mount")]
-    pub transit_mount: String,
-    /// Name of the transit key.
-    pub transit_key: String,
-    /// Timeout of one Vault request, in milliseconds.
-    #[serde(default = "default_vault_timeout_ms")]
-    pub timeout_ms: u64,
-}
+/// `[vault]`: the OpenBao/Vault transit key that envelope-encrypts key A's seed (the cosigner's
+/// config: key B's). Shared with coinhub-exchange, which seals its API key secrets with it.
+pub use coinhub_custody::keystore::VaultConfig;
 
 /// `[admin]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -324,9 +310,6 @@ fn default_withdrawal_min() -> U256 {
 }
 fn default_db_connections_max() -> u32 {
     10
-}
-fn default_transit_mount() -> String {
-    "transit".to_owned()
 }
 fn default_vault_timeout_ms() -> u64 {
     10_000

@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use bitcoin::bip32::Xpub;
 use coinhub_custody::derivation::{self, MasterKey};
-use coinhub_custody::keystore::{self, EncryptedSeed, HotKey, TransitKey, Vault};
+use coinhub_custody::keystore::{self, Envelope, HotKey};
 use coinhub_custody::mnemonic::Mnemonic;
 use coinhub_custody::utxo::{AccountXpub, Bip48ScriptType, UtxoNetwork};
 use sqlx::PgPool;
@@ -93,14 +92,6 @@ fn key_id(key: HotKey) -> &'static str {
     }
 }
 
-fn vault_client(config: &VaultConfig) -> Result<Vault, keystore::KeystoreError> {
-    Vault::new(
-        &config.address,
-        config.token.clone(),
-        Duration::from_millis(config.timeout_ms),
-    )
-}
-
 /// Creates hot key `key` (A for coinhubd; B for the cosigner, run with the cosigner's own
 /// database and Vault token): a fresh 24-word BIP39 seed, envelope-encrypted with the
 /// `[vault]` transit key, stored as ciphertext beside its EVM and BIP48 account xpubs, which
@@ -124,18 +115,14 @@ pub async fn init_key(
     if exists {
         anyhow::bail!("custody key {key_id} already exists; refusing to replace it");
     }
-    let vault = vault_client(config)?;
+    let vault = config.client()?;
     vault.check().await?;
     let mnemonic = Mnemonic::generate()?;
     let master = MasterKey::from_seed(&mnemonic.to_seed())?;
     let xpub = master.evm_account_xpub()?;
     let utxo_account_xpubs = utxo_account_xpubs(&master)?;
     drop(master);
-    let transit = TransitKey {
-        mount: config.transit_mount.clone(),
-        name: config.transit_key.clone(),
-    };
-    let encrypted = keystore::encrypt_seed(&vault, &transit, key, &mnemonic).await?;
+    let encrypted = keystore::encrypt_seed(&vault, &config.transit_key(), key, &mnemonic).await?;
     drop(mnemonic);
     let inserted = sqlx::query(
         "INSERT INTO custody_keys (key_id, encrypted_seed, evm_account_xpub, utxo_account_xpubs)
@@ -169,8 +156,8 @@ pub async fn decrypt_key_a(pool: &PgPool, config: &VaultConfig) -> anyhow::Resul
     let Some((encrypted,)) = row else {
         anyhow::bail!("custody key a does not exist: run `coinhubd init` first");
     };
-    let encrypted: EncryptedSeed = serde_json::from_value(encrypted)?;
-    Ok(keystore::decrypt_seed(&vault_client(config)?, HotKey::A, &encrypted).await?)
+    let encrypted: Envelope = serde_json::from_value(encrypted)?;
+    Ok(keystore::decrypt_seed(&config.client()?, HotKey::A, &encrypted).await?)
 }
 
 /// Decrypts key A (one audited Vault `transit/decrypt`) and checks that it derives the stored
@@ -186,8 +173,8 @@ pub async fn verify_key_a(pool: &PgPool, config: &VaultConfig) -> anyhow::Result
     let Some((encrypted, stored_xpub)) = row else {
         anyhow::bail!("custody key a does not exist: run `coinhubd init` first");
     };
-    let encrypted: EncryptedSeed = serde_json::from_value(encrypted)?;
-    let mnemonic = keystore::decrypt_seed(&vault_client(config)?, HotKey::A, &encrypted).await?;
+    let encrypted: Envelope = serde_json::from_value(encrypted)?;
+    let mnemonic = keystore::decrypt_seed(&config.client()?, HotKey::A, &encrypted).await?;
     let xpub = MasterKey::from_seed(&mnemonic.to_seed())?.evm_account_xpub()?;
     drop(mnemonic);
     anyhow::ensure!(

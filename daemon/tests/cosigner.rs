@@ -24,7 +24,7 @@ use coinhub_custody::utxo::{Bip48ScriptType, Branch, UtxoNetwork, UtxoWallet};
 use coinhub_daemon::cosigner::auth::{self, SIGNATURE_HEADER};
 use coinhub_daemon::cosigner::client::{CosignerClient, CosignerError};
 use coinhub_daemon::cosigner::config::CosignerConfig;
-use coinhub_daemon::cosigner::keys::{self as cosigner_keys, CosignerKeys};
+use coinhub_daemon::cosigner::keys::CosignerKeys;
 use coinhub_daemon::cosigner::server::{self, SIGN_UTXO_PATH};
 use coinhub_daemon::cosigner::verify::Cosigner;
 use coinhub_daemon::cosigner::{self, requests};
@@ -200,7 +200,7 @@ allow = ["{BOB}"]
             .expect("migrate");
         let config = Arc::new(config);
         let keys = Arc::new(CosignerKeys::load(&pool, &config).await.expect("keys"));
-        let vault = cosigner_keys::vault_client(&config.vault).expect("vault client");
+        let vault = config.vault.client().expect("vault client");
         keys.verify(&vault).await.expect("key b decrypts");
         let service =
             Cosigner::new(pool.clone(), config.clone(), keys.clone(), vault).expect("cosigner");

@@ -22,6 +22,12 @@
 //! unauthenticated_requests_per_second = 5   # failed authentications per client address
 //! unauthenticated_burst = 20
 //!
+//! [vault]                       # required by `run` and `api-key create`
+//! address = "http://127.0.0.1:8200"
+//! token = "s.xxxx"              # secret: never logged
+//! transit_mount = "transit"
+//! transit_key = "coinhub-exchange"  # seals the member API keys' secrets
+//!
 //! [assets.BTC]                  # optional, one table per asset symbol (case-insensitive)
 //! withdraw_fee = "10000"        # base units charged per withdrawal, default "0"
 //!
@@ -67,6 +73,10 @@ pub struct Config {
     /// `[api]`: the member HTTP API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// `[vault]`: the OpenBao/Vault transit key that seals the API keys' secrets
+    /// (`crate::api::secrets`). Required by `run` and `api-key create` ([`Config::vault`]).
+    #[serde(default)]
+    pub vault: Option<coinhub_custody::keystore::VaultConfig>,
     /// `[assets.<SYMBOL>]`: per-asset settings; an asset without a table gets the defaults.
     #[serde(default)]
     pub assets: AssetsConfig,
@@ -335,6 +345,18 @@ impl Config {
         Ok(config)
     }
 
+    /// `[vault]`, which the member API needs to seal and open API key secrets.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming `vault` when the table is absent.
+    pub fn vault(&self) -> Result<&coinhub_custody::keystore::VaultConfig, ConfigError> {
+        self.vault.as_ref().ok_or_else(|| ConfigError::Invalid {
+            key: "vault".to_owned(),
+            reason: "missing: the member api seals its api key secrets with a vault transit key \
+                     (address, token, transit_key)"
+                .to_owned(),
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             key: key.to_owned(),
@@ -400,6 +422,20 @@ impl Config {
         ] {
             if !(1..=100_000).contains(&value) {
                 return Err(invalid(key, "must be 1 to 100000".into()));
+            }
+        }
+        if let Some(vault) = &self.vault {
+            vault
+                .client()
+                .map_err(|e| invalid("vault.address", e.to_string()))?;
+            if vault.transit_mount.is_empty() || vault.transit_key.is_empty() {
+                return Err(invalid(
+                    "vault.transit_key",
+                    "transit_mount and transit_key must not be empty".into(),
+                ));
+            }
+            if !(100..=600_000).contains(&vault.timeout_ms) {
+                return Err(invalid("vault.timeout_ms", "must be 100 to 600000".into()));
             }
         }
         self.markets

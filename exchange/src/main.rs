@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use coinhub_exchange::api::{self, ApiState, keys};
+use coinhub_exchange::api::{self, ApiState, keys, secrets::ApiSecrets};
 use coinhub_exchange::cli::{
     self, ApiKeyCommand, BalancesArgs, Cli, Command, WithdrawArgs, WithdrawalsArgs,
 };
@@ -54,6 +54,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: &Config) -> anyhow::Result<()> {
+    // Before anything else: without it no API key could be opened.
+    let secrets = ApiSecrets::new(config.vault()?).context("invalid [vault]")?;
     let pool = db::connect_lazy(&config.database).context("configuring the database pool")?;
     let settings = ConsumerSettings::from(&config.amqp);
     let shutdown = CancellationToken::new();
@@ -61,7 +63,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     if service::migrate_with_retry(&pool, &settings, &shutdown).await {
         tracing::info!("database migrated; starting the consumers and the outbox relay");
         // ── Member HTTP API (exchange/src/api): bind, then serve until shutdown. ──
-        let api_server = match start_api_server(config, &pool, shutdown.clone()).await {
+        let api_server = match start_api_server(config, &pool, secrets, shutdown.clone()).await {
             Ok(server) => server,
             Err(error) => {
                 shutdown.cancel();
@@ -84,15 +86,21 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds `[api] listen` and returns the member API server, which runs until `shutdown`; if
-/// it fails while running it cancels `shutdown` (a critical task: the process stops).
+/// Checks Vault, seals API key secrets still stored in plaintext, binds `[api] listen` and
+/// returns the member API server, which runs until `shutdown`; if it fails while running it
+/// cancels `shutdown` (a critical task: the process stops).
 ///
-/// Errors: the address cannot be bound.
+/// Errors: Vault unreachable, sealed or refusing the token; the address cannot be bound.
 async fn start_api_server(
     config: &Config,
     pool: &sqlx::PgPool,
+    secrets: ApiSecrets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    secrets.check().await.context("checking [vault]")?;
+    keys::seal_stored(pool, &secrets)
+        .await
+        .context("sealing api key secrets stored in plaintext")?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding the member api to {}", config.api.listen))?;
@@ -114,6 +122,7 @@ async fn start_api_server(
         .context("invalid [api] rate limits")?;
     let state = ApiState::with_limits(
         pool.clone(),
+        secrets,
         config.assets.clone(),
         config.api.max_clock_skew_secs,
         limits,
@@ -236,16 +245,21 @@ async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
     let pool = db::connect(&config.database)
         .await
         .context("connecting to the database")?;
-    let result = api_key_command(&pool, command).await;
+    let result = api_key_command(config, &pool, command).await;
     pool.close().await;
     result
 }
 
-async fn api_key_command(pool: &sqlx::PgPool, command: ApiKeyCommand) -> anyhow::Result<()> {
+async fn api_key_command(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     match command {
         ApiKeyCommand::Create(args) => {
-            let key = keys::create(pool, &args.member, args.label.as_deref())
+            let secrets = ApiSecrets::new(config.vault()?).context("invalid [vault]")?;
+            let key = keys::create(pool, &secrets, &args.member, args.label.as_deref())
                 .await
                 .context("creating the api key")?;
             // The only place the secret is ever shown: stdout of this command.

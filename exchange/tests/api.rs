@@ -13,11 +13,11 @@ use std::time::Duration;
 use api_support::{SKEW_SECS, TestApi, btc_fee_25, fund, rows, snapshot};
 use coinhub_exchange::api::client::{ApiClient, ClientError, Prepared, RawResponse};
 use coinhub_exchange::api::limits::RateLimits;
-use coinhub_exchange::api::{self, ApiState, WithdrawalRequestBody, auth, keys};
+use coinhub_exchange::api::{WithdrawalRequestBody, auth, keys};
 use coinhub_exchange::config::AssetsConfig;
 use common::TestDb;
 use reqwest::Method;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 const DESTINATION: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -443,13 +443,156 @@ async fn public_routes_and_typed_fallbacks() {
     );
 }
 
+/// Proves: an API key's secret is stored only sealed by Vault transit (no plaintext, the
+/// envelope does not contain it, its data key is wrapped) and requests signed with it
+/// verify (the first one opens it through Vault); one key's envelope copied into another
+/// key's row does not open (a member who knows their own secret cannot sign as another:
+/// `500 internal`, nothing answered); a key stored in plaintext before migration 0011 works
+/// and `seal_stored` seals it exactly once; with Vault sealed, an opened key still works, a
+/// key not opened yet gets `500 internal`, and a new key is not created (no row written).
+#[tokio::test]
+async fn api_key_secrets_are_stored_sealed() {
+    let db = TestDb::new().await;
+    for member in ["alice", "carol", "dave"] {
+        fund(&db.pool, member, "BTC", "5", 8).await;
+    }
+    let api = TestApi::start(db.pool.clone(), btc_fee_25(), None).await;
+    let stored = |key_id: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, Option<serde_json::Value>)>(
+                "SELECT secret, secret_sealed FROM api_keys WHERE key_id = $1",
+            )
+            .bind(key_id)
+            .fetch_one(&pool)
+            .await
+            .expect("read key row")
+        }
+    };
+    let create = |member: &'static str| {
+        let (pool, secrets) = (db.pool.clone(), api.secrets.clone());
+        async move {
+            keys::create(&pool, &secrets, &member.parse().expect("member"), None)
+                .await
+                .expect("create key")
+        }
+    };
+    let client = |key_id: &keys::KeyId, secret: &SecretString| {
+        ApiClient::new(&api.base_url, key_id.clone(), secret.clone()).expect("client")
+    };
+
+    // Sealed at rest; opened through Vault on first use.
+    let alice = create("alice").await;
+    let (plaintext, sealed) = stored(alice.key_id.to_string()).await;
+    assert_eq!(plaintext, None);
+    let sealed = sealed.expect("sealed secret");
+    let wrapped = sealed["wrapped_data_key"]
+        .as_str()
+        .expect("wrapped data key");
+    assert!(wrapped.starts_with("vault:v1:"), "{sealed}");
+    assert_eq!(sealed["transit_key"], "coinhub-a");
+    assert!(!sealed.to_string().contains(alice.secret.expose_secret()));
+    let alice_client = client(&alice.key_id, &alice.secret);
+    assert_eq!(
+        alice_client.balances().await.expect("balances").member,
+        "alice"
+    );
+
+    // Mallory's envelope under alice's key id does not open.
+    let mallory = create("mallory").await;
+    let (_, mallory_sealed) = stored(mallory.key_id.to_string()).await;
+    let dave = create("dave").await;
+    sqlx::query("UPDATE api_keys SET secret_sealed = $2 WHERE key_id = $1")
+        .bind(dave.key_id.as_str())
+        .bind(&mallory_sealed)
+        .execute(&db.pool)
+        .await
+        .expect("swap envelope");
+    let error = client(&dave.key_id, &mallory.secret)
+        .balances()
+        .await
+        .expect_err("a copied envelope does not open");
+    assert_eq!(error.code(), Some("internal"), "{error}");
+
+    // A key stored in plaintext before 0011: works, then is sealed once.
+    let carol_id: keys::KeyId = "ck_0123456789abcdef0123456789abcdef".parse().expect("id");
+    let carol_secret = SecretString::from("c".repeat(64));
+    sqlx::query("INSERT INTO api_keys (key_id, member_id, secret) VALUES ($1, 'carol', $2)")
+        .bind(carol_id.as_str())
+        .bind(carol_secret.expose_secret())
+        .execute(&db.pool)
+        .await
+        .expect("insert a plaintext key");
+    let carol_client = client(&carol_id, &carol_secret);
+    assert_eq!(
+        carol_client.balances().await.expect("balances").member,
+        "carol"
+    );
+    assert_eq!(
+        keys::seal_stored(&db.pool, &api.secrets)
+            .await
+            .expect("seal"),
+        1
+    );
+    assert_eq!(
+        keys::seal_stored(&db.pool, &api.secrets)
+            .await
+            .expect("seal"),
+        0
+    );
+    let (plaintext, sealed) = stored(carol_id.to_string()).await;
+    assert_eq!(plaintext, None);
+    assert!(sealed.is_some());
+    assert_eq!(
+        carol_client.balances().await.expect("balances").member,
+        "carol"
+    );
+
+    // Vault sealed: what was opened still verifies; nothing new opens or is created.
+    let bob = create("bob").await;
+    api.bao.seal().await.expect("seal openbao");
+    assert_eq!(
+        alice_client.balances().await.expect("balances").member,
+        "alice"
+    );
+    let error = client(&bob.key_id, &bob.secret)
+        .balances()
+        .await
+        .expect_err("vault sealed");
+    assert_eq!(error.code(), Some("internal"), "{error}");
+    let keys_before: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    let refused = keys::create(
+        &db.pool,
+        &api.secrets,
+        &"erin".parse().expect("member"),
+        None,
+    )
+    .await
+    .expect_err("vault sealed");
+    assert!(refused.to_string().contains("sealed"), "{refused}");
+    let keys_after: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(keys_after, keys_before);
+}
+
 /// Proves: stored nonces older than twice the skew are pruned, newer ones kept.
 #[tokio::test]
 async fn old_nonces_are_pruned() {
     let db = TestDb::new().await;
-    let key = keys::create(&db.pool, &"alice".parse().expect("member"), Some("test"))
-        .await
-        .expect("key");
+    let api = TestApi::start(db.pool.clone(), AssetsConfig::default(), None).await;
+    let key = keys::create(
+        &db.pool,
+        &api.secrets,
+        &"alice".parse().expect("member"),
+        Some("test"),
+    )
+    .await
+    .expect("key");
     for (nonce, age_secs) in [("old-nonce-000000001", 61_i64), ("new-nonce-000000001", 59)] {
         sqlx::query(
             "INSERT INTO api_nonces (key_id, nonce, request_time, seen_at)
@@ -494,6 +637,7 @@ async fn cli_creates_lists_and_revokes_keys() {
         }
         command
             .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
+            .envs(common::vault_env(&api.bao))
             .env("RUST_LOG", "debug");
         command
     };
@@ -564,47 +708,6 @@ async fn cli_creates_lists_and_revokes_keys() {
     assert!(!output.status.success(), "revoking an unknown key fails");
 }
 
-/// The API served with the rate limits `limits` on `127.0.0.1:<free port>` (the shared
-/// fixture serves the defaults); stopped when dropped.
-struct LimitedApi {
-    base_url: String,
-    pool: sqlx::PgPool,
-    shutdown: tokio_util::sync::CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl LimitedApi {
-    async fn start(pool: sqlx::PgPool, limits: RateLimits) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
-        let address = listener.local_addr().expect("bound address");
-        let state = ApiState::with_limits(pool.clone(), btc_fee_25(), SKEW_SECS, limits, None);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
-        Self {
-            base_url: format!("http://{address}"),
-            pool,
-            shutdown,
-            server,
-        }
-    }
-
-    async fn client(&self, member: &str) -> ApiClient {
-        let key = keys::create(&self.pool, &member.parse().expect("member"), None)
-            .await
-            .expect("create api key");
-        ApiClient::new(&self.base_url, key.key_id, key.secret).expect("client")
-    }
-}
-
-impl Drop for LimitedApi {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.server.abort();
-    }
-}
-
 fn nonzero(value: u32) -> NonZeroU32 {
     NonZeroU32::new(value).expect("not zero")
 }
@@ -649,7 +752,7 @@ async fn api_key_over_its_limit_gets_429_and_changes_nothing() {
     fund(&db.pool, "alice", "BTC", "100000", 8).await;
     fund(&db.pool, "bob", "BTC", "7", 8).await;
     let limits = RateLimits::new(nonzero(1), nonzero(2), nonzero(100), nonzero(100));
-    let api = LimitedApi::start(db.pool.clone(), limits).await;
+    let api = TestApi::with_limits(db.pool.clone(), btc_fee_25(), None, limits).await;
     let alice = api.client("alice").await;
     let bob = api.client("bob").await;
 
@@ -744,7 +847,7 @@ async fn failed_authentications_from_one_address_get_429() {
     let db = TestDb::new().await;
     fund(&db.pool, "alice", "BTC", "100000", 8).await;
     let limits = RateLimits::new(nonzero(1000), nonzero(1000), nonzero(1), nonzero(3));
-    let api = LimitedApi::start(db.pool.clone(), limits).await;
+    let api = TestApi::with_limits(db.pool.clone(), btc_fee_25(), None, limits).await;
     let alice = api.client("alice").await;
 
     for _ in 0..10 {

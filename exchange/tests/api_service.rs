@@ -11,14 +11,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use api_support::rows;
+use coinhub_custody::testing::BaoDevServer;
 use coinhub_exchange::api::client::ApiClient;
 use coinhub_exchange::api::keys;
+use coinhub_exchange::api::secrets::ApiSecrets;
 use coinhub_exchange::journal;
 use coinhub_exchange::ledger::AccountKey;
 use coinhub_exchange::trading::{self, NewOrder, OrderKind, Side};
 use common::{TestDb, TestVhost, asset_symbol, confirmed, declare, publish, wait_for_outcome};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use secrecy::ExposeSecret;
 
 const MARKET: &str = "btc_usdt";
 const PRICE: &str = "30000000";
@@ -155,6 +158,17 @@ async fn deposit_trade_restart_over_the_running_service() {
         .await
         .expect("bind test queue");
 
+    let bao = BaoDevServer::start().await.expect("openbao dev server");
+    let secrets = ApiSecrets::with_vault(bao.root_vault(), bao.transit_key_a());
+    // A key stored in plaintext before migration 0011: `run` seals it at start.
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, member_id, secret)
+         VALUES ('ck_0123456789abcdef0123456789abcdef', 'carol', $1)",
+    )
+    .bind("c".repeat(64))
+    .execute(&db.pool)
+    .await
+    .expect("insert a plaintext key");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -180,6 +194,11 @@ reconnect_delay_max_ms = 500
 listen = "127.0.0.1:{port}"
 max_clock_skew_secs = 30
 
+[vault]
+address = "{vault_address}"
+token = "{vault_token}"
+transit_key = "{transit_key}"
+
 [markets.btc_usdt]
 base = "BTC"
 quote = "USDT"
@@ -190,6 +209,9 @@ taker_fee_bps = 20
 "#,
             db = db.url,
             amqp = vhost.url,
+            vault_address = bao.address,
+            vault_token = bao.root_token.expose_secret(),
+            transit_key = bao.transit_key_a().name,
         ),
     )
     .expect("write config");
@@ -207,8 +229,9 @@ taker_fee_bps = 20
     let client = |member: &'static str| {
         let pool = db.pool.clone();
         let base_url = base_url.clone();
+        let secrets = secrets.clone();
         async move {
-            let key = keys::create(&pool, &member.parse().expect("member"), None)
+            let key = keys::create(&pool, &secrets, &member.parse().expect("member"), None)
                 .await
                 .expect("api key");
             ApiClient::new(&base_url, key.key_id, key.secret).expect("client")
@@ -217,6 +240,15 @@ taker_fee_bps = 20
     let alice = client("alice").await;
     let bob = client("bob").await;
     wait_healthy(&alice, &running).await;
+    let carol_plaintext: Option<String> =
+        sqlx::query_scalar("SELECT secret FROM api_keys WHERE member_id = 'carol'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("carol's key");
+    assert_eq!(
+        carol_plaintext, None,
+        "run seals plaintext secrets before serving"
+    );
 
     let ask = alice
         .place_order(&limit(Side::Sell, "5000"))

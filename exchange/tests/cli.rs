@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use coinhub_custody::testing::BaoDevServer;
 use coinhub_exchange::deposits;
 use common::{TestDb, TestVhost, confirmed, declare, publish, wait_for_outcome};
 
@@ -217,33 +218,46 @@ async fn withdraw_locks_and_withdrawals_lists() {
 /// key, and a missing config file is reported.
 ///
 /// Steps: run `migrate` with `[database] url = 5`, with `[amqp] prefetch = 0`, with an
-/// unknown key, with an invalid environment override, and with a missing file; each exits
-/// non-zero and stderr names the key or file.
+/// unknown key, with an invalid environment override, with a `[vault]` address that is not
+/// a URL, and `run` without `[vault]`; and with a missing file; each exits non-zero and
+/// stderr names the key or file.
 #[test]
 fn invalid_config_fails_at_start_naming_the_key() {
+    const VAULT_FTP: &str = "[database]\nurl = \"postgres://h/x\"\n[vault]\naddress = \"ftp://v\"\ntoken = \"t\"\ntransit_key = \"k\"\n";
     let cases = [
-        ("[database]\nurl = 5\n", None, "`database.url`"),
+        ("migrate", "[database]\nurl = 5\n", None, "`database.url`"),
         (
+            "migrate",
             "[database]\nurl = \"postgres://h/x\"\n[amqp]\nprefetch = 0\n",
             None,
             "`amqp.prefetch`",
         ),
         (
+            "migrate",
             "[database]\nurl = \"postgres://h/x\"\nurll = \"x\"\n",
             None,
             "`database.urll`",
         ),
         (
+            "migrate",
             "[database]\nurl = \"postgres://h/x\"\n",
             Some(("COINHUB_EXCHANGE__AMQP__URL", "http://x")),
             "`amqp.url`",
         ),
-        ("", None, "`database`"),
+        ("migrate", "", None, "`database`"),
+        ("migrate", VAULT_FTP, None, "`vault.address`"),
+        // Before it touches the (unreachable) database.
+        (
+            "run",
+            "[database]\nurl = \"postgres://h/x\"\n",
+            None,
+            "`vault`",
+        ),
     ];
-    for (text, env, expected) in cases {
+    for (subcommand, text, env, expected) in cases {
         let config = config_file(text);
         let mut command = binary();
-        command.arg("--config").arg(&config).arg("migrate");
+        command.arg("--config").arg(&config).arg(subcommand);
         if let Some((key, value)) = env {
             command.env(key, value);
         }
@@ -275,6 +289,7 @@ fn invalid_config_fails_at_start_naming_the_key() {
 async fn migrate_then_run_until_sigterm() {
     let db = TestDb::create_empty().await;
     let vhost = TestVhost::new();
+    let bao = BaoDevServer::start().await.expect("openbao dev server");
     for _ in 0..2 {
         let output = run(binary()
             .arg("migrate")
@@ -285,6 +300,7 @@ async fn migrate_then_run_until_sigterm() {
         .arg("run")
         .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
         .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
+        .envs(common::vault_env(&bao))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

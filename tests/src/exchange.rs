@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use coinhub_custody::testing::{BaoDevServer, TRANSIT_MOUNT};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::amqp::{Amqp, EXCHANGE_DEPOSITS_QUEUE};
-use crate::coinhubd::{run_once, rust_log};
+use crate::coinhubd::{VaultSection, run_once, rust_log};
 use crate::env::TestEnv;
 use crate::paths;
 use crate::process::ChildProcess;
@@ -26,6 +28,30 @@ pub struct ExchangeConfig {
     pub assets: BTreeMap<String, ExchangeAsset>,
     /// `[api]`: the member API on a free port, so tests running at once do not collide.
     pub api: ExchangeApi,
+    /// `[vault]`: the transit key that seals the API key secrets.
+    pub vault: VaultSection,
+}
+
+/// The transit key that seals the exchange's API key secrets in tests (as in
+/// `deploy/openbao/coinhub-exchange.hcl`).
+pub const EXCHANGE_TRANSIT_KEY: &str = "coinhub-exchange";
+
+/// Creates the transit key [`EXCHANGE_TRANSIT_KEY`] on `bao` and a token holding only the
+/// policy `deploy/openbao/coinhub-exchange.hcl`; returns the exchange's `[vault]`.
+///
+/// Errors: the policy file cannot be read; OpenBao refuses a step.
+pub async fn exchange_vault(bao: &BaoDevServer) -> anyhow::Result<VaultSection> {
+    bao.create_transit_key(EXCHANGE_TRANSIT_KEY).await?;
+    let policy = std::fs::read_to_string(
+        paths::workspace_root().join("deploy/openbao/coinhub-exchange.hcl"),
+    )?;
+    let token = bao.create_token("coinhub-exchange", &policy).await?;
+    Ok(VaultSection {
+        address: bao.address.clone(),
+        token: token.expose_secret().to_owned(),
+        transit_mount: TRANSIT_MOUNT.to_owned(),
+        transit_key: EXCHANGE_TRANSIT_KEY.to_owned(),
+    })
 }
 
 /// `[api]`.
@@ -85,8 +111,8 @@ pub struct ExchangeAmqp {
 }
 
 impl ExchangeConfig {
-    /// A config for `database_url` and `amqp_url`.
-    pub fn new(database_url: &str, amqp_url: &str) -> Self {
+    /// A config for `database_url`, `amqp_url` and `vault` (see [`exchange_vault`]).
+    pub fn new(database_url: &str, amqp_url: &str, vault: VaultSection) -> Self {
         Self {
             database: ExchangeDatabase {
                 url: database_url.to_owned(),
@@ -102,6 +128,7 @@ impl ExchangeConfig {
                     crate::wait::free_port().expect("a free local port")
                 ),
             },
+            vault,
         }
     }
 
@@ -442,7 +469,13 @@ mod tests {
 
     #[test]
     fn config_writes_assets_only_when_set() {
-        let plain = ExchangeConfig::new("postgres://h/x", "amqp://h/%2f");
+        let vault = VaultSection {
+            address: "http://127.0.0.1:8200".to_owned(),
+            token: "t".to_owned(),
+            transit_mount: "transit".to_owned(),
+            transit_key: EXCHANGE_TRANSIT_KEY.to_owned(),
+        };
+        let plain = ExchangeConfig::new("postgres://h/x", "amqp://h/%2f", vault);
         assert!(!toml::to_string(&plain).expect("toml").contains("assets"));
         let with_fee = plain.with_withdraw_fee("BTC", "1000");
         let text = toml::to_string(&with_fee).expect("toml");

@@ -23,7 +23,7 @@ use crate::cosigner::{
 use crate::database::Database;
 use crate::env::TestEnv;
 use crate::erc20::deploy_erc20;
-use crate::exchange::{ExchangeConfig, ExchangeProcess};
+use crate::exchange::{ExchangeConfig, ExchangeProcess, exchange_vault};
 use crate::paths;
 use crate::safe::deploy_safe;
 use crate::vhost::Vhost;
@@ -315,7 +315,11 @@ impl Stack {
             Some(
                 ExchangeProcess::start(
                     env,
-                    &ExchangeConfig::new(&exchange_db.url(), &vhost.amqp_url()),
+                    &ExchangeConfig::new(
+                        &exchange_db.url(),
+                        &vhost.amqp_url(),
+                        exchange_vault(&bao).await?,
+                    ),
                 )
                 .await?,
             )

@@ -1,6 +1,7 @@
 //! Keystore errors.
 
-/// Why a seed could not be encrypted or decrypted, or Vault could not be used.
+/// Why a secret (seed, API key secret) could not be encrypted or decrypted, or Vault could
+/// not be used.
 ///
 /// Messages are lower-case and never contain the Vault token, a data key, a seed or a
 /// mnemonic; fields name what an operator can act on.
@@ -36,12 +37,12 @@ pub enum KeystoreError {
         key: String,
     },
     /// AES-GCM authentication failed, or the stored record is malformed: wrong data key, wrong
-    /// hot key (associated data), tampered nonce/ciphertext, or a wrapped data key that
+    /// owner (associated data: another hot key, another API key), tampered nonce/ciphertext, or a wrapped data key that
     /// transit rejects as altered or malformed.
-    #[error("encrypted seed is corrupt or does not belong to this key")]
+    #[error("encrypted secret is corrupt or does not belong to this key")]
     Corrupt,
     /// The stored record has a format version this build does not know.
-    #[error("encrypted seed has unsupported format version {version}")]
+    #[error("encrypted secret has unsupported format version {version}")]
     UnsupportedVersion {
         /// Version found in the record.
         version: u8,

@@ -1,14 +1,15 @@
-//! The stored form of an encrypted seed.
+//! The stored form of an envelope-encrypted secret (a seed, an API key secret).
 
 use serde::{Deserialize, Serialize};
 
 use super::envelope::NONCE_LEN_BYTES;
 
 /// Format version written by this build.
-pub const ENCRYPTED_SEED_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 1;
 
-/// A BIP39 seed's entropy, envelope-encrypted: AES-256-GCM under a data key that only Vault
-/// transit can unwrap. Holds no secret in the clear; the caller stores it (PostgreSQL, as
+/// A secret (a BIP39 seed's entropy, an API key's secret), envelope-encrypted: AES-256-GCM
+/// under a data key that only Vault transit can unwrap, with associated data naming what the
+/// secret belongs to. Holds no secret in the clear; the caller stores it (PostgreSQL, as
 /// JSON). Serialized as:
 ///
 /// ```json
@@ -16,8 +17,8 @@ pub const ENCRYPTED_SEED_VERSION: u8 = 1;
 ///  "wrapped_data_key":"vault:v1:…","nonce":"<24 hex>","ciphertext":"<hex>"}
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncryptedSeed {
-    /// Format version, [`ENCRYPTED_SEED_VERSION`].
+pub struct Envelope {
+    /// Format version, [`ENVELOPE_VERSION`].
     pub version: u8,
     /// Transit mount path that wrapped the data key, e.g. `transit`.
     pub transit_mount: String,
@@ -28,8 +29,8 @@ pub struct EncryptedSeed {
     /// AES-GCM nonce, 96 bits, random per encryption (hex in JSON).
     #[serde(with = "hex_array")]
     pub nonce: [u8; NONCE_LEN_BYTES],
-    /// AES-256-GCM ciphertext of the BIP39 entropy followed by the 16-byte tag (hex in JSON;
-    /// 48 bytes for 24-word mnemonics).
+    /// AES-256-GCM ciphertext of the secret followed by the 16-byte tag (hex in JSON; 48
+    /// bytes for the entropy of a 24-word mnemonic).
     #[serde(with = "hex_vec")]
     pub ciphertext: Vec<u8>,
 }
@@ -78,8 +79,8 @@ mod tests {
     /// Proves the JSON shape and that it round-trips; a wrong-length nonce is refused.
     #[test]
     fn json_round_trip() {
-        let record = EncryptedSeed {
-            version: ENCRYPTED_SEED_VERSION,
+        let record = Envelope {
+            version: ENVELOPE_VERSION,
             transit_mount: "transit".to_owned(),
             transit_key: "coinhub-a".to_owned(),
             wrapped_data_key: "vault:v1:abc".to_owned(),
@@ -92,9 +93,9 @@ mod tests {
             "{json}"
         );
         assert!(json.contains(r#""ciphertext":"0102ff""#), "{json}");
-        let back: EncryptedSeed = serde_json::from_str(&json).expect("deserialize");
+        let back: Envelope = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, record);
         let short = json.replace("abababababababababababab", "abab");
-        assert!(serde_json::from_str::<EncryptedSeed>(&short).is_err());
+        assert!(serde_json::from_str::<Envelope>(&short).is_err());
     }
 }

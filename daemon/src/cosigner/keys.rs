@@ -5,18 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 use alloy::primitives::Address;
 use bitcoin::bip32::Xpub;
 use coinhub_custody::derivation::{self, MasterKey, SAFE_OWNER_BRANCH};
-use coinhub_custody::keystore::{self, EncryptedSeed, HotKey, Vault};
+use coinhub_custody::keystore::{self, Envelope, HotKey, Vault};
 use coinhub_custody::mnemonic::Mnemonic;
 use coinhub_custody::utxo::{AccountXpub, MultisigScript, UtxoWallet};
 use sqlx::PgPool;
 
 use super::config::CosignerConfig;
-use crate::config::{ChainKind, VaultConfig};
+use crate::config::ChainKind;
 
 /// Key B's public data and the wallets it co-signs.
 #[derive(Debug, Clone)]
@@ -27,7 +26,7 @@ pub struct CosignerKeys {
     pub safe_owner: Address,
     /// The 2-of-3 wallet of each configured UTXO chain, by chain name.
     pub utxo_wallets: BTreeMap<String, UtxoWallet>,
-    encrypted_seed: EncryptedSeed,
+    encrypted_seed: Envelope,
 }
 
 impl CosignerKeys {
@@ -46,7 +45,7 @@ impl CosignerKeys {
         let Some((encrypted_seed, evm_xpub, utxo_xpubs)) = row else {
             anyhow::bail!("custody key b does not exist: run `coinhubd cosigner init` first");
         };
-        let encrypted_seed: EncryptedSeed = serde_json::from_value(encrypted_seed)?;
+        let encrypted_seed: Envelope = serde_json::from_value(encrypted_seed)?;
         let evm_account_xpub = Xpub::from_str(&evm_xpub)
             .map_err(|e| anyhow::anyhow!("stored evm_account_xpub of key b is invalid: {e}"))?;
         let safe_owner = derivation::evm_address_at(&evm_account_xpub, SAFE_OWNER_BRANCH, 0)?;
@@ -109,15 +108,4 @@ impl CosignerKeys {
         );
         Ok(())
     }
-}
-
-/// A Vault client for the cosigner's `[vault]` (its own token).
-///
-/// Errors: a malformed address.
-pub fn vault_client(config: &VaultConfig) -> Result<Vault, keystore::KeystoreError> {
-    Vault::new(
-        &config.address,
-        config.token.clone(),
-        Duration::from_millis(config.timeout_ms),
-    )
 }

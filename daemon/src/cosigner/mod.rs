@@ -56,7 +56,7 @@ pub async fn run(config: CosignerConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let pool = db::connect_and_migrate(&config.database).await?;
     let keys = Arc::new(CosignerKeys::load(&pool, &config).await?);
-    let vault = keys::vault_client(&config.vault)?;
+    let vault = config.vault.client()?;
     match keys.verify(&vault).await {
         Ok(()) => {
             tracing::info!(safe_owner = %keys.safe_owner, "custody key b verified with vault")

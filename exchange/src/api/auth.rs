@@ -14,15 +14,15 @@
 //!   secret as issued (its 64 hex characters as ASCII bytes), `METHOD` is upper case, and
 //!   `path?query` is the request target exactly as sent (`?query` only when there is one).
 //!
-//! [`authenticate`] checks, in this order, and refuses with the [`AuthError`] of the first
-//! failure: headers present and well formed; the key exists and is not revoked
-//! (`unknown_key`); the signature verifies, compared in constant time by `hmac`'s
+//! A request is checked in two steps, [`verify_request`] then [`Verified::record_nonce`],
+//! in this order, and refused with the [`AuthError`] of the first failure: headers present
+//! and well formed; the key exists and is not revoked (`unknown_key`; its secret is opened
+//! with [`ApiSecrets`], from memory after the first request); the signature verifies, compared in constant time by `hmac`'s
 //! `verify_slice` (`bad_signature`); the timestamp is within `max_clock_skew_secs` of our
 //! clock (`stale_timestamp`); the nonce was not used before with this key
 //! (`replayed_nonce`). The nonce is stored (`api_nonces`, unique per key) only after the
-//! signature and the timestamp verified, and before the request runs. The server splits
-//! this in two ([`verify_request`], then [`Verified::record_nonce`]) and checks the API
-//! key's rate limit in between ([`super::limits`]): a request refused with `429` has not
+//! signature and the timestamp verified, and before the request runs. The server checks
+//! the API key's rate limit between the two steps ([`super::limits`]): a request refused with `429` has not
 //! spent its nonce and may be sent again unchanged, and a replayed request is refused
 //! before it is charged to the key (the unused-nonce check of [`verify_request`] is a
 //! read; the insert of [`Verified::record_nonce`] stays the authority, so two copies sent
@@ -43,6 +43,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys::{self, KeyId};
+use super::secrets::ApiSecrets;
 
 /// Header with the API key id.
 pub const KEY_HEADER: &str = "x-coinhub-key";
@@ -115,7 +116,8 @@ pub enum AuthError {
     /// The nonce was used before with this key (a replay).
     #[error("nonce {0} was already used with this key")]
     ReplayedNonce(String),
-    /// The key or nonce store failed (HTTP 500, not 401). The text is for the log only.
+    /// The key or nonce store failed, or Vault could not open the key's secret (HTTP 500,
+    /// not 401). The text is for the log only.
     #[error("authentication store unavailable")]
     Store(String),
 }
@@ -281,7 +283,7 @@ pub fn verify(
     Ok(())
 }
 
-/// Who signed a request that [`authenticate`] accepted.
+/// Who signed a request that [`Verified::record_nonce`] accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated {
     /// The key used.
@@ -339,9 +341,10 @@ fn store_error(error: sqlx::Error) -> AuthError {
 /// [`verify`]s at the current time, and checks that the nonce was not used with this key.
 ///
 /// Errors: the [`parse_headers`] and [`verify`] errors; [`AuthError::UnknownKey`];
-/// [`AuthError::ReplayedNonce`]; [`AuthError::Store`] if the database fails.
+/// [`AuthError::ReplayedNonce`]; [`AuthError::Store`] if the database or Vault fails.
 pub async fn verify_request(
     pool: &PgPool,
+    secrets: &ApiSecrets,
     max_skew_secs: u64,
     headers: &HeaderMap,
     method: &str,
@@ -349,9 +352,9 @@ pub async fn verify_request(
     body: &[u8],
 ) -> Result<Verified, AuthError> {
     let presented = parse_headers(headers)?;
-    let Some(key) = keys::active(pool, &presented.key_id)
+    let Some(key) = keys::active(pool, secrets, &presented.key_id)
         .await
-        .map_err(store_error)?
+        .map_err(|error| AuthError::Store(error.to_string()))?
     else {
         return Err(AuthError::UnknownKey);
     };
@@ -384,24 +387,6 @@ pub async fn verify_request(
         nonce: presented.nonce,
         request_time,
     })
-}
-
-/// Authenticates one request: [`verify_request`], then [`Verified::record_nonce`] (the
-/// server checks the rate limit in between).
-///
-/// Errors: those of [`verify_request`] and [`Verified::record_nonce`].
-pub async fn authenticate(
-    pool: &PgPool,
-    max_skew_secs: u64,
-    headers: &HeaderMap,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> Result<Authenticated, AuthError> {
-    verify_request(pool, max_skew_secs, headers, method, path_and_query, body)
-        .await?
-        .record_nonce(pool)
-        .await
 }
 
 /// Deletes nonces seen more than `2 × max_skew_secs` ago (a replay of them fails the

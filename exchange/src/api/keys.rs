@@ -3,19 +3,24 @@
 //! A key is an id (`ck_` + 32 hex digits, public, sent with every request) and a secret
 //! (64 hex digits = 32 random bytes from the OS, the HMAC-SHA256 key). [`create`] returns
 //! the secret exactly once; it is printed to the operator by `coinhub-exchange api-key
-//! create` and never logged. The secret is stored as issued, not hashed: checking an HMAC
-//! needs the key itself. Database read access therefore equals the power to sign as any
-//! member (see the migration's note). A revoked key is refused like an unknown one.
+//! create` and never logged. The secret cannot be stored hashed (checking an HMAC needs the
+//! key itself), so it is stored envelope-encrypted with the `[vault]` transit key
+//! ([`ApiSecrets`], `migrations/0011_api_secrets_sealed.sql`): reading the database alone
+//! does not give the power to sign as a member. Keys created before 0011 are sealed by
+//! [`seal_stored`] when the service starts. A revoked key is refused like an unknown one.
 
 use std::fmt;
 use std::str::FromStr;
 
+use coinhub_custody::keystore::{Envelope, KeystoreError};
 use coinhub_events::MemberId;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
+
+use super::secrets::ApiSecrets;
 
 /// Prefix of every key id.
 pub const KEY_ID_PREFIX: &str = "ck_";
@@ -115,16 +120,22 @@ pub enum KeyError {
     /// No key has this id.
     #[error("no api key {0}")]
     UnknownKey(KeyId),
+    /// Vault could not seal or open a secret (unreachable, sealed, token refused, or a
+    /// stored envelope that does not open).
+    #[error("vault: {0}")]
+    Vault(#[from] KeystoreError),
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
-/// Creates a key for `member` with fresh random id and secret (from the OS's generator).
+/// Creates a key for `member` with fresh random id and secret (from the OS's generator),
+/// storing the secret sealed by `secrets` (nothing is written if Vault refuses).
 ///
-/// Errors: [`KeyError::InvalidLabel`]; [`KeyError::Database`].
+/// Errors: [`KeyError::InvalidLabel`]; [`KeyError::Vault`]; [`KeyError::Database`].
 pub async fn create(
     pool: &PgPool,
+    secrets: &ApiSecrets,
     member: &MemberId,
     label: Option<&str>,
 ) -> Result<NewApiKey, KeyError> {
@@ -139,13 +150,16 @@ pub async fn create(
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let secret = SecretString::from(hex::encode(bytes));
     bytes.fill(0);
-    sqlx::query("INSERT INTO api_keys (key_id, member_id, secret, label) VALUES ($1, $2, $3, $4)")
-        .bind(key_id.as_str())
-        .bind(member.as_str())
-        .bind(secret.expose_secret())
-        .bind(label)
-        .execute(pool)
-        .await?;
+    let sealed = secrets.seal(&key_id, &secret).await?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, member_id, secret_sealed, label) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(key_id.as_str())
+    .bind(member.as_str())
+    .bind(sqlx::types::Json(&sealed))
+    .bind(label)
+    .execute(pool)
+    .await?;
     tracing::info!(%key_id, %member, "api key created");
     Ok(NewApiKey {
         key_id,
@@ -204,28 +218,82 @@ pub async fn list(pool: &PgPool, member: &MemberId) -> Result<Vec<ApiKeyInfo>, K
         .collect()
 }
 
-/// The member and secret of `key_id` if it exists and is not revoked.
+/// The member and secret of `key_id` if it exists and is not revoked. A sealed secret is
+/// opened by `secrets` (from memory after the first time); a key found revoked or unknown is
+/// forgotten there.
+///
+/// Errors: [`KeyError::Vault`] (e.g. Vault unreachable, or an envelope that does not open
+/// for this key); [`KeyError::Database`].
 pub(crate) async fn active(
     pool: &PgPool,
+    secrets: &ApiSecrets,
     key_id: &KeyId,
-) -> Result<Option<ActiveKey>, sqlx::Error> {
+) -> Result<Option<ActiveKey>, KeyError> {
     let row = sqlx::query(
-        "SELECT member_id, secret FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL",
+        "SELECT member_id, secret, secret_sealed FROM api_keys
+         WHERE key_id = $1 AND revoked_at IS NULL",
     )
     .bind(key_id.as_str())
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else {
+        secrets.forget(key_id);
         return Ok(None);
     };
     let member: String = row.try_get("member_id")?;
-    let secret: String = row.try_get("secret")?;
+    let plaintext: Option<String> = row.try_get("secret")?;
+    let sealed: Option<sqlx::types::Json<Envelope>> = row.try_get("secret_sealed")?;
+    let secret = match (plaintext, sealed) {
+        (_, Some(sealed)) => secrets.open(key_id, &sealed.0).await?,
+        // Created before 0011 and not sealed yet (the service seals these at start).
+        (Some(plaintext), None) => SecretString::from(plaintext),
+        (None, None) => {
+            // api_keys_secret_stored_once rules this out.
+            return Err(
+                sqlx::Error::Decode(format!("api key {key_id} has no secret").into()).into(),
+            );
+        }
+    };
     Ok(Some(ActiveKey {
         member: member
             .parse()
             .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-        secret: SecretString::from(secret),
+        secret,
     }))
+}
+
+/// Seals every secret still stored in plaintext (keys created before migration 0011) and
+/// clears the plaintext in the same `UPDATE`. Idempotent; returns how many it sealed. Run
+/// at start, before the member API serves.
+///
+/// Errors: [`KeyError::Vault`] (nothing is changed for the key that failed, nor for later
+/// ones); [`KeyError::Database`].
+pub async fn seal_stored(pool: &PgPool, secrets: &ApiSecrets) -> Result<u64, KeyError> {
+    let rows = sqlx::query("SELECT key_id, secret FROM api_keys WHERE secret IS NOT NULL")
+        .fetch_all(pool)
+        .await?;
+    let mut sealed_count = 0;
+    for row in rows {
+        let key_id = KeyId(row.try_get("key_id")?);
+        let secret = SecretString::from(row.try_get::<String, _>("secret")?);
+        let sealed = secrets.seal(&key_id, &secret).await?;
+        let updated = sqlx::query(
+            "UPDATE api_keys SET secret = NULL, secret_sealed = $2
+             WHERE key_id = $1 AND secret IS NOT NULL",
+        )
+        .bind(key_id.as_str())
+        .bind(sqlx::types::Json(&sealed))
+        .execute(pool)
+        .await?;
+        sealed_count += updated.rows_affected();
+    }
+    if sealed_count > 0 {
+        tracing::info!(
+            keys = sealed_count,
+            "api key secrets sealed with the vault transit key"
+        );
+    }
+    Ok(sealed_count)
 }
 
 #[cfg(test)]

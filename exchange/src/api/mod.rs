@@ -42,6 +42,7 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 mod routes;
+pub mod secrets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AssetsConfig;
 use crate::trading::TradingEngine;
 use limits::{ClientNetwork, Limiter, RateLimits, Refusal};
+use secrets::ApiSecrets;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use routes::{
@@ -81,6 +83,7 @@ pub struct ApiState {
 
 struct Inner {
     pool: PgPool,
+    secrets: ApiSecrets,
     assets: AssetsConfig,
     max_clock_skew_secs: u64,
     limiter: Limiter,
@@ -88,19 +91,22 @@ struct Inner {
 }
 
 impl ApiState {
-    /// The state of a server on the ledger `pool`, with the withdrawal fees of `assets`, the
+    /// The state of a server on the ledger `pool`, opening API key secrets with `secrets`,
+    /// with the withdrawal fees of `assets`, the
     /// timestamp window `max_clock_skew_secs` (`[api] max_clock_skew_secs`) and the trading
     /// engine. Without an engine the trading routes answer `503 unavailable` (a ledger-only
     /// deployment, or tests of the other routes). The rate limits are the defaults
     /// ([`RateLimits::default`]); [`ApiState::with_limits`] sets them.
     pub fn new(
         pool: PgPool,
+        secrets: ApiSecrets,
         assets: AssetsConfig,
         max_clock_skew_secs: u64,
         trading: Option<TradingEngine>,
     ) -> Self {
         Self::with_limits(
             pool,
+            secrets,
             assets,
             max_clock_skew_secs,
             RateLimits::default(),
@@ -113,6 +119,7 @@ impl ApiState {
     /// [`limits`]).
     pub fn with_limits(
         pool: PgPool,
+        secrets: ApiSecrets,
         assets: AssetsConfig,
         max_clock_skew_secs: u64,
         limits: RateLimits,
@@ -122,6 +129,7 @@ impl ApiState {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                secrets,
                 assets,
                 max_clock_skew_secs,
                 limiter: Limiter::new(limits),
@@ -309,6 +317,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let verified = auth::verify_request(
         state.pool(),
+        &state.inner.secrets,
         state.inner.max_clock_skew_secs,
         &parts.headers,
         parts.method.as_str(),

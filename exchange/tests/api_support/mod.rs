@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use coinhub_custody::testing::BaoDevServer;
 use coinhub_exchange::api::client::ApiClient;
+use coinhub_exchange::api::limits::RateLimits;
+use coinhub_exchange::api::secrets::ApiSecrets;
 use coinhub_exchange::api::{self, ApiState, BalanceView, keys};
 use coinhub_exchange::config::{AssetConfig, AssetsConfig};
 use coinhub_exchange::deposits;
@@ -19,27 +22,53 @@ use crate::common::confirmed;
 /// The `[api] max_clock_skew_secs` of the test servers.
 pub const SKEW_SECS: u64 = 30;
 
-/// A running API server; stopped (graceful shutdown) when dropped.
+/// A running API server, with the OpenBao dev server that seals its API key secrets;
+/// both stopped when dropped (the API with a graceful shutdown).
 pub struct TestApi {
     pub base_url: String,
     pub pool: PgPool,
+    /// Seals and opens API key secrets with `bao`'s transit key `coinhub-a`.
+    pub secrets: ApiSecrets,
+    pub bao: BaoDevServer,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApi {
-    /// Serves the API over `pool` on `127.0.0.1:<free port>`, with `trading` if given.
+    /// Serves the API over `pool` on `127.0.0.1:<free port>`, with `trading` if given and
+    /// the default rate limits.
     pub async fn start(pool: PgPool, assets: AssetsConfig, trading: Option<TradingEngine>) -> Self {
+        Self::with_limits(pool, assets, trading, RateLimits::default()).await
+    }
+
+    /// [`TestApi::start`] with the rate limits `limits`.
+    pub async fn with_limits(
+        pool: PgPool,
+        assets: AssetsConfig,
+        trading: Option<TradingEngine>,
+        limits: RateLimits,
+    ) -> Self {
+        let bao = BaoDevServer::start().await.expect("openbao dev server");
+        let secrets = ApiSecrets::with_vault(bao.root_vault(), bao.transit_key_a());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
         let address = listener.local_addr().expect("bound address");
-        let state = ApiState::new(pool.clone(), assets, SKEW_SECS, trading);
+        let state = ApiState::with_limits(
+            pool.clone(),
+            secrets.clone(),
+            assets,
+            SKEW_SECS,
+            limits,
+            trading,
+        );
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
         Self {
             base_url: format!("http://{address}"),
             pool,
+            secrets,
+            bao,
             shutdown,
             server,
         }
@@ -47,9 +76,14 @@ impl TestApi {
 
     /// A client with a fresh API key of `member`.
     pub async fn client(&self, member: &str) -> ApiClient {
-        let key = keys::create(&self.pool, &member.parse().expect("member"), None)
-            .await
-            .expect("create api key");
+        let key = keys::create(
+            &self.pool,
+            &self.secrets,
+            &member.parse().expect("member"),
+            None,
+        )
+        .await
+        .expect("create api key");
         ApiClient::new(&self.base_url, key.key_id, key.secret).expect("client")
     }
 

@@ -377,3 +377,20 @@ pub async fn wait_for_outcome(db: &TestDb, id: Uuid) -> String {
     .await;
     db.outcome(id).await.expect("outcome exists")
 }
+
+/// The `COINHUB_EXCHANGE__VAULT__*` environment that points the `coinhub-exchange` binary at
+/// `bao`'s transit key `coinhub-a` (with the root token: a test server).
+pub fn vault_env(bao: &coinhub_custody::testing::BaoDevServer) -> [(&'static str, String); 3] {
+    use secrecy::ExposeSecret;
+    [
+        ("COINHUB_EXCHANGE__VAULT__ADDRESS", bao.address.clone()),
+        (
+            "COINHUB_EXCHANGE__VAULT__TOKEN",
+            bao.root_token.expose_secret().to_owned(),
+        ),
+        (
+            "COINHUB_EXCHANGE__VAULT__TRANSIT_KEY",
+            bao.transit_key_a().name,
+        ),
+    ]
+}

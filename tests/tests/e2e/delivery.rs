@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use coinhub_custody::testing::BaoDevServer;
 use coinhub_events::topology::routing;
 use coinhub_events::{BaseUnits, DepositEvent, DepositEventKind, SCHEMA_VERSION};
-use coinhub_tests::exchange::{ExchangeConfig, credited_deposit_count};
+use coinhub_tests::exchange::{ExchangeConfig, credited_deposit_count, exchange_vault};
 use coinhub_tests::stack::{DECIMALS, ETH, TOKEN};
 use coinhub_tests::{Amqp, Database, ExchangeProcess, Vhost, run_test, to_base_units, wait_for};
 use uuid::Uuid;
@@ -51,9 +52,14 @@ async fn duplicates_credit_once_and_garbage_is_dead_lettered() {
         |env| async move {
             let vhost = Vhost::create()?;
             let ledger = Database::create("coinhub_exchange_e2e").await?;
+            let bao = BaoDevServer::start().await?;
             let exchange = ExchangeProcess::start(
                 &env,
-                &ExchangeConfig::new(&ledger.url(), &vhost.amqp_url()),
+                &ExchangeConfig::new(
+                    &ledger.url(),
+                    &vhost.amqp_url(),
+                    exchange_vault(&bao).await?,
+                ),
             )
             .await?;
             let amqp = Amqp::connect(&vhost.amqp_url()).await?;

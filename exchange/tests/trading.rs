@@ -158,6 +158,91 @@ async fn two_members_trade_with_exact_balances_and_fees() {
     db.assert_consistent().await;
 }
 
+/// Proves: the relay publishes every stored `exchange.events` message exactly once and in
+/// the stored order (batch by batch, line by line), although each chunk's publishes are all
+/// queued before any is waited for (`ConfirmingPublisher::publish_all`).
+///
+/// Steps: fund alice and bob; place 150 sells and 150 crossing buys at once (batches of
+/// many commands, several hundred messages); bind a queue to `exchange.events`; run
+/// `publish_next_batch` until nothing waits; read the queue and compare the message ids
+/// with the stored ones, in order.
+#[tokio::test]
+async fn relayed_events_keep_their_stored_order() {
+    use coinhub_events::publisher::ConfirmingPublisher;
+    use coinhub_exchange::trading::{self, events};
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "bob", "USDT", "100000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    let placed = futures::future::join_all((0..150).flat_map(|_| {
+        [
+            engine.place(&alice, limit(Side::Sell, "100000", "1000")),
+            engine.place(&bob, limit(Side::Buy, "100000", "1000")),
+        ]
+    }))
+    .await;
+    assert!(placed.iter().all(Result::is_ok), "{placed:?}");
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT events FROM trading_event_batches ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("event batches");
+    let stored_ids: Vec<String> = stored
+        .iter()
+        .flat_map(|text| text.lines())
+        .map(|line| line.split('\t').nth(1).expect("message id").to_owned())
+        .collect();
+    assert!(stored_ids.len() >= 450, "{} messages", stored_ids.len());
+
+    let vhost = common::TestVhost::new();
+    let connection = vhost.connect().await;
+    let publisher = ConfirmingPublisher::open(&connection).await.expect("channel");
+    let channel = publisher.channel();
+    trading::declare_exchange(channel).await.expect("exchange");
+    channel
+        .queue_declare("relayed".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            "relayed".into(),
+            trading::EXCHANGE_EVENTS.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let mut published = 0;
+    loop {
+        let sent = events::publish_next_batch(&db.pool, &publisher, std::time::Duration::from_secs(30))
+            .await
+            .expect("relay");
+        if sent == 0 {
+            break;
+        }
+        published += sent;
+    }
+    assert_eq!(published, stored_ids.len());
+    assert_eq!(events::unpublished(&db.pool).await.expect("count"), 0);
+    let mut received = Vec::new();
+    while let Some(message) = channel
+        .basic_get("relayed".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        let id = message.delivery.properties.message_id().as_ref().expect("message id");
+        received.push(id.to_string());
+    }
+    assert_eq!(received, stored_ids);
+}
+
 /// Proves: every kind of bad input gets its typed error and changes nothing: no balance, no
 /// command, no order.
 ///

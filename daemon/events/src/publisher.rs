@@ -79,25 +79,39 @@ impl ConfirmingPublisher {
     /// Publishes `messages` in order and waits for every confirm. Returns how many
     /// messages, from the start, were confirmed, and the first error, if any: the caller
     /// marks exactly that prefix as sent and retries the rest.
+    ///
+    /// All of them are queued before any is waited for: lapin's `basic_publish` queues its
+    /// frames and registers its confirm in its first poll, then waits until its I/O thread
+    /// has written them. Waiting message by message would cost one hand-over to that thread
+    /// per message (about 60 µs); polling each publish once, in order, keeps the broker's
+    /// order (and the confirms' delivery tags) equal to `messages`' order and lets the I/O
+    /// thread write them in bulk.
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> (usize, Option<PublishError>) {
-        let mut pending = Vec::with_capacity(messages.len());
+        let mut queued = Vec::with_capacity(messages.len());
         for message in messages {
             let mandatory = routing::requires_consumer(&message.routing_key);
             let options = BasicPublishOptions {
                 mandatory,
                 ..BasicPublishOptions::default()
             };
-            match self
-                .channel
-                .basic_publish(
-                    message.exchange.as_str().into(),
-                    message.routing_key.as_str().into(),
-                    options,
-                    &message.body,
-                    properties(message),
-                )
-                .await
-            {
+            let mut publish = Box::pin(self.channel.basic_publish(
+                message.exchange.as_str().into(),
+                message.routing_key.as_str().into(),
+                options,
+                &message.body,
+                properties(message),
+            ));
+            // The first poll queues this message behind the previous ones.
+            let first_poll = futures::poll!(publish.as_mut());
+            queued.push((publish, first_poll));
+        }
+        let mut pending = Vec::with_capacity(messages.len());
+        for (publish, first_poll) in queued {
+            let written = match first_poll {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => publish.await,
+            };
+            match written {
                 Ok(confirm) => pending.push(confirm),
                 Err(error) => {
                     // Earlier publishes may still be confirmed; count them.

@@ -202,11 +202,17 @@ async fn relayed_events_keep_their_stored_order() {
 
     let vhost = common::TestVhost::new();
     let connection = vhost.connect().await;
-    let publisher = ConfirmingPublisher::open(&connection).await.expect("channel");
+    let publisher = ConfirmingPublisher::open(&connection)
+        .await
+        .expect("channel");
     let channel = publisher.channel();
     trading::declare_exchange(channel).await.expect("exchange");
     channel
-        .queue_declare("relayed".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            "relayed".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("queue");
     channel
@@ -221,9 +227,10 @@ async fn relayed_events_keep_their_stored_order() {
         .expect("bind");
     let mut published = 0;
     loop {
-        let sent = events::publish_next_batch(&db.pool, &publisher, std::time::Duration::from_secs(30))
-            .await
-            .expect("relay");
+        let sent =
+            events::publish_next_batch(&db.pool, &publisher, std::time::Duration::from_secs(30))
+                .await
+                .expect("relay");
         if sent == 0 {
             break;
         }
@@ -237,7 +244,12 @@ async fn relayed_events_keep_their_stored_order() {
         .await
         .expect("basic.get")
     {
-        let id = message.delivery.properties.message_id().as_ref().expect("message id");
+        let id = message
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .expect("message id");
         received.push(id.to_string());
     }
     assert_eq!(received, stored_ids);

@@ -39,6 +39,7 @@ const SECRET: &str = "test-secret-of-at-least-32-bytes-0123456789";
 const TRANSIT_KEY_B: &str = "coinhub-b";
 const COINHUBD_POLICY: &str = include_str!("../../deploy/openbao/coinhubd.hcl");
 const COSIGNER_POLICY: &str = include_str!("../../deploy/openbao/cosigner.hcl");
+const EXCHANGE_POLICY: &str = include_str!("../../deploy/openbao/coinhub-exchange.hcl");
 const SAFE: Address = address!("5FbDB2315678afecb367f032d93F642f64180aa3");
 const USDT: Address = address!("e7f1725E7734CE288F8367e1Bb143E90bb3F0512");
 const CHAIN_ID: u64 = 31337;
@@ -323,10 +324,13 @@ fn assert_refused(result: Result<String, CosignerError>, rule: &str) {
 }
 
 /// Proves the shipped OpenBao policies confine each process to its own key. Steps: write
-/// `coinhubd.hcl` and `cosigner.hcl` (`PUT /v1/sys/policies/acl/<name>`), create a token for
-/// each (`POST /v1/auth/token/create`), encrypt a seed with each token under its own key;
-/// the cosigner's token decrypts key B's record and is refused (403) on key A's, and the
-/// reverse for coinhubd's token; neither can make a data key under the other's key.
+/// `coinhubd.hcl`, `cosigner.hcl` and `coinhub-exchange.hcl` (`PUT /v1/sys/policies/acl/<name>`),
+/// create a token for each (`POST /v1/auth/token/create`), encrypt a seed with each custody
+/// token under its own key; the cosigner's token decrypts key B's record and is refused (403)
+/// on key A's, and the reverse for coinhubd's token; neither can make a data key under the
+/// other's key. The exchange's token seals and opens an API key secret under
+/// `coinhub-exchange`, and is refused on key A's record; coinhubd's is refused on the
+/// exchange's.
 #[tokio::test]
 async fn openbao_policies_confine_each_token_to_its_key() {
     let bao = BaoDevServer::start().await.expect("openbao dev server");
@@ -378,6 +382,37 @@ async fn openbao_policies_confine_each_token_to_its_key() {
         .expect_err("cosigner must not use key a");
     assert!(
         matches!(denied, KeystoreError::PermissionDenied { .. }),
+        "{denied:?}"
+    );
+
+    bao.create_transit_key("coinhub-exchange")
+        .await
+        .expect("exchange key");
+    let exchange = bao.vault_with_token(
+        bao.create_token("coinhub-exchange", EXCHANGE_POLICY)
+            .await
+            .expect("exchange token"),
+    );
+    let aad = b"coinhub:api-key:ck_0123456789abcdef0123456789abcdef";
+    let api_secret = keystore::seal(&exchange, &transit("coinhub-exchange"), aad, b"secret")
+        .await
+        .expect("the exchange seals with its key");
+    let opened = keystore::open(&exchange, aad, &api_secret)
+        .await
+        .expect("the exchange opens with its key");
+    assert_eq!(opened.as_slice(), b"secret");
+    let denied = keystore::decrypt_seed(&exchange, HotKey::A, &key_a)
+        .await
+        .expect_err("the exchange must not decrypt key a");
+    assert!(
+        matches!(&denied, KeystoreError::PermissionDenied { path, .. } if path.contains("coinhub-a")),
+        "{denied:?}"
+    );
+    let denied = keystore::open(&coinhubd, aad, &api_secret)
+        .await
+        .expect_err("coinhubd must not open the exchange's secrets");
+    assert!(
+        matches!(&denied, KeystoreError::PermissionDenied { path, .. } if path.contains("coinhub-exchange")),
         "{denied:?}"
     );
 }

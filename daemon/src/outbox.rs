@@ -10,10 +10,8 @@ use coinhub_events::publisher::ConfirmingPublisher;
 use coinhub_events::topology;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
@@ -26,26 +24,7 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failure (broker down, nobody bound for a required routing key).
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
-/// Adds an event to the outbox inside `tx`; it is published only if `tx` commits.
-///
-/// Errors: the database's (e.g. a duplicate `id`).
-pub async fn enqueue<T: Serialize>(
-    tx: &mut Transaction<'_, Postgres>,
-    exchange: &str,
-    routing_key: &str,
-    id: Uuid,
-    message: &T,
-) -> Result<(), sqlx::Error> {
-    let payload = serde_json::to_value(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT INTO outbox (id, exchange, routing_key, payload) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+pub use coinhub_events::outbox::enqueue;
 
 /// Publishes the outbox until `cancel` fires, reconnecting to RabbitMQ with a pause whenever
 /// it fails. Events leave strictly in `seq` order: a message that cannot be published (e.g.

@@ -17,10 +17,8 @@ use std::time::Duration;
 use coinhub_events::outbox::{self, OutboxError};
 use coinhub_events::publisher::{ConfirmingPublisher, PublishError};
 use coinhub_events::topology;
-use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::service::{self, Backoff, ConsumerSettings, SessionError};
 
@@ -31,27 +29,7 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Longest wait for the broker's confirms of one batch.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Adds `message` to the outbox inside the caller's transaction; it is published only if
-/// that transaction commits. `id` becomes the AMQP `message_id` (it must be the JSON `id`).
-///
-/// Errors: the database's (e.g. a duplicate `id`).
-pub async fn enqueue<T: Serialize>(
-    conn: &mut PgConnection,
-    exchange: &str,
-    routing_key: &str,
-    id: Uuid,
-    message: &T,
-) -> Result<(), sqlx::Error> {
-    let payload = serde_json::to_value(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT INTO outbox (id, exchange, routing_key, payload) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(exchange)
-        .bind(routing_key)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
+pub use coinhub_events::outbox::enqueue;
 
 /// Why a relay round failed.
 #[derive(Debug, thiserror::Error)]

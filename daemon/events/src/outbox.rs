@@ -1,14 +1,39 @@
 //! One relay round of a transactional outbox (feature `outbox`): coinhubd and
 //! coinhub-exchange each keep an `outbox` table of the same shape (`seq`, `id`, `exchange`,
 //! `routing_key`, `payload` JSONB, `published_at`, `attempts`, `last_error`) and publish it
-//! with [`publish_batch`].
+//! with [`publish_batch`]; [`enqueue`] adds a row inside the caller's transaction.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::publisher::{ConfirmingPublisher, OutgoingMessage, PublishError};
+
+/// Adds `message` (serialized to JSON) to the `outbox` table on `conn`, which should be inside
+/// the caller's transaction: it is published only if that transaction commits. `id` becomes
+/// the AMQP `message_id` (it must be the JSON `id`).
+///
+/// Errors: the database's (e.g. a duplicate `id`), or `message` failing to serialize
+/// (`sqlx::Error::Encode`).
+pub async fn enqueue<T: Serialize>(
+    conn: &mut PgConnection,
+    exchange: &str,
+    routing_key: &str,
+    id: Uuid,
+    message: &T,
+) -> Result<(), sqlx::Error> {
+    let payload = serde_json::to_value(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("INSERT INTO outbox (id, exchange, routing_key, payload) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(exchange)
+        .bind(routing_key)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Why a relay round stopped.
 #[derive(Debug, thiserror::Error)]

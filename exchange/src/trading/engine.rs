@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::accounts::AccountIds;
 use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
 use super::{
@@ -169,6 +170,7 @@ impl TradingEngine {
         let (max_order, max_trade) = store::max_ids(&pool).await?;
         ids.next_order_id.store(max_order + 1, Ordering::SeqCst);
         ids.next_trade_id.store(max_trade + 1, Ordering::SeqCst);
+        let accounts = Arc::new(AccountIds::default());
         let mut handles = BTreeMap::new();
         for (name, market) in markets {
             store::record_market(&pool, &market).await?;
@@ -181,6 +183,7 @@ impl TradingEngine {
                 pool: pool.clone(),
                 state,
                 ids: ids.clone(),
+                accounts: accounts.clone(),
                 options,
                 depth: depth.clone(),
             };
@@ -656,6 +659,8 @@ struct Worker {
     pool: PgPool,
     state: MarketState,
     ids: Arc<IdSource>,
+    /// Ledger account ids seen so far, shared by every market's writers.
+    accounts: Arc<AccountIds>,
     options: EngineOptions,
     depth: Arc<RwLock<Depth>>,
 }
@@ -858,14 +863,15 @@ impl Worker {
     /// (the previous batch's commit), if any.
     fn start_writing(&self, prepared: Prepared, after: Option<oneshot::Receiver<bool>>) -> Writing {
         let (committed, committed_receiver) = oneshot::channel();
-        let (pool, market, batch, events) = (
+        let (pool, market, batch, accounts, events) = (
             self.pool.clone(),
             self.state.market.clone(),
             prepared.batch.clone(),
+            self.accounts.clone(),
             self.options.events,
         );
         let task = tokio::spawn(async move {
-            let result = write_in_transaction(pool, market, batch, events, after).await;
+            let result = write_in_transaction(pool, market, batch, &accounts, events, after).await;
             let _ = committed.send(result.is_ok());
             result
         });
@@ -1033,6 +1039,7 @@ async fn write_in_transaction(
     pool: PgPool,
     market: Arc<Market>,
     batch: Arc<Batch>,
+    accounts: &AccountIds,
     events: EventsSink,
     after: Option<oneshot::Receiver<bool>>,
 ) -> Result<(), TradingError> {
@@ -1061,7 +1068,7 @@ async fn write_in_transaction(
         "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
     )
     .await?;
-    store::write_batch(&mut tx, &market, &batch, events, previous).await?;
+    store::write_batch(&mut tx, &market, &batch, accounts, events, previous).await?;
     let written = started.elapsed();
     tx.commit().await?;
     tracing::debug!(

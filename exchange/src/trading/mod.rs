@@ -28,6 +28,7 @@
 //! Invariant (checked in tests): a member's `locked` balance of an asset equals the sum of
 //! the holds of their open orders in that asset (plus pending withdrawals).
 
+mod accounts;
 mod engine;
 pub mod events;
 pub mod snapshot;

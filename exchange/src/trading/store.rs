@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::accounts::AccountIds;
 use super::engine::Batch;
 use super::{
     EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView, TradingError,
@@ -184,80 +185,24 @@ fn trace_phase(phase: &str, started: std::time::Instant) {
 }
 
 /// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same balance
-/// checks before returning) but in four statements whatever its size: accounts opened in one
-/// `INSERT … ON CONFLICT`, their ids read in one query, the transfer row, then every entry in
-/// one `INSERT … SELECT FROM UNNEST` in account-id order. A settlement touches hundreds of
+/// checks before returning) but in a few statements whatever its size: the accounts' ids from
+/// `accounts` (two statements, only for accounts it has not seen before), the transfer row,
+/// then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A settlement touches hundreds of
 /// accounts; [`crate::journal::post`] pays two to three round trips per leg.
 ///
 /// Errors: as [`crate::journal::post`]; a batch's transfer reference is new, so it never returns
 /// `AlreadyPosted`.
-async fn post_netted(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), JournalError> {
+async fn post_netted(
+    conn: &mut PgConnection,
+    accounts: &AccountIds,
+    transfer: &Transfer,
+) -> Result<(), JournalError> {
     let legs = transfer.legs();
-    let members: Vec<Option<&str>> = legs
-        .iter()
-        .map(|leg| leg.account.owner().member().map(MemberId::as_str))
-        .collect();
-    let assets: Vec<&str> = legs
-        .iter()
-        .map(|leg| leg.account.asset().as_str())
-        .collect();
-    let kinds: Vec<&str> = legs.iter().map(|leg| leg.account.kind().as_str()).collect();
-    let sides: Vec<&str> = legs
-        .iter()
-        .map(|leg| leg.account.kind().normal_side().as_str())
-        .collect();
-    let owners: Vec<&str> = legs
-        .iter()
-        .map(|leg| {
-            if leg.account.kind().is_member_owned() {
-                "member"
-            } else {
-                "platform"
-            }
-        })
-        .collect();
-    sqlx::query(
-        "INSERT INTO accounts (member_id, asset, kind, normal_side, owner_type)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-         ORDER BY 1, 2, 3
-         ON CONFLICT ON CONSTRAINT accounts_key DO NOTHING",
-    )
-    .bind(&members)
-    .bind(&assets)
-    .bind(&kinds)
-    .bind(&sides)
-    .bind(&owners)
-    .execute(&mut *conn)
-    .await?;
-    // Member and platform accounts are looked up apart: `IS NOT DISTINCT FROM` cannot use
-    // the `accounts_key` index (~35 µs a leg on a small table, growing with it).
-    let ids: Vec<(i64, i64)> = sqlx::query_as(
-        "WITH k AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
-                                  WITH ORDINALITY AS k(member, asset, kind, ord))
-         SELECT k.ord, a.id FROM k JOIN accounts a
-             ON a.member_id = k.member AND a.asset = k.asset AND a.kind = k.kind
-          WHERE k.member IS NOT NULL
-         UNION ALL
-         SELECT k.ord, a.id FROM k JOIN accounts a
-             ON a.member_id IS NULL AND a.asset = k.asset AND a.kind = k.kind
-          WHERE k.member IS NULL",
-    )
-    .bind(&members)
-    .bind(&assets)
-    .bind(&kinds)
-    .fetch_all(&mut *conn)
-    .await?;
-    assert_eq!(
-        ids.len(),
-        legs.len(),
-        "every leg's account exists after opening"
-    );
+    let ids = accounts.resolve(conn, legs).await?;
     let mut entries: Vec<(i64, String)> = ids
         .into_iter()
-        .map(|(ord, id)| {
-            let leg = &legs[usize::try_from(ord - 1).expect("ordinality starts at 1")];
-            (id, leg.signed_amount().to_string())
-        })
+        .zip(legs)
+        .map(|(id, leg)| (id, leg.signed_amount().to_string()))
         .collect();
     entries.sort_by_key(|(id, _)| *id);
     let (account_ids, amounts): (Vec<i64>, Vec<String>) = entries.into_iter().unzip();
@@ -617,6 +562,8 @@ pub(crate) async fn read_balances(
 ///    previous batch) and the batch's `exchange.events` row (so the relay's order, by row id,
 ///    is the commit order).
 ///
+/// `accounts` holds the ledger account ids already seen (shared by every market's writers).
+///
 /// Errors: [`TradingError::Conflict`] when a balance went below zero (another writer lowered
 /// it after the batch read it) or `after` fails (the batch ran on top of one that did not
 /// commit); [`TradingError::Database`].
@@ -624,6 +571,7 @@ pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     market: &Arc<Market>,
     batch: &Arc<Batch>,
+    accounts: &AccountIds,
     events: EventsSink,
     after: impl std::future::Future<Output = Result<(), TradingError>>,
 ) -> Result<(), TradingError> {
@@ -655,7 +603,7 @@ pub(crate) async fn write_batch(
     update_orders(conn, updates).await?;
     trace_phase("orders_updated", phase_start);
     if let Some(transfer) = &transfer {
-        match post_netted(conn, transfer).await {
+        match post_netted(conn, accounts, transfer).await {
             Ok(()) => {}
             Err(JournalError::InsufficientBalance { account }) => {
                 return Err(TradingError::Conflict(format!(

@@ -485,6 +485,20 @@ mod tests {
         Config::from_figment(Figment::from(Toml::string(text)))
     }
 
+    /// The shipped example (`config/coinhub-exchange.example.toml`) loads, with its vault,
+    /// market and asset settings.
+    #[test]
+    fn example_loads() {
+        let config = from_toml(include_str!("../../config/coinhub-exchange.example.toml"))
+            .expect("example config is valid");
+        let vault = config.vault().expect("[vault]");
+        assert_eq!(vault.transit_key, "coinhub-exchange");
+        assert_eq!(vault.timeout_ms, 10_000);
+        assert_eq!(config.assets.withdraw_fee("btc").to_string(), "10000");
+        assert_eq!(config.markets.0.len(), 1);
+        assert_eq!(config.api.burst, 30);
+    }
+
     #[test]
     fn defaults_fill_everything_but_the_database_url() {
         let config = from_toml("[database]\nurl = \"postgres://postgres@127.0.0.1/x\"\n")

@@ -41,8 +41,17 @@ fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
 }
 
 /// Applies pending migrations. Idempotent; concurrent runs serialize on sqlx's advisory lock.
+/// Safe to call again after a failure (`service::migrate_with_retry`).
 ///
 /// Errors: PostgreSQL is unreachable, or a migration failed or was changed after it ran.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    MIGRATOR.run(pool).await
+    let mut conn = pool.acquire().await?;
+    let result = MIGRATOR.run(&mut *conn).await;
+    if result.is_err() {
+        // sqlx keeps its migration lock (a session advisory lock) when a migration fails:
+        // end this session, or the next attempt would wait for it forever while it idles in
+        // the pool.
+        let _ = conn.close().await;
+    }
+    result
 }

@@ -392,9 +392,7 @@ async fn survives_broker_and_database_outages() {
     .await;
 
     db.create().await;
-    db::migrate(&db.pool)
-        .await
-        .expect("migrate the late database");
+    migrate_while_the_consumer_retries(&db).await;
     assert_eq!(wait_for_outcome(&db, event.id).await, "credited");
     assert_eq!(
         seen.lock().expect("not poisoned").last(),
@@ -417,4 +415,60 @@ async fn survives_broker_and_database_outages() {
     let channel = connection.create_channel().await.expect("channel");
     assert_eq!(ready_messages(&channel, DEAD_LETTER_QUEUE).await, 0);
     consumer.stop().await;
+}
+
+/// Proves: after a migration fails, migrating again on the same pool succeeds and does not
+/// wait forever for the migration lock of the failed attempt (sqlx keeps it in that
+/// session; `db::migrate` closes the session), which `service::migrate_with_retry` relies on.
+///
+/// Steps: create an empty database with a table `transfers` of another shape, so migration
+/// 0001 fails; no session holds an advisory lock on the database any more; drop the table
+/// and migrate again, with a 30 s limit; the schema is there.
+#[tokio::test]
+async fn a_failed_migration_can_be_run_again_on_the_same_pool() {
+    let db = TestDb::create_empty().await;
+    sqlx::query("CREATE TABLE transfers (x int)")
+        .execute(&db.pool)
+        .await
+        .expect("a table in the way");
+    db::migrate(&db.pool)
+        .await
+        .expect_err("0001 cannot create transfers");
+    let advisory_locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("read pg_locks");
+    assert_eq!(
+        advisory_locks, 0,
+        "the failed attempt's migration lock is released"
+    );
+    sqlx::query("DROP TABLE transfers")
+        .execute(&db.pool)
+        .await
+        .expect("clear the way");
+    tokio::time::timeout(Duration::from_secs(30), db::migrate(&db.pool))
+        .await
+        .expect("the second attempt does not wait for a lock")
+        .expect("migrations apply");
+    assert_eq!(db.count("accounts").await, 0);
+}
+
+/// Migrates `db` while a consumer keeps retrying a deposit against it. The consumer's
+/// transaction can deadlock with a migration that alters the tables it writes (0009 takes
+/// `ACCESS EXCLUSIVE` on them); PostgreSQL then aborts one of the two, and a migration that
+/// lost is run again, as `coinhub-exchange run` does (`service::migrate_with_retry`; there
+/// the consumers start only after migrating, so it does not meet this race).
+async fn migrate_while_the_consumer_retries(db: &TestDb) {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        match db::migrate(&db.pool).await {
+            Ok(()) => return,
+            Err(sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(error), _))
+                if attempt < ATTEMPTS && error.code().as_deref() == Some("40P01") => {}
+            Err(error) => panic!("migrate the late database: {error:?}"),
+        }
+    }
 }

@@ -17,7 +17,13 @@ use sqlx::PgConnection;
 
 use crate::ledger::{AccountKey, Leg};
 
-/// Ids of ledger accounts known to be committed, by key. Shared by every market's writers.
+/// Most ids kept (about 150 bytes each). Past it the memory is emptied and refills with the
+/// accounts batches use: bounded memory for exchanges with millions of member accounts, at
+/// the price of one slower batch per refill.
+const KNOWN_MAX: usize = 1_000_000;
+
+/// Ids of ledger accounts known to be committed, by key, at most [`KNOWN_MAX`]. Shared by
+/// every market's writers.
 #[derive(Debug, Default)]
 pub(crate) struct AccountIds {
     known: RwLock<HashMap<AccountKey, i64>>,
@@ -56,6 +62,9 @@ impl AccountIds {
             .known
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() + missing.len() > KNOWN_MAX {
+            known.clear();
+        }
         for (key, (id, opened_now)) in missing.iter().zip(&found) {
             if !opened_now {
                 known.insert((*key).clone(), *id);

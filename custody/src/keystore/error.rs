@@ -37,8 +37,8 @@ pub enum KeystoreError {
         key: String,
     },
     /// AES-GCM authentication failed, or the stored record is malformed: wrong data key, wrong
-    /// owner (associated data: another hot key, another API key), tampered nonce/ciphertext, or a wrapped data key that
-    /// transit rejects as altered or malformed.
+    /// owner (associated data: another hot key, another API key), tampered nonce/ciphertext,
+    /// or a wrapped data key that transit rejects as altered or malformed.
     #[error("encrypted secret is corrupt or does not belong to this key")]
     Corrupt,
     /// The stored record has a format version this build does not know.

@@ -185,10 +185,11 @@ fn trace_phase(phase: &str, started: std::time::Instant) {
 }
 
 /// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same balance
-/// checks before returning) but in a few statements whatever its size: the accounts' ids from
-/// `accounts` (two statements, only for accounts it has not seen before), the transfer row,
-/// then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A settlement touches hundreds of
-/// accounts; [`crate::journal::post`] pays two to three round trips per leg.
+/// checks before returning) but in a few statements whatever its size: the accounts' ids
+/// ([`AccountIds::resolve`]: two statements, only for accounts not seen before), the transfer
+/// row, then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A
+/// settlement touches hundreds of accounts; [`crate::journal::post`] pays two to three round
+/// trips per leg.
 ///
 /// Errors: as [`crate::journal::post`]; a batch's transfer reference is new, so it never returns
 /// `AlreadyPosted`.

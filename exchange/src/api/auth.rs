@@ -17,21 +17,20 @@
 //! A request is checked in two steps, [`verify_request`] then [`Verified::record_nonce`],
 //! in this order, and refused with the [`AuthError`] of the first failure: headers present
 //! and well formed; the key exists and is not revoked (`unknown_key`; its secret is opened
-//! with [`ApiSecrets`], from memory after the first request); the signature verifies, compared in constant time by `hmac`'s
-//! `verify_slice` (`bad_signature`); the timestamp is within `max_clock_skew_secs` of our
-//! clock (`stale_timestamp`); the nonce was not used before with this key
-//! (`replayed_nonce`). The nonce is stored (`api_nonces`, unique per key) only after the
-//! signature and the timestamp verified, and before the request runs. The server checks
-//! the API key's rate limit between the two steps ([`super::limits`]): a request refused with `429` has not
-//! spent its nonce and may be sent again unchanged, and a replayed request is refused
-//! before it is charged to the key (the unused-nonce check of [`verify_request`] is a
-//! read; the insert of [`Verified::record_nonce`] stays the authority, so two copies sent
-//! at once still run once). Stored nonces are
-//! pruned ([`prune_nonces`]) once older than twice the skew, when a replay of them would
-//! fail the timestamp check anyway. A nonce is spent once it is stored, even if the request
-//! then fails (say the database went away): retry with a fresh nonce; the routes that
-//! change state take an idempotency key where a retry must not act twice (a withdrawal's
-//! `id`).
+//! with [`ApiSecrets`], from memory after the first request); the signature verifies,
+//! compared in constant time by `hmac`'s `verify_slice` (`bad_signature`); the timestamp is
+//! within `max_clock_skew_secs` of our clock (`stale_timestamp`); the nonce was not used
+//! before with this key (`replayed_nonce`). The nonce is stored (`api_nonces`, unique per
+//! key) only after the signature and the timestamp verified, and before the request runs.
+//! The server checks the API key's rate limit between the two steps ([`super::limits`]): a
+//! request refused with `429` has not spent its nonce and may be sent again unchanged, and a
+//! replayed request is refused before it is charged to the key (the unused-nonce check of
+//! [`verify_request`] is a read; the insert of [`Verified::record_nonce`] stays the
+//! authority, so two copies sent at once still run once). Stored nonces are pruned
+//! ([`prune_nonces`]) once older than twice the skew, when a replay of them would fail the
+//! timestamp check anyway. A nonce is spent once it is stored, even if the request then
+//! fails (say the database went away): retry with a fresh nonce; the routes that change
+//! state take an idempotency key where a retry must not act twice (a withdrawal's `id`).
 
 use axum::http::HeaderMap;
 use coinhub_events::MemberId;

@@ -143,7 +143,7 @@ async fn two_members_trade_with_exact_balances_and_fees() {
     );
 
     let stored: Vec<String> = sqlx::query_scalar(
-        "SELECT events FROM trading_event_batches WHERE published_at IS NULL ORDER BY id",
+        "SELECT events FROM trading_event_batches WHERE published_at IS NULL ORDER BY market, first_seq",
     )
     .fetch_all(&db.pool)
     .await
@@ -159,13 +159,15 @@ async fn two_members_trade_with_exact_balances_and_fees() {
 }
 
 /// Proves: the relay publishes every stored `exchange.events` message exactly once and in
-/// the stored order (batch by batch, line by line), although each chunk's publishes are all
-/// queued before any is waited for (`ConfirmingPublisher::publish_all`).
+/// command order (batch by batch in `first_seq` order, whatever the rows' ids, line by
+/// line), although each chunk's publishes are all queued before any is waited for
+/// (`ConfirmingPublisher::publish_all`).
 ///
 /// Steps: fund alice and bob; place 150 sells and 150 crossing buys at once (batches of
-/// many commands, several hundred messages); bind a queue to `exchange.events`; run
-/// `publish_next_batch` until nothing waits; read the queue and compare the message ids
-/// with the stored ones, in order.
+/// many commands, several hundred messages); give the stored batches ids in the reverse of
+/// their command order; bind a queue to `exchange.events`; run `publish_next_batch` until
+/// nothing waits; read the queue and compare the message ids with the stored ones, in
+/// command order.
 #[tokio::test]
 async fn relayed_events_keep_their_stored_order() {
     use coinhub_events::publisher::ConfirmingPublisher;
@@ -189,7 +191,7 @@ async fn relayed_events_keep_their_stored_order() {
     .await;
     assert!(placed.iter().all(Result::is_ok), "{placed:?}");
     let stored: Vec<String> =
-        sqlx::query_scalar("SELECT events FROM trading_event_batches ORDER BY id")
+        sqlx::query_scalar("SELECT events FROM trading_event_batches ORDER BY market, first_seq")
             .fetch_all(&db.pool)
             .await
             .expect("event batches");
@@ -199,6 +201,26 @@ async fn relayed_events_keep_their_stored_order() {
         .map(|line| line.split('\t').nth(1).expect("message id").to_owned())
         .collect();
     assert!(stored_ids.len() >= 450, "{} messages", stored_ids.len());
+    assert!(
+        stored.len() >= 2,
+        "the orders settled in {} batch(es)",
+        stored.len()
+    );
+    // A batch's row may be inserted before the batch ahead of it (both are written at once):
+    // give the rows ids in the reverse of their command order, so a relay taking rows by id
+    // would publish the later batches first.
+    sqlx::query(
+        "WITH old AS (DELETE FROM trading_event_batches RETURNING *)
+         INSERT INTO trading_event_batches
+                (id, market, first_seq, last_seq, event_count, events, created_at)
+         OVERRIDING SYSTEM VALUE
+         SELECT 1000 + row_number() OVER (ORDER BY market, first_seq DESC), market,
+                first_seq, last_seq, event_count, events, created_at
+           FROM old",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("ids reversed");
 
     let vhost = common::TestVhost::new();
     let connection = vhost.connect().await;

@@ -156,8 +156,10 @@ fn parse_line(line: &str) -> Option<(&str, &str, &str)> {
 /// [`CONFIRM_CHUNK`] messages), without AMQP `mandatory`. The row is locked
 /// (`FOR UPDATE SKIP LOCKED`: two relays never publish the same batch) and its `published`
 /// count is advanced after each confirmed chunk; `published_at` is set when every message is
-/// confirmed. Batches are taken in `id` order, so a market's messages never overtake each
-/// other. Returns how many messages were published (0: nothing waiting).
+/// confirmed. A market's batches are taken in command order (`first_seq`), and only once the
+/// batch before it is fully published, so a market's messages never overtake each other, not
+/// even with several relays; markets are served oldest row first. Returns how many messages
+/// were published (0: nothing waiting).
 ///
 /// Errors: [`OutboxError`]; the confirmed chunks are recorded even then, and the failure is
 /// counted in `attempts` / `last_error`.
@@ -167,9 +169,16 @@ pub async fn publish_next_batch(
     confirm_timeout: Duration,
 ) -> Result<usize, OutboxError> {
     let mut tx = pool.begin().await?;
+    // A market's batches are written concurrently, so their ids need not follow their
+    // commands; they commit in command order. A batch is taken only when no earlier batch
+    // of its market waits (unpublished, or locked by another relay).
     let row: Option<(i64, i32, String)> = sqlx::query_as(
-        "SELECT id, published, events FROM trading_event_batches
-          WHERE published_at IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        "SELECT id, published, events FROM trading_event_batches b
+          WHERE published_at IS NULL
+            AND NOT EXISTS (SELECT 1 FROM trading_event_batches e
+                             WHERE e.market = b.market AND e.published_at IS NULL
+                               AND e.first_seq < b.first_seq)
+          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -556,12 +556,12 @@ pub(crate) async fn read_balances(
 /// Writes a settled batch inside the caller's transaction, in two parts:
 ///
 /// 1. rows no earlier batch's transaction can hold up: the command log row, new orders and
-///    trades (COPY);
+///    trades (COPY), and the batch's `exchange.events` row (the relay publishes a market's
+///    rows in command order, whatever order their ids were given in);
 /// 2. after `after` resolves (the previous batch's transaction committed; batches are written
 ///    concurrently, committed in order): updates of older orders (rows the previous batch
-///    may have inserted), the netted ledger transfer (its accounts may be locked by the
-///    previous batch) and the batch's `exchange.events` row (so the relay's order, by row id,
-///    is the commit order).
+///    may have inserted) and the netted ledger transfer (its accounts may be locked by the
+///    previous batch).
 ///
 /// `accounts` holds the ledger account ids already seen (shared by every market's writers).
 ///
@@ -599,6 +599,15 @@ pub(crate) async fn write_batch(
     trace_phase("orders_inserted", phase_start);
     insert_trades(conn, batch, transfer.as_ref().map(Transfer::id)).await?;
     trace_phase("trades", phase_start);
+    if let Some(encoding) = encoding {
+        let (text, count) = encoding
+            .await
+            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
+        if count > 0 {
+            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
+        }
+    }
+    trace_phase("events", phase_start);
     after.await?;
     trace_phase("previous_committed", phase_start);
     update_orders(conn, updates).await?;
@@ -617,15 +626,6 @@ pub(crate) async fn write_batch(
         }
     }
     trace_phase("ledger", phase_start);
-    if let Some(encoding) = encoding {
-        let (text, count) = encoding
-            .await
-            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
-        if count > 0 {
-            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
-        }
-    }
-    trace_phase("events", phase_start);
     Ok(())
 }
 

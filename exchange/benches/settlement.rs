@@ -1,6 +1,8 @@
-//! End to end through the ledger: settled trades/s and latency from "order accepted" to
-//! "trade settled" (the `place` call returning after the batch's commit), with PostgreSQL and
-//! fsync on (`synchronous_commit = on`; printed at start).
+//! End to end through the ledger: settled trades/s and latency from "order accepted" (the
+//! batch that matched the order ran: its `created_at`) to "trade settled" (the `place` call
+//! returning after the batch's commit), with PostgreSQL and fsync on (`synchronous_commit =
+//! on`; printed at start). The client's view, from the `place` call (so queueing for the next
+//! batch included), is printed next to it.
 //!
 //! Workload: `CLIENTS` concurrent clients; each owns a maker and a taker member and loops:
 //! place a 1-lot GTC sell at 1000 ticks (it rests), then a 1-lot GTC buy at 1000 ticks (it
@@ -37,6 +39,8 @@ use coinhub_exchange::{db, deposits, journal};
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -172,10 +176,9 @@ async fn run(
             .parse()
             .expect("member");
         tasks.push(tokio::spawn(async move {
-            // Raw samples (completed at, µs since the start; latency, µs), merged into one
-            // histogram at the end: a histogram per client (~400 KB each) would cost
-            // thousands of page faults the engine then competes with.
-            let mut latency = Vec::new();
+            // Raw samples, merged into histograms at the end: a histogram per client
+            // (~400 KB each) would cost thousands of page faults the engine then competes with.
+            let mut samples = Vec::new();
             while issued.fetch_add(1, Ordering::Relaxed) < trades_total {
                 engine
                     .place(&maker, order(Side::Sell))
@@ -186,12 +189,17 @@ async fn run(
                     .place(&taker, order(Side::Buy))
                     .await
                     .expect("buy settles");
-                let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let done = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                latency.push((done, micros.max(1)));
+                let answered = OffsetDateTime::now_utc();
                 assert_eq!(buy.status, "filled", "every buy takes one resting sell");
+                let accepted = OffsetDateTime::parse(&buy.created_at, &Rfc3339)
+                    .expect("created_at is RFC 3339");
+                samples.push(Sample {
+                    done_us: micros(started.elapsed()),
+                    submitted_us: micros(at.elapsed()),
+                    accepted_us: micros((answered - accepted).unsigned_abs()),
+                });
             }
-            latency
+            samples
         }));
     }
     let mut samples = Vec::with_capacity(usize::try_from(trades_total)?);
@@ -199,21 +207,6 @@ async fn run(
         samples.extend(task.await?);
     }
     let elapsed = started.elapsed();
-    // Steady state: trades settled after the warm-up (the first batches run on cold caches
-    // and unprepared statements, and all clients start at once).
-    let warmup_us = u64::try_from(warmup.as_micros())?;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut all = latency.clone();
-    for &(done, micros) in &samples {
-        all.saturating_record(micros);
-        if done >= warmup_us {
-            latency.saturating_record(micros);
-        }
-    }
-    anyhow::ensure!(
-        !latency.is_empty(),
-        "no trade settled after the {warmup:?} warm-up; lower SETTLEMENT_WARMUP_MS"
-    );
     let trades: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
         .fetch_one(pool)
         .await?;
@@ -239,8 +232,6 @@ async fn run(
     let findings = journal::audit(&mut conn).await?;
     anyhow::ensure!(findings.is_empty(), "journal audit: {findings:?}");
     let seconds = elapsed.as_secs_f64();
-    let steady_seconds = (elapsed.saturating_sub(warmup)).as_secs_f64();
-    let us = |h: &Histogram<u64>, q: f64| Duration::from_micros(h.value_at_quantile(q));
     println!(
         "settled {trades} trades ({} commands) in {seconds:.2} s: {:.0} trades/s, {:.0} commands/s; \
          {batches} transactions (~{:.0} commands each)",
@@ -249,24 +240,7 @@ async fn run(
         (trades * 2) as f64 / seconds,
         (trades * 2) as f64 / batches.max(1) as f64,
     );
-    println!(
-        "steady state (after the first {warmup:?}): {} trades, {:.0} trades/s; \
-         accepted -> settled latency: p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
-        latency.len(),
-        latency.len() as f64 / steady_seconds,
-        us(&latency, 0.50),
-        us(&latency, 0.99),
-        us(&latency, 0.999),
-        Duration::from_micros(latency.max())
-    );
-    println!(
-        "whole run, warm-up included: accepted -> settled latency: p50 {:?}  p99 {:?}  \
-         p99.9 {:?}  max {:?}",
-        us(&all, 0.50),
-        us(&all, 0.99),
-        us(&all, 0.999),
-        Duration::from_micros(all.max())
-    );
+    report_latency(&samples, warmup, elapsed)?;
     // Heap-only updates of `orders` (no index entries): what migration 0008 is for.
     let (updates, hot): (i64, i64) = sqlx::query_as(
         "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'orders'",
@@ -278,6 +252,72 @@ async fn run(
     if let Ok(url) = std::env::var("SETTLEMENT_RELAY_AMQP_URL") {
         relay(pool, &url).await?;
     }
+    Ok(())
+}
+
+/// One settled buy, in microseconds.
+struct Sample {
+    /// When its answer came, since the run started.
+    done_us: u64,
+    /// From the `place` call to its answer: queueing for the next batch included.
+    submitted_us: u64,
+    /// From its acceptance (the batch that matched it ran: the order's `created_at`) to its
+    /// answer, which comes after the batch's commit.
+    accepted_us: u64,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Prints the steady-state rate and latency percentiles (buys answered after `warmup`: the
+/// first batches run on cold caches and unprepared statements, and every client starts at
+/// once), then the whole run's.
+fn report_latency(samples: &[Sample], warmup: Duration, elapsed: Duration) -> anyhow::Result<()> {
+    let warmup_us = micros(warmup);
+    let histogram = |steady: bool, pick: fn(&Sample) -> u64| -> anyhow::Result<Histogram<u64>> {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for sample in samples.iter().filter(|s| !steady || s.done_us >= warmup_us) {
+            histogram.saturating_record(pick(sample));
+        }
+        Ok(histogram)
+    };
+    let line = |what: &str, h: &Histogram<u64>| {
+        let at = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+        println!(
+            "  {what}: p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
+            at(0.50),
+            at(0.99),
+            at(0.999),
+            Duration::from_micros(h.max())
+        );
+    };
+    let steady = histogram(true, |s| s.accepted_us)?;
+    anyhow::ensure!(
+        !steady.is_empty(),
+        "no trade settled after the {warmup:?} warm-up; lower SETTLEMENT_WARMUP_MS"
+    );
+    println!(
+        "steady state (after the first {warmup:?}): {} trades, {:.0} trades/s",
+        steady.len(),
+        steady.len() as f64 / elapsed.saturating_sub(warmup).as_secs_f64()
+    );
+    line("accepted -> settled ", &steady);
+    line(
+        "submitted -> settled",
+        &histogram(true, |s| s.submitted_us)?,
+    );
+    println!("whole run, warm-up included:");
+    line(
+        "accepted -> settled ",
+        &histogram(false, |s| s.accepted_us)?,
+    );
+    line(
+        "submitted -> settled",
+        &histogram(false, |s| s.submitted_us)?,
+    );
     Ok(())
 }
 

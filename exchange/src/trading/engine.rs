@@ -1058,16 +1058,14 @@ async fn write_in_transaction(
         return previous.await;
     }
     let started = std::time::Instant::now();
-    let mut tx = pool.begin().await?;
     // Every join of the batch looks up at most a few thousand rows by key (order ids,
     // accounts). With a small or cached table PostgreSQL's costs favour hashing the whole
     // table instead, which grows with the table: ~30 ms per batch at 120 k orders
-    // (measured). Probe the indexes, in this transaction only.
-    sqlx::Executor::execute(
-        &mut *tx,
-        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-    )
-    .await?;
+    // (measured). Probe the indexes, in this transaction only (set with `BEGIN`: one round
+    // trip).
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        .await?;
     store::write_batch(&mut tx, &market, &batch, accounts, events, previous).await?;
     let written = started.elapsed();
     tx.commit().await?;

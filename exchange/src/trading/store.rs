@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use coinhub_events::BaseUnits;
 use coinhub_matcher::Command;
-use sqlx::{Executor, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -184,15 +184,22 @@ fn trace_phase(phase: &str, started: std::time::Instant) {
     );
 }
 
-/// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same balance
-/// checks before returning) but in a few statements whatever its size: the accounts' ids
-/// ([`AccountIds::resolve`]: two statements, only for accounts not seen before), the transfer
-/// row, then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A
+/// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same
+/// checks) but in a few statements whatever its size: the transfer row
+/// ([`insert_transfer`], written earlier: it locks nothing another batch writes), the
+/// accounts' ids ([`AccountIds::resolve`]: two statements, only for accounts not seen
+/// before), then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A
 /// settlement touches hundreds of accounts; [`crate::journal::post`] pays two to three round
 /// trips per leg.
 ///
-/// Errors: as [`crate::journal::post`]; a batch's transfer reference is new, so it never returns
-/// `AlreadyPosted`.
+/// The non-negative balance check runs in the entries' `INSERT`; the deferred checks that
+/// every transfer and entry balances run at `COMMIT` (the engine builds balanced transfers;
+/// those checks are the database's safety net, and an unbalanced batch fails its commit and
+/// is not applied), which saves the batch a round trip in the part that runs one batch at a
+/// time.
+///
+/// Errors: as [`crate::journal::post`] but for `Unbalanced`; a batch's transfer reference is
+/// new, so it never returns `AlreadyPosted`.
 async fn post_netted(
     conn: &mut PgConnection,
     accounts: &AccountIds,
@@ -207,12 +214,6 @@ async fn post_netted(
         .collect();
     entries.sort_by_key(|(id, _)| *id);
     let (account_ids, amounts): (Vec<i64>, Vec<String>) = entries.into_iter().unzip();
-    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, $2, $3)")
-        .bind(transfer.id())
-        .bind(transfer.kind())
-        .bind(transfer.reference())
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(
         "INSERT INTO entries (transfer_id, account_id, amount)
          SELECT $1, a, m::numeric FROM UNNEST($2::bigint[], $3::text[]) WITH ORDINALITY AS t(a, m, o)
@@ -223,11 +224,19 @@ async fn post_netted(
     .bind(&amounts)
     .execute(&mut *conn)
     .await?;
-    conn.execute(
-        "SET CONSTRAINTS transfers_balanced, entries_balanced IMMEDIATE;
-         SET CONSTRAINTS transfers_balanced, entries_balanced DEFERRED;",
-    )
-    .await?;
+    Ok(())
+}
+
+/// The row of `transfer` in `transfers`, before its entries ([`post_netted`]).
+///
+/// Errors: the database's.
+async fn insert_transfer(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, $2, $3)")
+        .bind(transfer.id())
+        .bind(transfer.kind())
+        .bind(transfer.reference())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -555,13 +564,14 @@ pub(crate) async fn read_balances(
 
 /// Writes a settled batch inside the caller's transaction, in two parts:
 ///
-/// 1. rows no earlier batch's transaction can hold up: the command log row, new orders and
-///    trades (COPY), and the batch's `exchange.events` row (the relay publishes a market's
-///    rows in command order, whatever order their ids were given in);
+/// 1. rows no earlier batch's transaction can hold up: the command log row, the ledger
+///    transfer's row, new orders and trades (COPY), and the batch's `exchange.events` row
+///    (the relay publishes a market's rows in command order, whatever order their ids were
+///    given in);
 /// 2. after `after` resolves (the previous batch's transaction committed; batches are written
 ///    concurrently, committed in order): updates of older orders (rows the previous batch
-///    may have inserted) and the netted ledger transfer (its accounts may be locked by the
-///    previous batch).
+///    may have inserted) and the transfer's entries (their accounts may be locked by the
+///    previous batch). Two statements, then `COMMIT`: this part runs one batch at a time.
 ///
 /// `accounts` holds the ledger account ids already seen (shared by every market's writers).
 ///
@@ -594,6 +604,9 @@ pub(crate) async fn write_batch(
     let last = batch.commands.last().expect("not empty").0;
     let transfer = settlement_transfer(market, batch, first, last)?;
     insert_commands(conn, market, batch, first, last).await?;
+    if let Some(transfer) = &transfer {
+        insert_transfer(conn, transfer).await?;
+    }
     trace_phase("commands", phase_start);
     let updates = insert_new_orders(conn, market, batch, first).await?;
     trace_phase("orders_inserted", phase_start);

@@ -176,8 +176,11 @@ async fn copy_in(
     Ok(())
 }
 
-fn trace_phase(phase: &str, started: std::time::Instant) {
+/// Traces how long batch `first_seq`'s write has taken when `phase` ends (batches are
+/// written two at a time, so their lines interleave).
+fn trace_phase(first_seq: u64, phase: &str, started: std::time::Instant) {
     tracing::trace!(
+        first_seq,
         phase,
         elapsed_us = started.elapsed().as_micros(),
         "write_batch"
@@ -607,11 +610,11 @@ pub(crate) async fn write_batch(
     if let Some(transfer) = &transfer {
         insert_transfer(conn, transfer).await?;
     }
-    trace_phase("commands", phase_start);
+    trace_phase(first, "commands", phase_start);
     let updates = insert_new_orders(conn, market, batch, first).await?;
-    trace_phase("orders_inserted", phase_start);
+    trace_phase(first, "orders_inserted", phase_start);
     insert_trades(conn, batch, transfer.as_ref().map(Transfer::id)).await?;
-    trace_phase("trades", phase_start);
+    trace_phase(first, "trades", phase_start);
     if let Some(encoding) = encoding {
         let (text, count) = encoding
             .await
@@ -620,11 +623,11 @@ pub(crate) async fn write_batch(
             super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
         }
     }
-    trace_phase("events", phase_start);
+    trace_phase(first, "events", phase_start);
     after.await?;
-    trace_phase("previous_committed", phase_start);
+    trace_phase(first, "previous_committed", phase_start);
     update_orders(conn, updates).await?;
-    trace_phase("orders_updated", phase_start);
+    trace_phase(first, "orders_updated", phase_start);
     if let Some(transfer) = &transfer {
         match post_netted(conn, accounts, transfer).await {
             Ok(()) => {}
@@ -638,7 +641,7 @@ pub(crate) async fn write_batch(
             Err(error) => return Err(TradingError::Database(error.to_string())),
         }
     }
-    trace_phase("ledger", phase_start);
+    trace_phase(first, "ledger", phase_start);
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! The cosigner's own copy of every `withdrawal.request`: a durable queue
 //! [`COSIGNER_WITHDRAWAL_REQUEST_QUEUE`] bound to [`routing::WITHDRAWAL_REQUEST`] on
-//! [`COMMANDS_EXCHANGE`], so the cosigner learns what the exchange asked for without
+//! [`topology::COMMANDS_EXCHANGE`], so the cosigner learns what the exchange asked for without
 //! trusting coinhubd. Each request is stored in `cosigner_requests`, idempotent on its id,
 //! and acknowledged only after the commit (`coinhub_events::consumer::run`).
 //!

@@ -15,6 +15,9 @@
 //! - `503 {"error":"unavailable","reason":…}`: Vault could not decrypt key B, or the
 //!   cosigner's own node could not check the inputs (transient: retry later);
 //! - `500 {"error":"internal","reason":"internal error; see the cosigner's log"}`.
+//!
+//! [`UtxoSignReply`]: super::verify::UtxoSignReply
+//! [`EvmSignReply`]: super::verify::EvmSignReply
 
 use std::sync::Arc;
 

@@ -25,7 +25,7 @@
 //! and the signature released only after the commit. A refusal or a failed signature rolls
 //! everything back.
 //!
-//! Inputs against the cosigner's own node ([`Cosigner::check_inputs`]): the fee is inputs −
+//! Inputs against the cosigner's own node (`Cosigner::check_inputs`): the fee is inputs −
 //! outputs, and the input amounts are what the PSBT claims (`witness_utxo`). Dash's (`sh`)
 //! legacy sighash does not commit to them, so a lying proposer could understate them and
 //! hide a fee far over `fee_cap`. Before deciding, every input is therefore looked up with

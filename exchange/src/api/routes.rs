@@ -89,8 +89,8 @@ pub struct HistoryQuery {
     /// Only this market.
     #[serde(default)]
     pub market: Option<String>,
-    /// At most this many, newest first: 1 to [`LIST_LIMIT_MAX`], default
-    /// [`LIST_LIMIT_DEFAULT`].
+    /// At most this many, newest first: 1 to 1,000 (`LIST_LIMIT_MAX`), default 100
+    /// (`LIST_LIMIT_DEFAULT`).
     #[serde(default)]
     pub limit: Option<u32>,
 }
@@ -163,7 +163,8 @@ pub(super) async fn markets(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepthQuery {
-    /// Price levels per side: 1 to [`DEPTH_LEVELS_MAX`], default [`DEPTH_LEVELS_DEFAULT`].
+    /// Price levels per side: 1 to 1,000 (`DEPTH_LEVELS_MAX`), default 50
+    /// (`DEPTH_LEVELS_DEFAULT`).
     #[serde(default)]
     pub levels: Option<usize>,
 }

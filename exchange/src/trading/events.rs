@@ -1,5 +1,5 @@
 //! The `exchange.events` messages of a settled batch: encoded into one
-//! `trading_event_batches` row in the batch's transaction ([`encode`]), and published from
+//! `trading_event_batches` row in the batch's transaction (`encode`), and published from
 //! there by the relay ([`publish_next_batch`]), one AMQP message per event.
 //!
 //! Messages (JSON, `version: 1`, each with its own `id` = AMQP `message_id`, and
@@ -153,7 +153,7 @@ fn parse_line(line: &str) -> Option<(&str, &str, &str)> {
 
 /// Publishes the oldest event batch that is not fully published, from its first unconfirmed
 /// message on, with publisher confirms (`confirm_timeout` per chunk of
-/// [`CONFIRM_CHUNK`] messages), without AMQP `mandatory`. The row is locked
+/// `CONFIRM_CHUNK` (2,000) messages), without AMQP `mandatory`. The row is locked
 /// (`FOR UPDATE SKIP LOCKED`: two relays never publish the same batch) and its `published`
 /// count is advanced after each confirmed chunk; `published_at` is set when every message is
 /// confirmed. A market's batches are taken in command order (`first_seq`), and only once the

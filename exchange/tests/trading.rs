@@ -142,20 +142,106 @@ async fn two_members_trade_with_exact_balances_and_fees() {
         1
     );
 
-    let stored: Vec<String> = sqlx::query_scalar(
-        "SELECT events FROM trading_event_batches WHERE published_at IS NULL ORDER BY market, first_seq",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("event batches");
-    let outbox: Vec<&str> = stored
-        .iter()
-        .flat_map(|text| text.lines())
-        .map(|line| line.split('\t').next().expect("routing key"))
-        .collect();
+    let pending = coinhub_exchange::trading::events::pending_messages(&db.pool)
+        .await
+        .expect("stored messages render");
+    let outbox: Vec<&str> = pending.iter().map(|(key, _, _)| key.as_str()).collect();
     assert_eq!(outbox.iter().filter(|k| **k == "trade.executed").count(), 1);
     assert!(outbox.contains(&"order.updated"));
+    // The relay renders the stored batches to these JSON bodies; each body's `id` is its
+    // AMQP message id.
+    let json = |key: &str| -> Vec<serde_json::Value> {
+        pending
+            .iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, id, body)| {
+                let value: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+                assert_eq!(value["id"], serde_json::json!(id), "body id = message id");
+                assert_eq!(value["version"], 1);
+                value
+            })
+            .collect()
+    };
+    let trade = &json("trade.executed")[0];
+    for (field, expected) in [
+        ("market", "btc_usdt"),
+        ("price", "100000"),
+        ("quantity", "3000"),
+        ("quote_quantity", "300000"),
+        ("maker_member", "alice"),
+        ("taker_member", "bob"),
+        ("taker_side", "buy"),
+        ("maker_fee", "300"),
+        ("taker_fee", "600"),
+        ("fee_asset", "USDT"),
+    ] {
+        assert_eq!(trade[field], expected, "trade.executed {field}");
+    }
+    assert_eq!(trade["maker_order_id"], sell.id);
+    assert_eq!(trade["taker_order_id"], buy.id);
+    assert!(
+        trade["occurred_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let alice_last = json("order.updated")
+        .into_iter()
+        .rev()
+        .find(|update| update["member"] == "alice")
+        .expect("alice's order updates");
+    assert_eq!(alice_last["order"]["id"], sell.id);
+    assert_eq!(alice_last["order"]["status"], "cancelled");
+    assert_eq!(alice_last["order"]["filled"], "3000");
+    assert_eq!(alice_last["order"]["hold"], "0");
+    assert_eq!(alice_last["occurred_at"], alice_last["order"]["updated_at"]);
     db.assert_consistent().await;
+}
+
+/// Proves: a batch stored before migration 0013 (its messages as `events` text, one
+/// `routing key TAB id TAB JSON` line each) is still read as it was written, and a row with
+/// neither or both forms is refused.
+///
+/// Steps: insert such a row by hand; read the pending messages; try rows with no form and
+/// with both.
+#[tokio::test]
+async fn batches_stored_as_text_are_still_published() {
+    let db = TestDb::new().await;
+    let text = "trade.executed\tid-1\t{\"a\":1}\norder.updated\tid-2\t{\"b\":2}\n";
+    sqlx::query(
+        "INSERT INTO trading_event_batches (market, first_seq, last_seq, event_count, events)
+         VALUES ('btc_usdt', 1, 2, 2, $1)",
+    )
+    .bind(text)
+    .execute(&db.pool)
+    .await
+    .expect("a text row");
+    let pending = coinhub_exchange::trading::events::pending_messages(&db.pool)
+        .await
+        .expect("text rows read");
+    let expected = [
+        ("trade.executed", "id-1", "{\"a\":1}"),
+        ("order.updated", "id-2", "{\"b\":2}"),
+    ]
+    .map(|(k, i, b)| (k.to_owned(), i.to_owned(), b.to_owned()));
+    assert_eq!(pending, expected);
+    for (events, outcome) in [(None, None), (Some("x"), Some(vec![1u8]))] {
+        let refused = sqlx::query(
+            "INSERT INTO trading_event_batches
+                    (market, first_seq, last_seq, event_count, events, outcome)
+             VALUES ('btc_usdt', 3, 3, 1, $1, $2)",
+        )
+        .bind(events)
+        .bind(outcome)
+        .execute(&db.pool)
+        .await
+        .expect_err("exactly one stored form");
+        assert!(
+            refused
+                .to_string()
+                .contains("trading_event_batches_one_form"),
+            "{refused}"
+        );
+    }
 }
 
 /// Proves: the relay publishes every stored `exchange.events` message exactly once and in
@@ -190,32 +276,25 @@ async fn relayed_events_keep_their_stored_order() {
     }))
     .await;
     assert!(placed.iter().all(Result::is_ok), "{placed:?}");
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT events FROM trading_event_batches ORDER BY market, first_seq")
-            .fetch_all(&db.pool)
-            .await
-            .expect("event batches");
-    let stored_ids: Vec<String> = stored
-        .iter()
-        .flat_map(|text| text.lines())
-        .map(|line| line.split('\t').nth(1).expect("message id").to_owned())
+    let stored_ids: Vec<String> = events::pending_messages(&db.pool)
+        .await
+        .expect("stored messages render")
+        .into_iter()
+        .map(|(_, id, _)| id)
         .collect();
     assert!(stored_ids.len() >= 450, "{} messages", stored_ids.len());
-    assert!(
-        stored.len() >= 2,
-        "the orders settled in {} batch(es)",
-        stored.len()
-    );
+    let batches = db.count("trading_event_batches").await;
+    assert!(batches >= 2, "the orders settled in {batches} batch(es)");
     // A batch's row may be inserted before the batch ahead of it (both are written at once):
     // give the rows ids in the reverse of their command order, so a relay taking rows by id
     // would publish the later batches first.
     sqlx::query(
         "WITH old AS (DELETE FROM trading_event_batches RETURNING *)
          INSERT INTO trading_event_batches
-                (id, market, first_seq, last_seq, event_count, events, created_at)
+                (id, market, first_seq, last_seq, event_count, events, outcome, created_at)
          OVERRIDING SYSTEM VALUE
          SELECT 1000 + row_number() OVER (ORDER BY market, first_seq DESC), market,
-                first_seq, last_seq, event_count, events, created_at
+                first_seq, last_seq, event_count, events, outcome, created_at
            FROM old",
     )
     .execute(&db.pool)

@@ -48,6 +48,10 @@ pub enum OutboxError {
     /// The broker did not confirm the batch within the timeout; nothing was marked published.
     #[error("broker did not confirm within {0:?}")]
     ConfirmTimeout(Duration),
+    /// A stored row does not decode (a bug, not input); it stays unpublished, with this
+    /// error recorded on it.
+    #[error("stored messages do not decode: {0}")]
+    Malformed(String),
 }
 
 /// Publishes up to `batch_max` unpublished rows, in `seq` order, in one database transaction

@@ -595,7 +595,7 @@ pub(crate) async fn write_batch(
     }
     let phase_start = std::time::Instant::now();
     // The messages are encoded on a blocking thread while PostgreSQL takes the rows below
-    // (encoding is ~a quarter of a batch's time, and the two would otherwise take turns).
+    // (the two would otherwise take turns).
     let encoding = (events == EventsSink::Outbox).then(|| {
         let (market, batch) = (market.clone(), batch.clone());
         tokio::task::spawn_blocking(move || {
@@ -616,11 +616,11 @@ pub(crate) async fn write_batch(
     insert_trades(conn, batch, transfer.as_ref().map(Transfer::id)).await?;
     trace_phase(first, "trades", phase_start);
     if let Some(encoding) = encoding {
-        let (text, count) = encoding
+        let (outcome, count) = encoding
             .await
             .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
         if count > 0 {
-            super::events::insert_batch(conn, &market.name, (first, last), &text, count).await?;
+            super::events::insert_batch(conn, &market.name, (first, last), &outcome, count).await?;
         }
     }
     trace_phase(first, "events", phase_start);

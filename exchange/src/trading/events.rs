@@ -90,6 +90,10 @@ struct StoredTrade {
 
 /// A batch's messages as stored: the trades (in trade order), then the order updates (by
 /// order id); `occurred_at` (RFC 3339) is the batch's time, which the trades carry.
+///
+/// `postcard` stores fields by position and enum variants (`Side`) by index, not by name:
+/// stored rows must stay readable, so a change to this shape, [`StoredTrade`], [`OrderView`]
+/// or `Side` needs a new stored form (as 0013 added this one beside the text).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredBatch {
     occurred_at: String,
@@ -434,7 +438,72 @@ pub async fn unpublished(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_line;
+    use super::{OrderView, Side, StoredBatch, StoredTrade, parse_line};
+    use crate::trading::TimeInForce;
+
+    /// A stored batch of one trade and one order update, every field set.
+    fn sample() -> StoredBatch {
+        StoredBatch {
+            occurred_at: "2026-12-07T03:00:00.000001Z".into(),
+            trades: vec![StoredTrade {
+                trade_id: 7,
+                market: "btc_usdt".into(),
+                price: 100_000,
+                quantity: 3_000,
+                quote_quantity: 300_000,
+                maker_order_id: 1,
+                taker_order_id: 2,
+                maker_member: "alice".into(),
+                taker_member: "bob".into(),
+                taker_side: Side::Buy,
+                maker_fee: 300,
+                taker_fee: 600,
+                fee_asset: "USDT".into(),
+                command_seq: 2,
+            }],
+            orders: vec![(
+                "alice".into(),
+                OrderView {
+                    id: 1,
+                    market: "btc_usdt".into(),
+                    side: Side::Sell,
+                    kind: crate::trading::OrderKind::Limit,
+                    price: Some("100000".into()),
+                    quantity: Some("5000".into()),
+                    quote_amount: None,
+                    filled: "3000".into(),
+                    filled_quote: "300000".into(),
+                    status: "open".into(),
+                    reason: None,
+                    time_in_force: Some(TimeInForce::Gtc),
+                    client_order_id: Some("c-1".into()),
+                    hold: "2000".into(),
+                    hold_asset: "BTC".into(),
+                    created_at: "2026-12-07T02:59:59Z".into(),
+                    updated_at: "2026-12-07T03:00:00.000001Z".into(),
+                },
+            )],
+        }
+    }
+
+    /// Stored rows must stay readable: the stored form of a known batch is these bytes (a
+    /// change of field order, type or enum variants changes them and fails here), and they
+    /// decode back to the batch.
+    #[test]
+    fn stored_form_is_stable() {
+        let bytes = postcard::to_allocvec(&sample()).expect("encodes");
+        assert_eq!(hex::encode(&bytes), GOLDEN);
+        let decoded: StoredBatch = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(format!("{decoded:?}"), format!("{:?}", sample()));
+    }
+
+    const GOLDEN: &str = concat!(
+        "1b323032362d31322d30375430333a30303a30302e3030303030315a0107086274635f75736474a0",
+        "8d06b817e0a712010205616c69636503626f6200ac02d8040455534454020105616c696365010862",
+        "74635f757364740100010631303030303001043530303000043330303006333030303030046f7065",
+        "6e0001000103632d3104323030300342544314323032362d31322d30375430323a35393a35395a1b",
+        "323032362d31322d30375430333a30303a30302e3030303030315a",
+    );
 
     /// The stored form splits into routing key, id and body; the body may hold tabs escaped.
     #[test]

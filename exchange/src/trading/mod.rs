@@ -181,6 +181,9 @@ pub struct NewOrder {
 }
 
 /// An order's state as members see it. Amounts are decimal strings of base units.
+///
+/// Also part of the stored form of `order.updated` messages (`events.rs`, by field position):
+/// changing its fields needs a new stored form there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     /// Order id (unique across markets).

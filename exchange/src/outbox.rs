@@ -149,6 +149,15 @@ async fn relay_session(
                     "outbox relay cannot read the database");
                 delay
             }
+            // A bug, not the broker: keep the connection (the other messages still go out)
+            // and say so loudly; the batch and its market's later ones wait, in order.
+            Err(RelayError::Outbox(OutboxError::Malformed(reason))) => {
+                let delay = retries.next_delay();
+                tracing::error!(%reason, retry_in_ms = delay.as_millis(),
+                    "a stored exchange.events batch does not decode; it and its market's \
+                     later batches are held back");
+                delay
+            }
             Err(error) => break Err(error),
         };
         if !service::sleep_or_cancel(pause, shutdown).await {

@@ -244,6 +244,54 @@ async fn batches_stored_as_text_are_still_published() {
     }
 }
 
+/// Proves: a stored batch that does not decode is not published, not skipped and not a
+/// panic: the relay returns `Malformed`, records the error on the row, and the row waits.
+///
+/// Steps: insert a row whose `outcome` is not a stored batch; run `publish_next_batch`
+/// against a real broker; check the error, the row's `attempts` / `last_error`, and that it
+/// is still unpublished.
+#[tokio::test]
+async fn a_batch_that_does_not_decode_waits_with_its_error() {
+    use coinhub_events::outbox::OutboxError;
+    use coinhub_events::publisher::ConfirmingPublisher;
+    use coinhub_exchange::trading::{self, events};
+
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO trading_event_batches (market, first_seq, last_seq, event_count, outcome)
+         VALUES ('btc_usdt', 1, 1, 1, '\\xffff')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a row that does not decode");
+    let vhost = common::TestVhost::new();
+    let connection = vhost.connect().await;
+    let publisher = ConfirmingPublisher::open(&connection)
+        .await
+        .expect("channel");
+    trading::declare_exchange(publisher.channel())
+        .await
+        .expect("exchange");
+    let error = events::publish_next_batch(&db.pool, &publisher, std::time::Duration::from_secs(5))
+        .await
+        .expect_err("nothing to publish from it");
+    assert!(matches!(error, OutboxError::Malformed(_)), "{error:?}");
+    let (attempts, last_error, published_at): (i32, Option<String>, Option<time::OffsetDateTime>) =
+        sqlx::query_as("SELECT attempts, last_error, published_at FROM trading_event_batches")
+            .fetch_one(&db.pool)
+            .await
+            .expect("the row");
+    assert_eq!(attempts, 1);
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("do not decode")),
+        "{last_error:?}"
+    );
+    assert_eq!(published_at, None);
+    assert_eq!(events::unpublished(&db.pool).await.expect("count"), 1);
+}
+
 /// Proves: the relay publishes every stored `exchange.events` message exactly once and in
 /// command order (batch by batch in `first_seq` order, whatever the rows' ids, line by
 /// line), although each chunk's publishes are all queued before any is waited for

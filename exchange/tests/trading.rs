@@ -244,6 +244,24 @@ async fn batches_stored_as_text_are_still_published() {
     }
 }
 
+/// A publisher with confirms on a fresh RabbitMQ vhost where `exchange.events` is declared,
+/// as the relay has; keep the vhost and connection while publishing.
+async fn relay_publisher() -> (
+    common::TestVhost,
+    lapin::Connection,
+    coinhub_events::publisher::ConfirmingPublisher,
+) {
+    let vhost = common::TestVhost::new();
+    let connection = vhost.connect().await;
+    let publisher = coinhub_events::publisher::ConfirmingPublisher::open(&connection)
+        .await
+        .expect("channel");
+    coinhub_exchange::trading::declare_exchange(publisher.channel())
+        .await
+        .expect("exchange");
+    (vhost, connection, publisher)
+}
+
 /// Proves: a stored batch that does not decode is not published, not skipped and not a
 /// panic: the relay returns `Malformed`, records the error on the row, and the row waits.
 ///
@@ -253,8 +271,7 @@ async fn batches_stored_as_text_are_still_published() {
 #[tokio::test]
 async fn a_batch_that_does_not_decode_waits_with_its_error() {
     use coinhub_events::outbox::OutboxError;
-    use coinhub_events::publisher::ConfirmingPublisher;
-    use coinhub_exchange::trading::{self, events};
+    use coinhub_exchange::trading::events;
 
     let db = TestDb::new().await;
     sqlx::query(
@@ -264,14 +281,7 @@ async fn a_batch_that_does_not_decode_waits_with_its_error() {
     .execute(&db.pool)
     .await
     .expect("a row that does not decode");
-    let vhost = common::TestVhost::new();
-    let connection = vhost.connect().await;
-    let publisher = ConfirmingPublisher::open(&connection)
-        .await
-        .expect("channel");
-    trading::declare_exchange(publisher.channel())
-        .await
-        .expect("exchange");
+    let (_vhost, _connection, publisher) = relay_publisher().await;
     let error = events::publish_next_batch(&db.pool, &publisher, std::time::Duration::from_secs(5))
         .await
         .expect_err("nothing to publish from it");
@@ -304,7 +314,6 @@ async fn a_batch_that_does_not_decode_waits_with_its_error() {
 /// command order.
 #[tokio::test]
 async fn relayed_events_keep_their_stored_order() {
-    use coinhub_events::publisher::ConfirmingPublisher;
     use coinhub_exchange::trading::{self, events};
     use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
@@ -349,13 +358,8 @@ async fn relayed_events_keep_their_stored_order() {
     .await
     .expect("ids reversed");
 
-    let vhost = common::TestVhost::new();
-    let connection = vhost.connect().await;
-    let publisher = ConfirmingPublisher::open(&connection)
-        .await
-        .expect("channel");
+    let (_vhost, _connection, publisher) = relay_publisher().await;
     let channel = publisher.channel();
-    trading::declare_exchange(channel).await.expect("exchange");
     channel
         .queue_declare(
             "relayed".into(),

@@ -10,7 +10,7 @@ use coinhub_exchange::trading::{
     BookRebuild, EngineOptions, EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce,
     TradingEngine, TradingError,
 };
-use common::trading::{assert_locked_equals_holds, markets};
+use common::trading::{assert_locked_equals_holds, count_projected, markets};
 use common::{TestDb, confirmed};
 
 fn member(name: &str) -> MemberId {
@@ -348,10 +348,10 @@ async fn relayed_events_keep_their_stored_order() {
     sqlx::query(
         "WITH old AS (DELETE FROM trading_event_batches RETURNING *)
          INSERT INTO trading_event_batches
-                (id, market, first_seq, last_seq, event_count, events, outcome, created_at)
+                (id, market, first_seq, last_seq, event_count, events, form, outcome, created_at)
          OVERRIDING SYSTEM VALUE
          SELECT 1000 + row_number() OVER (ORDER BY market, first_seq DESC), market,
-                first_seq, last_seq, event_count, events, outcome, created_at
+                first_seq, last_seq, event_count, events, form, outcome, created_at
            FROM old",
     )
     .execute(&db.pool)
@@ -442,7 +442,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             balances,
             db.count("trading_command_batches").await,
-            db.count("orders").await,
+            count_projected(&db, "orders").await,
             db.count("trading_event_batches").await,
         )
     };
@@ -702,7 +702,7 @@ async fn restart_case(options: EngineOptions) -> BookRebuild {
     for who in names {
         open.push(engine.open_orders(&member(who), None).await.expect("open"));
     }
-    let trades = db.count("trades").await;
+    let trades = count_projected(&db, "trades").await;
     assert!(trades > 0, "the sequence trades");
     drop(engine);
 
@@ -729,16 +729,17 @@ async fn restart_case(options: EngineOptions) -> BookRebuild {
         );
     }
     assert_eq!(
-        db.count("trades").await,
+        count_projected(&db, "trades").await,
         trades,
         "replay settles nothing again"
     );
     run(engine.clone(), 60, 80).await;
+    let total = count_projected(&db, "trades").await;
     let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT id) FROM trades")
         .fetch_one(&db.pool)
         .await
         .expect("count");
-    assert_eq!(distinct, db.count("trades").await);
+    assert_eq!(distinct, total);
     assert_locked_equals_holds(&db).await;
     db.assert_consistent().await;
     rebuild
@@ -826,7 +827,7 @@ async fn lose_a_deadlock<T>(
         .expect("task")
         .expect("the batch ran again and settled");
     assert_eq!(buy.status, "filled");
-    assert_eq!(db.count("trades").await, 1);
+    assert_eq!(count_projected(&db, "trades").await, 1);
     // Notional 300,000; bob pays + 600 taker fee; alice gets − 300 maker fee.
     assert_eq!(balance(db, "bob", "USDT", "available").await, "699400");
     assert_eq!(balance(db, "bob", "BTC", "available").await, "3000");
@@ -900,7 +901,7 @@ async fn a_batch_written_on_top_of_a_failed_one_runs_again() {
         .expect("carol's batch ran again");
     assert_eq!(sell.status, "open");
     // One row per order: carol's sell was neither written twice nor lost.
-    assert_eq!(db.count("orders").await, 3);
+    assert_eq!(count_projected(&db, "orders").await, 3);
     let open = engine
         .open_orders(&member("carol"), None)
         .await
@@ -946,4 +947,126 @@ async fn an_unreadable_snapshot_falls_back_to_the_whole_log() {
     assert_eq!(rebuild.replayed_commands, 3);
     assert_eq!(rebuild.open_orders, 3);
     assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
+}
+
+/// Holds back the projection of `btc_usdt` (locks its watermark row) until the transaction
+/// ends.
+async fn hold_projection(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM trading_projection WHERE market = 'btc_usdt' FOR UPDATE")
+        .fetch_one(&mut *holder)
+        .await
+        .expect("the market has a watermark");
+    holder
+}
+
+/// Proves: `orders` and `trades` follow the commits. A batch is settled (answered, ledger
+/// exact) before its rows are projected; the order history and trades wait for the projection
+/// (read-your-writes); and batches settled but not yet projected when the process stops are
+/// projected at the next start, once, with the books rebuilt from them.
+///
+/// Steps: hold the projection; alice sells, bob buys (filled): balances exact, no row yet;
+/// bob's history waits until the projection is released, then shows the order and trade.
+/// Hold it again; bob buys and alice rests a sell; stop the engine and end its waiting
+/// projector's session (a crash); release: the rows are still missing; start again: every row
+/// is there once, the book has alice's two sells, locked equals the open holds.
+#[tokio::test]
+async fn settled_batches_are_projected_after_commit_and_after_a_crash() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "bob", "USDT", "10000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+
+    let holder = hold_projection(&db).await;
+    let sell = engine
+        .place(&alice, limit(Side::Sell, "100000", "3000"))
+        .await
+        .expect("sell rests");
+    let buy = engine
+        .place(&bob, limit(Side::Buy, "100000", "1000"))
+        .await
+        .expect("buy settles");
+    assert_eq!(buy.status, "filled");
+    assert_eq!(balance(&db, "bob", "BTC", "available").await, "1000");
+    assert_eq!(db.count("orders").await, 0, "not projected while held");
+    assert_eq!(db.count("trades").await, 0, "not projected while held");
+    let history = tokio::spawn({
+        let (engine, bob) = (engine.clone(), bob.clone());
+        async move { engine.order_history(&bob, None, 10).await }
+    });
+    let trades = tokio::spawn({
+        let (engine, bob) = (engine.clone(), bob.clone());
+        async move { engine.trades(&bob, None, 10).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !history.is_finished() && !trades.is_finished(),
+        "history waits for the projection"
+    );
+    holder.rollback().await.expect("release");
+    let history = history.await.expect("task").expect("history");
+    assert_eq!(history, vec![buy.clone()], "bob's one order, as answered");
+    let trades = trades.await.expect("task").expect("trades");
+    assert_eq!(trades.len(), 1);
+    assert_eq!(trades[0].taker_order_id, buy.id);
+    assert_eq!(
+        (trades[0].quantity.as_str(), trades[0].fee.as_str()),
+        ("1000", "200")
+    );
+
+    let holder = hold_projection(&db).await;
+    let second = engine
+        .place(&bob, limit(Side::Buy, "100000", "1000"))
+        .await
+        .expect("second buy settles");
+    assert_eq!(second.status, "filled");
+    let resting = engine
+        .place(&alice, limit(Side::Sell, "101000", "1000"))
+        .await
+        .expect("a second sell rests");
+    assert_eq!(resting.status, "open");
+    let depth = engine.depth("btc_usdt", 10).expect("depth");
+    drop(engine);
+    // The stopped engine's projector waits for the watermark; end its session as a crash
+    // would, and give it time to see that its engine is gone.
+    for _ in 0..3 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND pid <> pg_backend_pid()",
+        )
+        .execute(&db.pool)
+        .await
+        .expect("terminate");
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    holder.rollback().await.expect("release");
+    assert_eq!(
+        db.count("orders").await,
+        2,
+        "the last two batches were not projected"
+    );
+    assert_eq!(db.count("trades").await, 1);
+
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts again");
+    assert_eq!(db.count("orders").await, 4, "projected at start, once");
+    assert_eq!(db.count("trades").await, 2);
+    let open = engine.open_orders(&alice, None).await.expect("open");
+    // Alice's first sell, 2 of its 3 lots filled, and her second.
+    assert_eq!(
+        open.iter()
+            .map(|o| (o.id, o.filled.as_str()))
+            .collect::<Vec<_>>(),
+        [(resting.id, "0"), (sell.id, "2000")]
+    );
+    assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
+    let history = engine.order_history(&bob, None, 10).await.expect("history");
+    assert_eq!(history, vec![second, buy]);
+    assert_locked_equals_holds(&db).await;
+    db.assert_consistent().await;
 }

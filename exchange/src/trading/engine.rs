@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts::AccountIds;
+use super::projection;
 use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
 use super::{
@@ -167,13 +168,24 @@ impl TradingEngine {
             next_order_id: AtomicU64::new(0),
             next_trade_id: AtomicU64::new(0),
         });
+        for market in markets.values() {
+            store::record_market(&pool, market).await?;
+        }
+        // Batches committed before a crash may not be in `orders` and `trades` yet; the ids
+        // below are read from there.
+        projection::catch_up_all(&pool).await?;
         let (max_order, max_trade) = store::max_ids(&pool).await?;
         ids.next_order_id.store(max_order + 1, Ordering::SeqCst);
         ids.next_trade_id.store(max_trade + 1, Ordering::SeqCst);
         let accounts = Arc::new(AccountIds::default());
+        let (projector, committed) = mpsc::channel(1);
+        tokio::spawn(projection::run(
+            pool.clone(),
+            markets.keys().cloned().collect(),
+            committed,
+        ));
         let mut handles = BTreeMap::new();
         for (name, market) in markets {
-            store::record_market(&pool, &market).await?;
             let market = Arc::new(market);
             let state = MarketState::load(&pool, market.clone()).await?;
             let depth = Arc::new(RwLock::new(state.book.depth(DEPTH_LEVELS_MAX)));
@@ -186,6 +198,7 @@ impl TradingEngine {
                 accounts: accounts.clone(),
                 options,
                 depth: depth.clone(),
+                projector: projector.clone(),
             };
             tokio::spawn(worker.run(receiver));
             tracing::info!(market = %name, "market open");
@@ -328,9 +341,7 @@ impl TradingEngine {
         market: Option<&str>,
         limit: u32,
     ) -> Result<Vec<OrderView>, TradingError> {
-        if let Some(market) = market {
-            self.handle(market)?;
-        }
+        self.catch_up(market).await?;
         store::load_orders(
             &self.inner.pool,
             member,
@@ -350,10 +361,27 @@ impl TradingEngine {
         market: Option<&str>,
         limit: u32,
     ) -> Result<Vec<TradeView>, TradingError> {
-        if let Some(market) = market {
-            self.handle(market)?;
-        }
+        self.catch_up(market).await?;
         store::load_trades(&self.inner.pool, member, market, limit.min(PAGE_MAX)).await
+    }
+
+    /// Projects every batch committed so far of `market` (or of every configured market) into
+    /// `orders` and `trades`, so that a read of them sees every answered command.
+    ///
+    /// Errors: [`TradingError::UnknownMarket`], [`TradingError::Database`].
+    async fn catch_up(&self, market: Option<&str>) -> Result<(), TradingError> {
+        match market {
+            Some(market) => {
+                self.handle(market)?;
+                projection::catch_up(&self.inner.pool, market).await
+            }
+            None => {
+                for market in self.inner.markets.keys() {
+                    projection::catch_up(&self.inner.pool, market).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The best `levels` price levels of each side (capped at 1000), as of the last settled
@@ -617,6 +645,8 @@ impl MarketState {
             book.execute(command, &mut events);
         }
         let resting: Vec<u64> = snapshot::resting_ids(&book.snapshot()).collect();
+        // The resting orders' rows are read models: project what has committed first.
+        projection::catch_up(pool, &market.name).await?;
         let rows = store::load_orders_by_id(pool, &market, &resting).await?;
         let mut state = Self::new(market, book, seq);
         state.rebuild = BookRebuild {
@@ -663,6 +693,8 @@ struct Worker {
     accounts: Arc<AccountIds>,
     options: EngineOptions,
     depth: Arc<RwLock<Depth>>,
+    /// Wakes the background projector of `orders` and `trades` after a commit.
+    projector: mpsc::Sender<()>,
 }
 
 /// A batch run against the book, with what to write and what to answer once it commits.
@@ -987,6 +1019,8 @@ impl Worker {
             let _ = reply.send(answer);
         }
         *self.depth.write().expect("depth lock is never poisoned") = prepared.depth;
+        // Full: the projector is already due to run (it takes every committed batch).
+        let _ = self.projector.try_send(());
         if let Some((seq, book)) = prepared.snapshot {
             let (pool, market) = (self.pool.clone(), self.state.market.name.clone());
             tokio::spawn(async move {

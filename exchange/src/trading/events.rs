@@ -11,13 +11,16 @@
 //! - [`routing::ORDER_UPDATED`]: `member` and `order` (an [`OrderView`]), the order's state at
 //!   the end of the batch.
 //!
-//! Stored form (`outcome` column, since migration 0013): the batch's messages without their
-//! JSON, `postcard`-encoded (`StoredBatch`: ~150 bytes a trade and its two order updates
-//! instead of ~2 KB of JSON, and no JSON formatting while the batch is settled). A message's
-//! id is derived, not stored: UUID v5 of `{market}/{first_seq}/{index}` in
-//! [`EVENTS_ID_NAMESPACE`], so a message published again after a crash keeps its id. Rows
-//! written before 0013 keep their `events` text (one message per line, `routing key TAB
-//! message id TAB JSON body`) and are published from it.
+//! Stored form (`outcome` column): the batch's outcome without JSON, `postcard`-encoded
+//! (~150 bytes a trade and its two order updates instead of ~2 KB of JSON, and no JSON
+//! formatting while the batch is settled). Since migration 0014 (`form` 2, [`BatchOutcome`])
+//! it also holds what the read models need, and is the source the projector writes `orders`
+//! and `trades` from (`projection.rs`); such a row is written for every batch that traded or
+//! changed an order, already marked published when no events go out. Form 1 (0013,
+//! `StoredBatch`) holds the messages only. A message's id is derived, not stored: UUID v5 of
+//! `{market}/{first_seq}/{index}` in [`EVENTS_ID_NAMESPACE`], so a message published again
+//! after a crash keeps its id. Rows written before 0013 keep their `events` text (one message
+//! per line, `routing key TAB message id TAB JSON body`) and are published from it.
 
 use std::time::Duration;
 
@@ -71,29 +74,31 @@ struct OrderUpdated<'a> {
 
 /// A settled trade as stored: amounts in base units (see the module docs for their units).
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredTrade {
-    trade_id: u64,
-    market: String,
-    price: u128,
-    quantity: u128,
-    quote_quantity: u128,
-    maker_order_id: u64,
-    taker_order_id: u64,
-    maker_member: String,
-    taker_member: String,
-    taker_side: Side,
-    maker_fee: u128,
-    taker_fee: u128,
-    fee_asset: String,
-    command_seq: u64,
+pub(crate) struct StoredTrade {
+    pub(crate) trade_id: u64,
+    pub(crate) market: String,
+    pub(crate) price: u128,
+    pub(crate) quantity: u128,
+    pub(crate) quote_quantity: u128,
+    pub(crate) maker_order_id: u64,
+    pub(crate) taker_order_id: u64,
+    pub(crate) maker_member: String,
+    pub(crate) taker_member: String,
+    pub(crate) taker_side: Side,
+    pub(crate) maker_fee: u128,
+    pub(crate) taker_fee: u128,
+    pub(crate) fee_asset: String,
+    pub(crate) command_seq: u64,
 }
 
-/// A batch's messages as stored: the trades (in trade order), then the order updates (by
-/// order id); `occurred_at` (RFC 3339) is the batch's time, which the trades carry.
+/// Stored form 1 (migration 0013): a batch's messages only: the trades (in trade order), then
+/// the order updates (member, order; by order id); `occurred_at` (RFC 3339) is the batch's
+/// time, which the trades carry. Still read (rows written between 0013 and 0014), no longer
+/// written.
 ///
 /// `postcard` stores fields by position and enum variants (`Side`) by index, not by name:
 /// stored rows must stay readable, so a change to this shape, [`StoredTrade`], [`OrderView`]
-/// or `Side` needs a new stored form (as 0013 added this one beside the text).
+/// or `Side` needs a new stored form (as 0014 added [`BatchOutcome`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredBatch {
     occurred_at: String,
@@ -101,39 +106,124 @@ struct StoredBatch {
     orders: Vec<(String, OrderView)>,
 }
 
-/// The batch's messages in stored form: one `trade.executed` per trade (in trade order), then
-/// one `order.updated` per order the batch changed (by id). Returns the bytes and the number of
-/// messages (0 when the batch has no trades and changed no order).
+/// A trade of a [`BatchOutcome`]: `ordinal` is its place among the trades of its command
+/// (`trades.ordinal`, from 0).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct OutcomeTrade {
+    pub(crate) ordinal: u32,
+    pub(crate) trade: StoredTrade,
+}
+
+/// An order's state at the end of a [`BatchOutcome`]'s batch: its member, the command that
+/// placed it (`orders.seq`) and what members see.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct OutcomeOrder {
+    pub(crate) member: String,
+    pub(crate) seq: u64,
+    pub(crate) order: OrderView,
+}
+
+/// Stored form 2 (migration 0014): what a settled batch did, the source of its
+/// `exchange.events` messages and of its rows in the read models `orders` and `trades`.
+/// `occurred_at` (RFC 3339) is the batch's time, which its trades carry; `transfer_id` is its
+/// `trade_settlement` ledger transfer (`None` when it netted to zero); then its trades (in
+/// trade order) and the final state of every order it changed (by order id).
+///
+/// Positional like [`StoredBatch`]: a change to this shape, [`OutcomeTrade`],
+/// [`OutcomeOrder`], [`StoredTrade`], [`OrderView`] or `Side` needs a new form.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct BatchOutcome {
+    pub(crate) occurred_at: String,
+    pub(crate) transfer_id: Option<Uuid>,
+    pub(crate) trades: Vec<OutcomeTrade>,
+    pub(crate) orders: Vec<OutcomeOrder>,
+}
+
+impl From<StoredBatch> for BatchOutcome {
+    /// A form-1 row, for its messages: its orders and trades were written in its own
+    /// transaction and are never projected, so what only the projection needs is left at zero.
+    fn from(batch: StoredBatch) -> Self {
+        Self {
+            occurred_at: batch.occurred_at,
+            transfer_id: None,
+            trades: batch
+                .trades
+                .into_iter()
+                .map(|trade| OutcomeTrade { ordinal: 0, trade })
+                .collect(),
+            orders: batch
+                .orders
+                .into_iter()
+                .map(|(member, order)| OutcomeOrder {
+                    member,
+                    seq: 0,
+                    order,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The current stored form ([`BatchOutcome`]), the `form` column's value for it.
+pub(crate) const OUTCOME_FORM: i16 = 2;
+
+/// Decodes a stored `outcome` of `form` 1 or 2 into a [`BatchOutcome`].
+///
+/// Errors: a text naming the form and what did not decode.
+pub(crate) fn decode(form: i16, outcome: &[u8]) -> Result<BatchOutcome, String> {
+    match form {
+        1 => postcard::from_bytes::<StoredBatch>(outcome)
+            .map(BatchOutcome::from)
+            .map_err(|e| format!("stored form 1 does not decode: {e}")),
+        OUTCOME_FORM => postcard::from_bytes(outcome)
+            .map_err(|e| format!("stored form {OUTCOME_FORM} does not decode: {e}")),
+        other => Err(format!("unknown stored form {other}")),
+    }
+}
+
+/// A settled batch's outcome in stored form 2 ([`BatchOutcome`]): its trades (in trade order),
+/// then the final state of every order it changed (by id); one `trade.executed` message per
+/// trade and one `order.updated` per order, in that order. Returns the bytes and the number
+/// of messages (0 when the batch has no trades and changed no order: nothing to store).
 pub(crate) fn encode<'a>(
     market: &Market,
     trades: &[TradeRow],
     orders: impl IntoIterator<Item = &'a OrderRow>,
     occurred_at: &str,
+    transfer_id: Option<Uuid>,
 ) -> (Vec<u8>, usize) {
-    let batch = StoredBatch {
+    let batch = BatchOutcome {
         occurred_at: occurred_at.to_owned(),
+        transfer_id,
         trades: trades
             .iter()
-            .map(|trade| StoredTrade {
-                trade_id: trade.id,
-                market: trade.market.clone(),
-                price: trade.price,
-                quantity: trade.quantity,
-                quote_quantity: trade.quote_quantity,
-                maker_order_id: trade.maker_order_id,
-                taker_order_id: trade.taker_order_id,
-                maker_member: trade.maker_member.as_str().to_owned(),
-                taker_member: trade.taker_member.as_str().to_owned(),
-                taker_side: trade.taker_side,
-                maker_fee: trade.maker_fee,
-                taker_fee: trade.taker_fee,
-                fee_asset: trade.fee_asset.clone(),
-                command_seq: trade.seq,
+            .map(|trade| OutcomeTrade {
+                ordinal: trade.ordinal,
+                trade: StoredTrade {
+                    trade_id: trade.id,
+                    market: trade.market.clone(),
+                    price: trade.price,
+                    quantity: trade.quantity,
+                    quote_quantity: trade.quote_quantity,
+                    maker_order_id: trade.maker_order_id,
+                    taker_order_id: trade.taker_order_id,
+                    maker_member: trade.maker_member.as_str().to_owned(),
+                    taker_member: trade.taker_member.as_str().to_owned(),
+                    taker_side: trade.taker_side,
+                    maker_fee: trade.maker_fee,
+                    taker_fee: trade.taker_fee,
+                    fee_asset: trade.fee_asset.clone(),
+                    command_seq: trade.seq,
+                },
             })
             .collect(),
         orders: orders
             .into_iter()
-            .map(|order| (order.member.as_str().to_owned(), order.view(market)))
+            .map(|order| OutcomeOrder {
+                member: order.member.as_str().to_owned(),
+                seq: order.seq,
+                order: order.view(market),
+            })
             .collect(),
     };
     let count = batch.trades.len() + batch.orders.len();
@@ -150,7 +240,7 @@ enum StoredMessages {
     Compact {
         market: String,
         first_seq: u64,
-        batch: StoredBatch,
+        batch: BatchOutcome,
     },
 }
 
@@ -164,12 +254,8 @@ impl StoredMessages {
             (Some(text), _) => parse_text(row.id, text).map(Self::Text),
             (None, Some(outcome)) => {
                 let first_seq = u64::try_from(row.first_seq).map_err(|e| e.to_string())?;
-                let batch = postcard::from_bytes(outcome).map_err(|e| {
-                    format!(
-                        "trading_event_batches {}: stored events do not decode: {e}",
-                        row.id
-                    )
-                })?;
+                let batch = decode(row.form, outcome)
+                    .map_err(|e| format!("trading_event_batches {}: {e}", row.id))?;
                 Ok(Self::Compact {
                     market: row.market.clone(),
                     first_seq,
@@ -212,7 +298,7 @@ impl StoredMessages {
                     &EVENTS_ID_NAMESPACE,
                     format!("{market}/{first_seq}/{index}").as_bytes(),
                 );
-                if let Some(trade) = batch.trades.get(index) {
+                if let Some(OutcomeTrade { trade, .. }) = batch.trades.get(index) {
                     let body = TradeExecuted {
                         version: 1,
                         id,
@@ -235,7 +321,8 @@ impl StoredMessages {
                     let json = serde_json::to_vec(&body).expect("event serializes");
                     message(routing::TRADE_EXECUTED, id, json)
                 } else {
-                    let (member, order) = &batch.orders[index - batch.trades.len()];
+                    let OutcomeOrder { member, order, .. } =
+                        &batch.orders[index - batch.trades.len()];
                     let body = OrderUpdated {
                         version: 1,
                         id,
@@ -281,6 +368,7 @@ struct EventBatchRow {
     first_seq: i64,
     published: i32,
     events: Option<String>,
+    form: i16,
     outcome: Option<Vec<u8>>,
 }
 
@@ -291,7 +379,7 @@ struct EventBatchRow {
 /// Errors: the database's, or a stored row that does not decode.
 pub async fn pending_messages(pool: &PgPool) -> Result<Vec<(String, String, String)>, OutboxError> {
     let rows: Vec<EventBatchRow> = sqlx::query_as(
-        "SELECT id, market, first_seq, published, events, outcome FROM trading_event_batches
+        "SELECT id, market, first_seq, published, events, form, outcome FROM trading_event_batches
           WHERE published_at IS NULL ORDER BY market, first_seq",
     )
     .fetch_all(pool)
@@ -310,8 +398,9 @@ pub async fn pending_messages(pool: &PgPool) -> Result<Vec<(String, String, Stri
     Ok(pending)
 }
 
-/// Writes the stored form `outcome` (from [`encode`], `count` messages) of the batch of
-/// commands `first_seq ..= last_seq` inside the caller's transaction.
+/// Writes the stored outcome `outcome` (form 2, from [`encode`], `count` messages) of the
+/// batch of commands `first_seq ..= last_seq` inside the caller's transaction; with `publish`
+/// false it is written as already published (the projection still reads it).
 ///
 /// Errors: the database's.
 pub(crate) async fn insert_batch(
@@ -320,17 +409,23 @@ pub(crate) async fn insert_batch(
     (first_seq, last_seq): (u64, u64),
     outcome: &[u8],
     count: usize,
+    publish: bool,
 ) -> Result<(), sqlx::Error> {
     let seq = |value: u64| i64::try_from(value).expect("sequence numbers stay below 2^63");
+    let count = i32::try_from(count).expect("a batch has fewer than 2^31 messages");
     sqlx::query(
-        "INSERT INTO trading_event_batches (market, first_seq, last_seq, event_count, outcome)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO trading_event_batches
+                (market, first_seq, last_seq, event_count, form, outcome, published, published_at)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN 0 ELSE $4 END,
+                 CASE WHEN $7 THEN NULL ELSE now() END)",
     )
     .bind(market)
     .bind(seq(first_seq))
     .bind(seq(last_seq))
-    .bind(i32::try_from(count).expect("a batch has fewer than 2^31 messages"))
+    .bind(count)
+    .bind(OUTCOME_FORM)
     .bind(outcome)
+    .bind(publish)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -364,7 +459,7 @@ pub async fn publish_next_batch(
     // commands; they commit in command order. A batch is taken only when no earlier batch
     // of its market waits (unpublished, or locked by another relay).
     let row: Option<EventBatchRow> = sqlx::query_as(
-        "SELECT id, market, first_seq, published, events, outcome FROM trading_event_batches b
+        "SELECT id, market, first_seq, published, events, form, outcome FROM trading_event_batches b
           WHERE published_at IS NULL
             AND NOT EXISTS (SELECT 1 FROM trading_event_batches e
                              WHERE e.market = b.market AND e.published_at IS NULL
@@ -438,7 +533,9 @@ pub async fn unpublished(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{OrderView, Side, StoredBatch, StoredTrade, parse_line};
+    use super::{
+        BatchOutcome, OUTCOME_FORM, OrderView, Side, StoredBatch, StoredTrade, decode, parse_line,
+    };
     use crate::trading::TimeInForce;
 
     /// A stored batch of one trade and one order update, every field set.
@@ -496,6 +593,41 @@ mod tests {
         let decoded: StoredBatch = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(format!("{decoded:?}"), format!("{:?}", sample()));
     }
+
+    /// Form 2 is stable like form 1: a known outcome (the sample's trade and order, with a
+    /// transfer id, an ordinal and the order's placing command) is these bytes, decodes back,
+    /// and a form-1 row decodes to the same messages with the projection's fields at zero.
+    #[test]
+    fn outcome_form_is_stable() {
+        let mut outcome = BatchOutcome::from(sample());
+        outcome.transfer_id = Some(uuid::Uuid::from_u128(
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        ));
+        outcome.trades[0].ordinal = 3;
+        outcome.orders[0].seq = 1;
+        let bytes = postcard::to_allocvec(&outcome).expect("encodes");
+        assert_eq!(hex::encode(&bytes), GOLDEN_OUTCOME);
+        let decoded = decode(OUTCOME_FORM, &bytes).expect("decodes");
+        assert_eq!(format!("{decoded:?}"), format!("{outcome:?}"));
+
+        let form_1 = postcard::to_allocvec(&sample()).expect("encodes");
+        let decoded = decode(1, &form_1).expect("form 1 decodes");
+        assert_eq!(decoded.transfer_id, None);
+        assert_eq!(
+            format!("{decoded:?}"),
+            format!("{:?}", BatchOutcome::from(sample()))
+        );
+        assert!(decode(3, &bytes).is_err(), "an unknown form is refused");
+    }
+
+    const GOLDEN_OUTCOME: &str = concat!(
+        "1b323032362d31322d30375430333a30303a30302e3030303030315a01100123456789abcdef0123",
+        "456789abcdef010307086274635f75736474a08d06b817e0a712010205616c69636503626f6200ac",
+        "02d8040455534454020105616c6963650101086274635f757364740100010631303030303001043530",
+        "303000043330303006333030303030046f70656e0001000103632d3104323030300342544314323032",
+        "362d31322d30375430323a35393a35395a1b323032362d31322d30375430333a30303a30302e303030",
+        "3030315a",
+    );
 
     const GOLDEN: &str = concat!(
         "1b323032362d31322d30375430333a30303a30302e3030303030315a0107086274635f75736474a0",

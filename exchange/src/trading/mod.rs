@@ -4,11 +4,13 @@
 //! [`TradingEngine`] is the service interface the HTTP API calls. Per market one task owns
 //! the book and runs commands in arrival order; it takes whatever commands are waiting (up
 //! to a bound) and settles them in **one** database transaction: the commands
-//! (`trading_command_batches`, numbered per market), the orders' new states (`orders`), the trades
-//! (`trades`), one netted ledger transfer (`trade_settlement`) and the `exchange.events`
-//! outbox rows. Nothing is acknowledged or published before that commit; if it fails, the
-//! book is rebuilt from the committed command log and the batch's callers get an error. At
-//! start the books are rebuilt by replaying the command log in order.
+//! (`trading_command_batches`, numbered per market), one netted ledger transfer
+//! (`trade_settlement`) and the batch's outcome (`trading_event_batches`: its trades and the
+//! orders' new states, from which the relay publishes `exchange.events` and [`projection`]
+//! writes the read models `orders` and `trades` after the commit; readers of those catch up
+//! first). Nothing is acknowledged or published before that commit; if it fails, the book is
+//! rebuilt from the committed command log and the batch's callers get an error. At start the
+//! books are rebuilt from their newest snapshot and the command log after it.
 //!
 //! Units (see [`crate::markets`]): `price` is quote base units per lot and a multiple of
 //! `tick_size`; `quantity` is base units and a multiple of `lot_size`; `quote_amount` is
@@ -31,6 +33,7 @@
 mod accounts;
 mod engine;
 pub mod events;
+pub mod projection;
 pub mod snapshot;
 mod store;
 

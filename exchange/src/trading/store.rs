@@ -1,5 +1,6 @@
-//! The trading tables in PostgreSQL: the command log, orders, trades, and writing a settled
-//! batch (with its netted ledger transfer and outbox rows) inside the caller's transaction.
+//! The trading tables in PostgreSQL: the command log, reading orders and trades (read models
+//! written by `projection.rs`), and writing a settled batch (its command log row, netted
+//! ledger transfer and outcome row) inside the caller's transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,45 +138,6 @@ fn steps(value: u128, step: u128) -> Result<u64, TradingError> {
         .map_err(|_| TradingError::Database("stored amount too large".into()))
 }
 
-/// Appends one row in COPY text format (tab-separated, `\N` for NULL, escaped).
-fn copy_row(out: &mut String, fields: &[Option<&str>]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        match field {
-            None => out.push_str("\\N"),
-            Some(text) => {
-                for c in text.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\t' => out.push_str("\\t"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        c => out.push(c),
-                    }
-                }
-            }
-        }
-    }
-    out.push('\n');
-}
-
-/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` inside the caller's transaction.
-async fn copy_in(
-    conn: &mut PgConnection,
-    statement: &str,
-    rows: String,
-) -> Result<(), TradingError> {
-    let mut copy = conn.copy_in_raw(statement).await?;
-    if let Err(error) = copy.send(rows.into_bytes()).await {
-        let _ = copy.abort(error.to_string()).await;
-        return Err(error.into());
-    }
-    copy.finish().await?;
-    Ok(())
-}
-
 /// Traces how long batch `first_seq`'s write has taken when `phase` ends (batches are
 /// written two at a time, so their lines interleave).
 fn trace_phase(first_seq: u64, phase: &str, started: std::time::Instant) {
@@ -286,6 +248,7 @@ pub(crate) async fn record_market(pool: &PgPool, market: &Market) -> Result<(), 
             market.name
         )));
     }
+    super::projection::record_market(pool, &market.name).await?;
     Ok(())
 }
 
@@ -568,15 +531,17 @@ pub(crate) async fn read_balances(
 /// Writes a settled batch inside the caller's transaction, in two parts:
 ///
 /// 1. rows no earlier batch's transaction can hold up: the command log row, the ledger
-///    transfer's row, new orders and trades (COPY), and the batch's `exchange.events` row
-///    (the relay publishes a market's rows in command order, whatever order their ids were
-///    given in);
+///    transfer's row and the batch's outcome row (`trading_event_batches`, form 2: its
+///    `exchange.events` messages and the source of its `orders` and `trades` rows, which
+///    `projection.rs` writes after the commit);
 /// 2. after `after` resolves (the previous batch's transaction committed; batches are written
-///    concurrently, committed in order): updates of older orders (rows the previous batch
-///    may have inserted) and the transfer's entries (their accounts may be locked by the
-///    previous batch). Two statements, then `COMMIT`: this part runs one batch at a time.
+///    concurrently, committed in order): the transfer's entries (their accounts may be locked
+///    by the previous batch). One statement, then `COMMIT`: this part runs one batch at a
+///    time.
 ///
 /// `accounts` holds the ledger account ids already seen (shared by every market's writers).
+/// With `events` [`EventsSink::Disabled`] the outcome row is still written (the projection
+/// reads it), marked published.
 ///
 /// Errors: [`TradingError::Conflict`] when a balance went below zero (another writer lowered
 /// it after the batch read it) or `after` fails (the batch ran on top of one that did not
@@ -594,40 +559,41 @@ pub(crate) async fn write_batch(
         return after.await;
     }
     let phase_start = std::time::Instant::now();
-    // The messages are encoded on a blocking thread while PostgreSQL takes the rows below
-    // (the two would otherwise take turns).
-    let encoding = (events == EventsSink::Outbox).then(|| {
-        let (market, batch) = (market.clone(), batch.clone());
-        tokio::task::spawn_blocking(move || {
-            let now = rfc3339(batch.now);
-            super::events::encode(&market, &batch.trades, batch.orders.values(), &now)
-        })
-    });
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
     let transfer = settlement_transfer(market, batch, first, last)?;
+    // The outcome is encoded on a blocking thread while PostgreSQL takes the rows below
+    // (the two would otherwise take turns).
+    let encoding = {
+        let (market, batch) = (market.clone(), batch.clone());
+        let transfer_id = transfer.as_ref().map(Transfer::id);
+        tokio::task::spawn_blocking(move || {
+            let now = rfc3339(batch.now);
+            super::events::encode(
+                &market,
+                &batch.trades,
+                batch.orders.values(),
+                &now,
+                transfer_id,
+            )
+        })
+    };
     insert_commands(conn, market, batch, first, last).await?;
     if let Some(transfer) = &transfer {
         insert_transfer(conn, transfer).await?;
     }
     trace_phase(first, "commands", phase_start);
-    let updates = insert_new_orders(conn, market, batch, first).await?;
-    trace_phase(first, "orders_inserted", phase_start);
-    insert_trades(conn, batch, transfer.as_ref().map(Transfer::id)).await?;
-    trace_phase(first, "trades", phase_start);
-    if let Some(encoding) = encoding {
-        let (outcome, count) = encoding
-            .await
-            .map_err(|e| TradingError::Database(format!("encoding the batch's events: {e}")))?;
-        if count > 0 {
-            super::events::insert_batch(conn, &market.name, (first, last), &outcome, count).await?;
-        }
+    let (outcome, count) = encoding
+        .await
+        .map_err(|e| TradingError::Database(format!("encoding the batch's outcome: {e}")))?;
+    if count > 0 {
+        let publish = events == EventsSink::Outbox;
+        super::events::insert_batch(conn, &market.name, (first, last), &outcome, count, publish)
+            .await?;
     }
-    trace_phase(first, "events", phase_start);
+    trace_phase(first, "outcome", phase_start);
     after.await?;
     trace_phase(first, "previous_committed", phase_start);
-    update_orders(conn, updates).await?;
-    trace_phase(first, "orders_updated", phase_start);
     if let Some(transfer) = &transfer {
         match post_netted(conn, accounts, transfer).await {
             Ok(()) => {}
@@ -713,180 +679,4 @@ fn settlement_transfer(
     )
     .map(Some)
     .map_err(|e| TradingError::Database(e.to_string()))
-}
-
-/// Updates of orders written by earlier batches, as columns for one `UPDATE … FROM UNNEST`.
-#[derive(Default)]
-struct OrderUpdates {
-    ids: Vec<i64>,
-    filled: Vec<String>,
-    filled_quote: Vec<String>,
-    holds: Vec<String>,
-    statuses: Vec<&'static str>,
-    reasons: Vec<Option<String>>,
-    updated: Vec<OffsetDateTime>,
-}
-
-/// Copies in the orders the batch placed (their state at its end) and returns the updates of
-/// older ones.
-async fn insert_new_orders(
-    conn: &mut PgConnection,
-    market: &Market,
-    batch: &Batch,
-    first: u64,
-) -> Result<OrderUpdates, TradingError> {
-    let mut new_rows = String::new();
-    let mut updates = OrderUpdates::default();
-    for o in batch.orders.values() {
-        if o.seq >= first {
-            let hold_asset = if o.hold_base {
-                market.base.as_str()
-            } else {
-                market.quote.as_str()
-            };
-            copy_row(
-                &mut new_rows,
-                &[
-                    Some(&o.id.to_string()),
-                    Some(&market.name),
-                    Some(o.member.as_str()),
-                    Some(o.side.as_str()),
-                    Some(o.kind.as_str()),
-                    o.price_ticks
-                        .map(|t| market.price_units(t).to_string())
-                        .as_deref(),
-                    o.quantity_lots
-                        .map(|l| market.base_units(l).to_string())
-                        .as_deref(),
-                    o.quote_budget
-                        .map(|b| (u128::from(b) * market.tick_size).to_string())
-                        .as_deref(),
-                    o.time_in_force.map(TimeInForce::as_str),
-                    o.client_order_id.as_deref(),
-                    Some(&market.base_units(o.filled_lots).to_string()),
-                    Some(&o.filled_quote.to_string()),
-                    Some(&o.hold.to_string()),
-                    Some(hold_asset),
-                    Some(o.status),
-                    o.reason.as_deref(),
-                    Some(&o.seq.to_string()),
-                    Some(&rfc3339(o.created_at)),
-                    Some(&rfc3339(o.updated_at)),
-                ],
-            );
-        } else {
-            updates.ids.push(i64_of(o.id));
-            updates
-                .filled
-                .push(market.base_units(o.filled_lots).to_string());
-            updates.filled_quote.push(o.filled_quote.to_string());
-            updates.holds.push(o.hold.to_string());
-            updates.statuses.push(o.status);
-            updates.reasons.push(o.reason.clone());
-            updates.updated.push(o.updated_at);
-        }
-    }
-    if !new_rows.is_empty() {
-        copy_in(
-            conn,
-            "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
-                          time_in_force, client_order_id, filled, filled_quote, hold, hold_asset,
-                          status, reason, seq, created_at, updated_at) FROM STDIN",
-            new_rows,
-        )
-        .await?;
-    }
-    Ok(updates)
-}
-
-/// Applies `updates` (rows of earlier, committed batches).
-async fn update_orders(conn: &mut PgConnection, updates: OrderUpdates) -> Result<(), TradingError> {
-    if updates.ids.is_empty() {
-        return Ok(());
-    }
-    let updated = sqlx::query(
-        "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
-                hold = u.hold::numeric, status = u.status, reason = u.reason,
-                updated_at = u.updated_at
-           FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                       $6::text[], $7::timestamptz[])
-             AS u(id, filled, filled_quote, hold, status, reason, updated_at)
-          WHERE o.id = u.id",
-    )
-    .bind(&updates.ids)
-    .bind(&updates.filled)
-    .bind(&updates.filled_quote)
-    .bind(&updates.holds)
-    .bind(&updates.statuses)
-    .bind(&updates.reasons)
-    .bind(&updates.updated)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if updated != updates.ids.len() as u64 {
-        return Err(TradingError::Database(format!(
-            "updated {updated} of {} earlier orders; the others have no row",
-            updates.ids.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Copies in the batch's trades, each naming the batch's settlement transfer.
-async fn insert_trades(
-    conn: &mut PgConnection,
-    batch: &Batch,
-    transfer_id: Option<Uuid>,
-) -> Result<(), TradingError> {
-    let trades = &batch.trades;
-    if trades.is_empty() {
-        return Ok(());
-    }
-    let transfer = transfer_id.map(|id| id.to_string());
-    let mut rows = String::with_capacity(trades.len() * 256);
-    for t in trades {
-        copy_row(
-            &mut rows,
-            &[
-                Some(&t.id.to_string()),
-                Some(&t.market),
-                Some(&t.seq.to_string()),
-                Some(&t.ordinal.to_string()),
-                Some(&t.price.to_string()),
-                Some(&t.quantity.to_string()),
-                Some(&t.quote_quantity.to_string()),
-                Some(&t.maker_order_id.to_string()),
-                Some(&t.taker_order_id.to_string()),
-                Some(t.maker_member.as_str()),
-                Some(t.taker_member.as_str()),
-                Some(t.taker_side.as_str()),
-                Some(&t.maker_fee.to_string()),
-                Some(&t.taker_fee.to_string()),
-                Some(&t.fee_asset),
-                transfer.as_deref(),
-                Some(&rfc3339(t.created_at)),
-            ],
-        );
-    }
-    copy_in(
-        conn,
-        "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
-                      maker_order_id, taker_order_id, maker_member, taker_member, taker_side,
-                      maker_fee, taker_fee, fee_asset, transfer_id, created_at) FROM STDIN",
-        rows,
-    )
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::copy_row;
-
-    /// COPY text rows escape backslash, tab and newlines and write NULL as `\N`.
-    #[test]
-    fn copy_rows_escape_and_null() {
-        let mut out = String::new();
-        copy_row(&mut out, &[Some("a\\b\tc\nd"), None, Some("")]);
-        assert_eq!(out, "a\\\\b\\tc\\nd\t\\N\t\n");
-    }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
+use coinhub_exchange::trading;
 
 use super::TestDb;
 
@@ -25,8 +26,24 @@ pub fn markets() -> MarketsConfig {
     MarketsConfig(map)
 }
 
-/// Asserts every member's locked balance equals the holds of their open orders.
+/// Projects every committed batch into the read models `orders` and `trades` (the engine
+/// does so in the background, after its commits).
+pub async fn project(db: &TestDb) {
+    trading::projection::catch_up_all(&db.pool)
+        .await
+        .expect("orders and trades projected");
+}
+
+/// The rows of `table` (`orders` or `trades`) once every committed batch is projected.
+pub async fn count_projected(db: &TestDb, table: &str) -> i64 {
+    project(db).await;
+    db.count(table).await
+}
+
+/// Asserts every member's locked balance equals the holds of their open orders (once the
+/// open orders are projected).
 pub async fn assert_locked_equals_holds(db: &TestDb) {
+    project(db).await;
     let mismatches: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT a.member_id, a.asset, a.balance::text, coalesce(h.hold, 0)::text
            FROM accounts a

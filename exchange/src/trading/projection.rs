@@ -1,0 +1,383 @@
+//! The read models `orders` and `trades`, projected from the settled batches' stored
+//! outcomes (`trading_event_batches.outcome`, form 2: [`BatchOutcome`]) after they commit.
+//!
+//! A batch's transaction holds only its command log row, its netted ledger transfer and its
+//! outcome row: those are the record, and a batch is settled when they commit. Its order and
+//! trade rows follow here, several batches per transaction, from the outcome rows. Each
+//! market has a watermark (`trading_projection.projected_seq`): every batch whose commands
+//! end at or before it is in `orders` and `trades`. A projector locks the market's watermark
+//! row, so a market's batches are projected one at a time and in command order, by however
+//! many projectors run (the engine's background task, and every reader that catches up).
+//!
+//! Readers that need what a committed batch did catch up first ([`catch_up`]): the order
+//! history and trades of the API (read-your-writes), and the book reload at start and after
+//! a failed batch (it reads the resting orders' rows). At start every market is caught up
+//! before the engine reads the largest order and trade ids.
+//!
+//! An order is new to the projection when the command that placed it is after the
+//! watermark; otherwise its row exists and is updated. Each order is written once per
+//! projection, in its state at the end of the last batch projected.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
+
+use super::TradingError;
+use super::events::{self, BatchOutcome, OutcomeOrder, OutcomeTrade};
+
+/// Most outcome rows (batches) projected in one transaction.
+const BATCHES_PER_PROJECTION: i64 = 16;
+/// How long the background projector sleeps when no batch commits (it also catches up
+/// anything a previous process left).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Projects the next batches of `market` after its watermark (at most
+/// `BATCHES_PER_PROJECTION`) in one transaction. Returns how many were projected (0: the
+/// market is caught up).
+///
+/// Errors: [`TradingError::Database`], also for a market without a watermark row (not
+/// recorded by the engine), an outcome row that does not decode, or an order update whose
+/// row is missing; nothing is projected then.
+pub(crate) async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingError> {
+    // The updates join a few thousand order ids against `orders`: probe its index (as the
+    // batch writer does) instead of hashing the whole table.
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        .await?;
+    let watermark: Option<i64> = sqlx::query_scalar(
+        "SELECT projected_seq FROM trading_projection WHERE market = $1 FOR UPDATE",
+    )
+    .bind(market)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let watermark = watermark.ok_or_else(|| {
+        TradingError::Database(format!("market {market} has no projection watermark"))
+    })?;
+    let rows: Vec<(i64, i64, i16, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT first_seq, last_seq, form, outcome FROM trading_event_batches
+          WHERE market = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3",
+    )
+    .bind(market)
+    .bind(watermark)
+    .bind(BATCHES_PER_PROJECTION)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(&(_, projected_to, _, _)) = rows.last() else {
+        return Ok(0);
+    };
+    let mut projection = Projection::default();
+    for (first_seq, _, form, outcome) in &rows {
+        let outcome = match (form, outcome) {
+            (&events::OUTCOME_FORM, Some(bytes)) => events::decode(*form, bytes),
+            _ => Err(format!("form {form} holds no read-model data")),
+        }
+        .map_err(|e| {
+            TradingError::Database(format!("projecting batch {market}/{first_seq}: {e}"))
+        })?;
+        projection.add(outcome);
+    }
+    let watermark = u64::try_from(watermark).expect("checked ≥ 0 by the table");
+    projection.write(&mut tx, market, watermark).await?;
+    sqlx::query(
+        "UPDATE trading_projection SET projected_seq = $2, updated_at = now() WHERE market = $1",
+    )
+    .bind(market)
+    .bind(projected_to)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::trace!(market, batches = rows.len(), projected_to, "projected");
+    Ok(rows.len())
+}
+
+/// Projects every committed batch of `market` (returns once its watermark has reached the
+/// last outcome row committed before the call, or later ones).
+///
+/// Errors: as [`project_next`].
+pub(crate) async fn catch_up(pool: &PgPool, market: &str) -> Result<(), TradingError> {
+    while project_next(pool, market).await? > 0 {}
+    Ok(())
+}
+
+/// [`catch_up`] for every market with a watermark, configured or not.
+///
+/// Errors: as [`project_next`].
+pub async fn catch_up_all(pool: &PgPool) -> Result<(), TradingError> {
+    let markets: Vec<String> =
+        sqlx::query_scalar("SELECT market FROM trading_projection ORDER BY market")
+            .fetch_all(pool)
+            .await?;
+    for market in markets {
+        catch_up(pool, &market).await?;
+    }
+    Ok(())
+}
+
+/// Gives `market` a watermark at 0 unless it has one (a market recorded for the first time;
+/// migration 0014 gave markets with history theirs).
+///
+/// Errors: the database's.
+pub(crate) async fn record_market(pool: &PgPool, market: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO trading_projection (market, projected_seq) VALUES ($1, 0)
+         ON CONFLICT (market) DO NOTHING",
+    )
+    .bind(market)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The engine's background projector: catches `markets` up whenever a batch commits (a
+/// message on `committed`; coalesced) and every [`IDLE_WAKE`]; ends when every sender of
+/// `committed` is gone (the engine stopped). A failure is logged and retried at the next
+/// wake: nothing is lost, readers catch up themselves.
+pub(crate) async fn run(pool: PgPool, markets: Vec<String>, mut committed: mpsc::Receiver<()>) {
+    loop {
+        for market in &markets {
+            if let Err(error) = catch_up(&pool, market).await {
+                tracing::warn!(%market, %error, "projecting orders and trades failed; retrying");
+            }
+        }
+        if let Ok(None) = tokio::time::timeout(IDLE_WAKE, committed.recv()).await {
+            return;
+        }
+    }
+}
+
+/// The rows of consecutive batches of one market: every trade, and each order's last state.
+#[derive(Default)]
+struct Projection {
+    /// (batch time, RFC 3339; the batch's ledger transfer; the trade).
+    trades: Vec<(String, Option<uuid::Uuid>, OutcomeTrade)>,
+    orders: BTreeMap<u64, OutcomeOrder>,
+}
+
+impl Projection {
+    /// Adds the next batch (a later state of an order replaces an earlier one).
+    fn add(&mut self, outcome: BatchOutcome) {
+        let BatchOutcome {
+            occurred_at,
+            transfer_id,
+            trades,
+            orders,
+        } = outcome;
+        self.trades.extend(
+            trades
+                .into_iter()
+                .map(|trade| (occurred_at.clone(), transfer_id, trade)),
+        );
+        for order in orders {
+            self.orders.insert(order.order.id, order);
+        }
+    }
+
+    /// Writes the rows in the caller's transaction: new orders (placed after `watermark`)
+    /// and trades by `COPY`, earlier orders by one `UPDATE`.
+    ///
+    /// Errors: [`TradingError::Database`], also when an earlier order has no row.
+    async fn write(
+        self,
+        conn: &mut PgConnection,
+        market: &str,
+        watermark: u64,
+    ) -> Result<(), TradingError> {
+        let mut new_rows = String::new();
+        let mut updates = OrderUpdates::default();
+        for OutcomeOrder { member, seq, order } in self.orders.into_values() {
+            if seq > watermark {
+                copy_row(
+                    &mut new_rows,
+                    &[
+                        Some(&order.id.to_string()),
+                        Some(&order.market),
+                        Some(&member),
+                        Some(order.side.as_str()),
+                        Some(order.kind.as_str()),
+                        order.price.as_deref(),
+                        order.quantity.as_deref(),
+                        order.quote_amount.as_deref(),
+                        order.time_in_force.map(super::TimeInForce::as_str),
+                        order.client_order_id.as_deref(),
+                        Some(&order.filled),
+                        Some(&order.filled_quote),
+                        Some(&order.hold),
+                        Some(&order.hold_asset),
+                        Some(&order.status),
+                        order.reason.as_deref(),
+                        Some(&seq.to_string()),
+                        Some(&order.created_at),
+                        Some(&order.updated_at),
+                    ],
+                );
+            } else {
+                updates.push(order);
+            }
+        }
+        if !new_rows.is_empty() {
+            copy_in(
+                conn,
+                "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
+                              time_in_force, client_order_id, filled, filled_quote, hold,
+                              hold_asset, status, reason, seq, created_at, updated_at)
+                 FROM STDIN",
+                new_rows,
+            )
+            .await?;
+        }
+        updates.apply(conn, market).await?;
+        if self.trades.is_empty() {
+            return Ok(());
+        }
+        let mut rows = String::with_capacity(self.trades.len() * 256);
+        for (occurred_at, transfer_id, OutcomeTrade { ordinal, trade: t }) in &self.trades {
+            copy_row(
+                &mut rows,
+                &[
+                    Some(&t.trade_id.to_string()),
+                    Some(&t.market),
+                    Some(&t.command_seq.to_string()),
+                    Some(&ordinal.to_string()),
+                    Some(&t.price.to_string()),
+                    Some(&t.quantity.to_string()),
+                    Some(&t.quote_quantity.to_string()),
+                    Some(&t.maker_order_id.to_string()),
+                    Some(&t.taker_order_id.to_string()),
+                    Some(&t.maker_member),
+                    Some(&t.taker_member),
+                    Some(t.taker_side.as_str()),
+                    Some(&t.maker_fee.to_string()),
+                    Some(&t.taker_fee.to_string()),
+                    Some(&t.fee_asset),
+                    transfer_id.map(|id| id.to_string()).as_deref(),
+                    Some(occurred_at),
+                ],
+            );
+        }
+        copy_in(
+            conn,
+            "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
+                          maker_order_id, taker_order_id, maker_member, taker_member,
+                          taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at)
+             FROM STDIN",
+            rows,
+        )
+        .await
+    }
+}
+
+/// New states of orders that already have a row, as columns for one `UPDATE … FROM UNNEST`
+/// (amounts as decimal text of base units, times as RFC 3339).
+#[derive(Default)]
+struct OrderUpdates {
+    ids: Vec<i64>,
+    filled: Vec<String>,
+    filled_quote: Vec<String>,
+    holds: Vec<String>,
+    statuses: Vec<String>,
+    reasons: Vec<Option<String>>,
+    updated: Vec<String>,
+}
+
+impl OrderUpdates {
+    fn push(&mut self, order: super::OrderView) {
+        self.ids
+            .push(i64::try_from(order.id).expect("order ids stay below 2^63"));
+        self.filled.push(order.filled);
+        self.filled_quote.push(order.filled_quote);
+        self.holds.push(order.hold);
+        self.statuses.push(order.status);
+        self.reasons.push(order.reason);
+        self.updated.push(order.updated_at);
+    }
+
+    /// Applies the updates to `market`'s rows.
+    ///
+    /// Errors: [`TradingError::Database`], also when an order has no row.
+    async fn apply(self, conn: &mut PgConnection, market: &str) -> Result<(), TradingError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let updated = sqlx::query(
+            "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
+                    hold = u.hold::numeric, status = u.status, reason = u.reason,
+                    updated_at = u.updated_at::timestamptz
+               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::text[])
+                 AS u(id, filled, filled_quote, hold, status, reason, updated_at)
+              WHERE o.id = u.id AND o.market = $8",
+        )
+        .bind(&self.ids)
+        .bind(&self.filled)
+        .bind(&self.filled_quote)
+        .bind(&self.holds)
+        .bind(&self.statuses)
+        .bind(&self.reasons)
+        .bind(&self.updated)
+        .bind(market)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if updated != self.ids.len() as u64 {
+            return Err(TradingError::Database(format!(
+                "projecting {market}: updated {updated} of {} earlier orders; the others have no row",
+                self.ids.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Appends one row in COPY text format (tab-separated, `\N` for NULL, escaped).
+fn copy_row(out: &mut String, fields: &[Option<&str>]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        match field {
+            None => out.push_str("\\N"),
+            Some(text) => {
+                for c in text.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    out.push('\n');
+}
+
+/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` inside the caller's transaction.
+async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: String,
+) -> Result<(), TradingError> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    if let Err(error) = copy.send(rows.into_bytes()).await {
+        let _ = copy.abort(error.to_string()).await;
+        return Err(error.into());
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_row;
+
+    /// COPY text rows escape backslash, tab and newlines and write NULL as `\N`.
+    #[test]
+    fn copy_rows_escape_and_null() {
+        let mut out = String::new();
+        copy_row(&mut out, &[Some("a\\b\tc\nd"), None, Some("")]);
+        assert_eq!(out, "a\\\\b\\tc\\nd\t\\N\t\n");
+    }
+}

@@ -827,7 +827,7 @@ async fn lose_a_deadlock<T>(
         .expect("task")
         .expect("the batch ran again and settled");
     assert_eq!(buy.status, "filled");
-    assert_eq!(count_projected(&db, "trades").await, 1);
+    assert_eq!(count_projected(db, "trades").await, 1);
     // Notional 300,000; bob pays + 600 taker fee; alice gets − 300 maker fee.
     assert_eq!(balance(db, "bob", "USDT", "available").await, "699400");
     assert_eq!(balance(db, "bob", "BTC", "available").await, "3000");

@@ -13,7 +13,7 @@
 //!
 //! Stored form (`outcome` column): the batch's outcome without JSON, `postcard`-encoded
 //! (~150 bytes a trade and its two order updates instead of ~2 KB of JSON, and no JSON
-//! formatting while the batch is settled). Since migration 0014 (`form` 2, [`BatchOutcome`])
+//! formatting while the batch is settled). Since migration 0014 (`form` 2, `BatchOutcome`)
 //! it also holds what the read models need, and is the source the projector writes `orders`
 //! and `trades` from (`projection.rs`); such a row is written for every batch that traded or
 //! changed an order, already marked published when no events go out. Form 1 (0013,

@@ -1,5 +1,5 @@
 //! The read models `orders` and `trades`, projected from the settled batches' stored
-//! outcomes (`trading_event_batches.outcome`, form 2: [`BatchOutcome`]) after they commit.
+//! outcomes (`trading_event_batches.outcome`, form 2: `BatchOutcome`) after they commit.
 //!
 //! A batch's transaction holds only its command log row, its netted ledger transfer and its
 //! outcome row: those are the record, and a batch is settled when they commit. Its order and
@@ -40,7 +40,7 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// Errors: [`TradingError::Database`], also for a market without a watermark row (not
 /// recorded by the engine), an outcome row that does not decode, or an order update whose
 /// row is missing; nothing is projected then.
-pub(crate) async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingError> {
+pub async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingError> {
     // The updates join a few thousand order ids against `orders`: probe its index (as the
     // batch writer does) instead of hashing the whole table.
     let mut tx = pool
@@ -96,7 +96,7 @@ pub(crate) async fn project_next(pool: &PgPool, market: &str) -> Result<usize, T
 /// last outcome row committed before the call, or later ones).
 ///
 /// Errors: as [`project_next`].
-pub(crate) async fn catch_up(pool: &PgPool, market: &str) -> Result<(), TradingError> {
+pub async fn catch_up(pool: &PgPool, market: &str) -> Result<(), TradingError> {
     while project_next(pool, market).await? > 0 {}
     Ok(())
 }

@@ -209,6 +209,9 @@ async fn run(
     let elapsed = started.elapsed();
     // `orders` and `trades` are projected after the commits, in the background: how long
     // until they hold everything settled.
+    let projected: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
+        .fetch_one(pool)
+        .await?;
     let projecting = Instant::now();
     coinhub_exchange::trading::projection::catch_up_all(pool).await?;
     let projection_lag = projecting.elapsed();
@@ -246,8 +249,11 @@ async fn run(
         (trades * 2) as f64 / batches.max(1) as f64,
     );
     println!(
-        "read models (orders, trades) caught up {projection_lag:?} after the last answer: \
-         {:.0} trades/s settled and projected",
+        "read models (orders, trades): {} trades behind at the last answer, caught up \
+         {projection_lag:?} later ({:.0} trades/s projected alone); {:.0} trades/s settled and \
+         projected",
+        trades - projected,
+        (trades - projected) as f64 / projection_lag.as_secs_f64(),
         trades as f64 / (elapsed + projection_lag).as_secs_f64()
     );
     report_latency(&samples, warmup, elapsed)?;

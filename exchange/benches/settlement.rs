@@ -88,6 +88,10 @@ fn order(side: Side) -> NewOrder {
     }
 }
 
+/// The same allocator as the `coinhub-exchange` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {

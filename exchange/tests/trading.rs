@@ -969,7 +969,8 @@ async fn hold_projection(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgr
 /// bob's history waits until the projection is released, then shows the order and trade.
 /// Hold it again; bob buys and alice rests a sell; stop the engine and end its waiting
 /// projector's session (a crash); release: the rows are still missing; start again: every row
-/// is there once, the book has alice's two sells, locked equals the open holds.
+/// is there once, the book has alice's two sells, a new order and trade get new ids, locked
+/// equals the open holds.
 #[tokio::test]
 async fn settled_batches_are_projected_after_commit_and_after_a_crash() {
     let db = TestDb::new().await;
@@ -1066,7 +1067,86 @@ async fn settled_batches_are_projected_after_commit_and_after_a_crash() {
     );
     assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
     let history = engine.order_history(&bob, None, 10).await.expect("history");
-    assert_eq!(history, vec![second, buy]);
+    assert_eq!(history, vec![second.clone(), buy.clone()]);
+    // Ids continue after the projected ones: nothing is reused.
+    let third = engine
+        .place(&bob, limit(Side::Buy, "100000", "1000"))
+        .await
+        .expect("a buy after the restart");
+    assert_eq!(
+        third.status, "filled",
+        "takes the last lot of alice's first sell"
+    );
+    assert!(third.id > resting.id, "order id {} reused", third.id);
+    let trades = engine.trades(&bob, None, 10).await.expect("trades");
+    let ids: Vec<u64> = trades.iter().map(|t| t.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "distinct, newest first: {ids:?}"
+    );
+    assert_eq!(trades[0].taker_order_id, third.id);
+    assert_locked_equals_holds(&db).await;
+    db.assert_consistent().await;
+}
+
+/// Proves: with no events published (`EventsSink::Disabled`), a settled batch still writes
+/// its outcome row, already marked published (the relay has nothing to send), and `orders`
+/// and `trades` are projected from it.
+///
+/// Steps: alice sells, bob buys; the order history and trades show the trade; every outcome
+/// row is marked published with its full count; nothing waits for the relay.
+#[tokio::test]
+async fn without_events_orders_and_trades_are_still_projected() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "bob", "USDT", "10000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Disabled)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    let sell = engine
+        .place(&alice, limit(Side::Sell, "100000", "1000"))
+        .await
+        .expect("sell rests");
+    let buy = engine
+        .place(&bob, limit(Side::Buy, "100000", "1000"))
+        .await
+        .expect("buy settles");
+    assert_eq!(buy.status, "filled");
+    let trades = engine.trades(&alice, None, 10).await.expect("trades");
+    assert_eq!(trades.len(), 1);
+    assert_eq!(
+        (trades[0].maker_order_id, trades[0].taker_order_id),
+        (sell.id, buy.id)
+    );
+    let history = engine
+        .order_history(&alice, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].id, history[0].status.as_str()),
+        (sell.id, "filled")
+    );
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM trading_event_batches
+          WHERE published_at IS NULL OR published <> event_count",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(unpublished, 0, "nothing for the relay");
+    assert!(
+        db.count("trading_event_batches").await >= 1,
+        "outcome rows written"
+    );
+    assert_eq!(
+        coinhub_exchange::trading::events::unpublished(&db.pool)
+            .await
+            .expect("unpublished"),
+        0
+    );
     assert_locked_equals_holds(&db).await;
     db.assert_consistent().await;
 }

@@ -78,9 +78,11 @@ pub mod routing {
 /// Where the engine's events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventsSink {
-    /// Rows in the exchange's `outbox`, published to [`EXCHANGE_EVENTS`] by the relay.
+    /// Each settled batch's outcome row (`trading_event_batches`) is published to
+    /// [`EXCHANGE_EVENTS`] by the relay.
     Outbox,
-    /// No events (benchmarks of the ledger alone).
+    /// Nothing published (benchmarks): the outcome row is still written, marked published,
+    /// because `orders` and `trades` are projected from it.
     Disabled,
 }
 

@@ -949,6 +949,17 @@ async fn an_unreadable_snapshot_falls_back_to_the_whole_log() {
     assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
 }
 
+/// A fresh database where alice holds 1 BTC and bob 10 USDT, and an engine on it.
+async fn alice_and_bob(events: EventsSink) -> (TestDb, TradingEngine, MemberId, MemberId) {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "BTC", "100000000").await;
+    deposit(&db, "bob", "USDT", "10000000").await;
+    let engine = TradingEngine::start(db.pool.clone(), markets(), events)
+        .await
+        .expect("engine starts");
+    (db, engine, member("alice"), member("bob"))
+}
+
 /// Holds back the projection of `btc_usdt` (locks its watermark row) until the transaction
 /// ends.
 async fn hold_projection(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -973,13 +984,7 @@ async fn hold_projection(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgr
 /// equals the open holds.
 #[tokio::test]
 async fn settled_batches_are_projected_after_commit_and_after_a_crash() {
-    let db = TestDb::new().await;
-    deposit(&db, "alice", "BTC", "100000000").await;
-    deposit(&db, "bob", "USDT", "10000000").await;
-    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
-        .await
-        .expect("engine starts");
-    let (alice, bob) = (member("alice"), member("bob"));
+    let (db, engine, alice, bob) = alice_and_bob(EventsSink::Outbox).await;
 
     let holder = hold_projection(&db).await;
     let sell = engine
@@ -1098,13 +1103,7 @@ async fn settled_batches_are_projected_after_commit_and_after_a_crash() {
 /// row is marked published with its full count; nothing waits for the relay.
 #[tokio::test]
 async fn without_events_orders_and_trades_are_still_projected() {
-    let db = TestDb::new().await;
-    deposit(&db, "alice", "BTC", "100000000").await;
-    deposit(&db, "bob", "USDT", "10000000").await;
-    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Disabled)
-        .await
-        .expect("engine starts");
-    let (alice, bob) = (member("alice"), member("bob"));
+    let (db, engine, alice, bob) = alice_and_bob(EventsSink::Disabled).await;
     let sell = engine
         .place(&alice, limit(Side::Sell, "100000", "1000"))
         .await

@@ -18,6 +18,11 @@
 //! A signed request acts for the API key's member only; the member is never taken from the
 //! request. Amounts are decimal strings of base units everywhere.
 //!
+//! Every order answered before a request is in its answer: open orders come from the books;
+//! order history and trades from the read models `orders` and `trades`, which the request
+//! first brings up to every settled batch (`crate::trading::projection`), so under a peak
+//! they may take as long as the projection is behind.
+//!
 //! Errors are `{"error":{"code":…,"message":…}}` ([`error`]):
 //! - `401`: `missing_header`, `malformed_header`, `unknown_key` (also a revoked key),
 //!   `bad_signature`, `stale_timestamp`, `replayed_nonce`; nothing ran;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::api::keys::{ApiKeyInfo, KeyId};
 use crate::journal::Balance;
+use crate::trading::status::MarketStatus;
 use crate::withdrawals::Withdrawal;
 
 /// coinhub-exchange: the exchange's ledger, credited from coinhubd's deposit events.
@@ -48,6 +49,35 @@ pub enum Command {
     /// Create, revoke or list members' API keys (the HTTP API's HMAC keys).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Per market: the last settled command, how far `orders`/`trades` and the
+    /// `exchange.events` messages are behind it.
+    TradingStatus(TradingStatusArgs),
+}
+
+/// `trading-status` options.
+#[derive(Debug, Args)]
+pub struct TradingStatusArgs {
+    /// Print JSON (an array of [`crate::trading::status::MarketStatus`]) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `trading-status` as text: one line per market, e.g. `btc_usdt settled 1200 projected 1100
+/// (3 batches behind, since 2026-12-07T05:00:00Z) unpublished 0 messages`.
+pub fn trading_status_text(markets: &[MarketStatus]) -> String {
+    markets
+        .iter()
+        .map(|m| {
+            let at = m
+                .projected_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| m.projected_at.to_string());
+            format!(
+                "{} settled {} projected {} ({} batches behind, since {at}) unpublished {} messages\n",
+                m.market, m.settled_seq, m.projected_seq, m.unprojected_batches, m.unpublished_messages
+            )
+        })
+        .collect()
 }
 
 /// `api-key` subcommands.

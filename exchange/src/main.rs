@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 use coinhub_exchange::api::{self, ApiState, keys, secrets::ApiSecrets};
 use coinhub_exchange::cli::{
-    self, ApiKeyCommand, BalancesArgs, Cli, Command, WithdrawArgs, WithdrawalsArgs,
+    self, ApiKeyCommand, BalancesArgs, Cli, Command, TradingStatusArgs, WithdrawArgs,
+    WithdrawalsArgs,
 };
 use coinhub_exchange::config::Config;
 use coinhub_exchange::service::{self, ConsumerSettings};
@@ -33,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Withdraw(args) => withdraw(&config, args).await,
         Command::Withdrawals(args) => list_withdrawals(&config, &args).await,
         Command::ApiKey(command) => api_key(&config, command).await,
+        Command::TradingStatus(args) => trading_status(&config, &args).await,
     }
 }
 
@@ -185,6 +187,25 @@ async fn balances(config: &Config, args: &BalancesArgs) -> anyhow::Result<()> {
         eprintln!("no accounts for {owner}");
     } else {
         print!("{}", cli::balances_text(&balances));
+    }
+    Ok(())
+}
+
+async fn trading_status(config: &Config, args: &TradingStatusArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let markets = coinhub_exchange::trading::status::market_status(&pool)
+        .await
+        .context("reading the markets' status")?;
+    pool.close().await;
+    if args.json {
+        let json = serde_json::to_string_pretty(&markets).context("serializing the status")?;
+        println!("{json}");
+    } else if markets.is_empty() {
+        eprintln!("no market recorded yet (the trading engine records its markets when it starts)");
+    } else {
+        print!("{}", cli::trading_status_text(&markets));
     }
     Ok(())
 }

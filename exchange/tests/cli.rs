@@ -1,5 +1,5 @@
-//! The `coinhub-exchange` binary: configuration, `migrate`, `balances`, and `run` with a
-//! graceful stop on SIGTERM. Real PostgreSQL and RabbitMQ; see `common/mod.rs`.
+//! The `coinhub-exchange` binary: configuration, `migrate`, `balances`, `trading-status`, and
+//! `run` with a graceful stop on SIGTERM. Real PostgreSQL and RabbitMQ; see `common/mod.rs`.
 
 mod common;
 
@@ -331,4 +331,96 @@ async fn migrate_then_run_until_sigterm() {
     assert!(output.status.success(), "{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(log.contains("coinhub-exchange stopped"), "{log}");
+}
+
+/// Proves: `trading-status` shows, per market, the last settled command and how far the read
+/// models and the `exchange.events` messages are behind it, in text and JSON.
+///
+/// Steps: alice sells and bob buys while the projection is held (the market's watermark row
+/// locked): settled 2, projected 0, 2 batches behind, 4 messages unpublished (the sell's
+/// order update; the trade and both order updates); release and let the engine catch up:
+/// projected 2, nothing behind.
+#[tokio::test]
+async fn trading_status_shows_what_is_behind() {
+    use coinhub_exchange::trading::{EventsSink, NewOrder, OrderKind, Side, TradingEngine};
+
+    let db = TestDb::new().await;
+    deposits::apply(&db.pool, &confirmed("alice", "BTC", "100000000", 8))
+        .await
+        .expect("credit BTC");
+    deposits::apply(&db.pool, &confirmed("bob", "USDT", "10000000", 6))
+        .await
+        .expect("credit USDT");
+    let engine = TradingEngine::start(
+        db.pool.clone(),
+        common::trading::markets(),
+        EventsSink::Outbox,
+    )
+    .await
+    .expect("engine starts");
+    let order = |side| NewOrder {
+        market: "btc_usdt".into(),
+        side,
+        kind: OrderKind::Limit,
+        price: Some("100000".into()),
+        quantity: Some("1000".into()),
+        quote_amount: None,
+        time_in_force: None,
+        client_order_id: None,
+    };
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM trading_projection WHERE market = 'btc_usdt' FOR UPDATE")
+        .fetch_one(&mut *holder)
+        .await
+        .expect("hold the projection");
+    let alice = "alice".parse().expect("member");
+    let bob = "bob".parse().expect("member");
+    engine.place(&alice, order(Side::Sell)).await.expect("sell");
+    engine.place(&bob, order(Side::Buy)).await.expect("buy");
+
+    let status = |json: bool| {
+        let mut command = binary();
+        command
+            .arg("trading-status")
+            .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url);
+        if json {
+            command.arg("--json");
+        }
+        let output = run(&mut command);
+        assert!(output.status.success(), "{}", stderr(&output));
+        output
+    };
+    let behind: serde_json::Value =
+        serde_json::from_slice(&status(true).stdout).expect("JSON output");
+    assert_eq!(behind[0]["market"], "btc_usdt");
+    assert_eq!(
+        (
+            &behind[0]["settled_seq"],
+            &behind[0]["projected_seq"],
+            &behind[0]["unprojected_batches"],
+            &behind[0]["unpublished_messages"]
+        ),
+        (&2.into(), &0.into(), &2.into(), &4.into())
+    );
+    assert!(
+        stdout(&status(false))
+            .starts_with("btc_usdt settled 2 projected 0 (2 batches behind, since ")
+    );
+
+    holder.rollback().await.expect("release");
+    engine
+        .trades(&bob, None, 10)
+        .await
+        .expect("trades catch up");
+    let caught_up: serde_json::Value =
+        serde_json::from_slice(&status(true).stdout).expect("JSON output");
+    assert_eq!(
+        (
+            &caught_up[0]["settled_seq"],
+            &caught_up[0]["projected_seq"],
+            &caught_up[0]["unprojected_batches"]
+        ),
+        (&2.into(), &2.into(), &0.into())
+    );
+    assert_eq!(caught_up.as_array().map(Vec::len), Some(1));
 }

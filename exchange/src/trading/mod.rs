@@ -35,6 +35,7 @@ mod engine;
 pub mod events;
 pub mod projection;
 pub mod snapshot;
+pub mod status;
 mod store;
 
 use serde::{Deserialize, Serialize};

@@ -593,7 +593,9 @@ async fn old_nonces_are_pruned() {
     )
     .await
     .expect("key");
-    for (nonce, age_secs) in [("old-nonce-000000001", 61_i64), ("new-nonce-000000001", 59)] {
+    // Ages well away from the 60 s cut-off: a loaded machine may take a second or more
+    // between these inserts and the prune (59 s once became 60 and was pruned).
+    for (nonce, age_secs) in [("old-nonce-000000001", 90_i64), ("new-nonce-000000001", 30)] {
         sqlx::query(
             "INSERT INTO api_nonces (key_id, nonce, request_time, seen_at)
              VALUES ($1, $2, now(), now() - $3::bigint * interval '1 second')",

@@ -17,9 +17,8 @@ use coinhub_exchange::config::AssetsConfig;
 use coinhub_exchange::journal;
 use coinhub_exchange::ledger::AccountKey;
 use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
-use coinhub_exchange::trading::{
-    EventsSink, NewOrder, OrderKind, Side, TimeInForce, TradingEngine,
-};
+use coinhub_exchange::trading::{EventsSink, NewOrder, Side, TimeInForce, TradingEngine};
+use common::trading::limit;
 use common::{TestDb, asset_symbol};
 use reqwest::Method;
 
@@ -53,19 +52,6 @@ async fn start(db: &TestDb) -> (TestApi, ApiClient, ApiClient) {
     let alice = api.client("alice").await;
     let bob = api.client("bob").await;
     (api, alice, bob)
-}
-
-fn limit(side: Side, price: &str, quantity: &str) -> NewOrder {
-    NewOrder {
-        market: MARKET.into(),
-        side,
-        kind: OrderKind::Limit,
-        price: Some(price.into()),
-        quantity: Some(quantity.into()),
-        quote_amount: None,
-        time_in_force: None,
-        client_order_id: None,
-    }
 }
 
 async fn fee_revenue(db: &TestDb, asset: &str) -> String {

@@ -342,7 +342,7 @@ async fn migrate_then_run_until_sigterm() {
 /// projected 2, nothing behind.
 #[tokio::test]
 async fn trading_status_shows_what_is_behind() {
-    use coinhub_exchange::trading::{EventsSink, NewOrder, OrderKind, Side, TradingEngine};
+    use coinhub_exchange::trading::{EventsSink, Side, TradingEngine};
 
     let db = TestDb::new().await;
     deposits::apply(&db.pool, &confirmed("alice", "BTC", "100000000", 8))
@@ -358,16 +358,7 @@ async fn trading_status_shows_what_is_behind() {
     )
     .await
     .expect("engine starts");
-    let order = |side| NewOrder {
-        market: "btc_usdt".into(),
-        side,
-        kind: OrderKind::Limit,
-        price: Some("100000".into()),
-        quantity: Some("1000".into()),
-        quote_amount: None,
-        time_in_force: None,
-        client_order_id: None,
-    };
+    let order = |side| common::trading::limit(side, "100000", "1000");
     let mut holder = db.pool.begin().await.expect("begin");
     sqlx::query("SELECT 1 FROM trading_projection WHERE market = 'btc_usdt' FOR UPDATE")
         .fetch_one(&mut *holder)

@@ -10,7 +10,7 @@ use coinhub_exchange::trading::{
     BookRebuild, EngineOptions, EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce,
     TradingEngine, TradingError,
 };
-use common::trading::{assert_locked_equals_holds, count_projected, markets};
+use common::trading::{assert_locked_equals_holds, count_projected, limit, markets};
 use common::{TestDb, confirmed};
 
 fn member(name: &str) -> MemberId {
@@ -23,19 +23,6 @@ async fn deposit(db: &TestDb, who: &str, asset: &str, amount: &str) {
         .await
         .expect("deposit applies");
     assert!(matches!(outcome, Outcome::Credited { .. }), "{outcome:?}");
-}
-
-fn limit(side: Side, price: &str, quantity: &str) -> NewOrder {
-    NewOrder {
-        market: "btc_usdt".into(),
-        side,
-        kind: OrderKind::Limit,
-        price: Some(price.into()),
-        quantity: Some(quantity.into()),
-        quote_amount: None,
-        time_in_force: None,
-        client_order_id: None,
-    }
 }
 
 async fn balance(db: &TestDb, who: &str, asset: &str, kind: &str) -> String {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
-use coinhub_exchange::trading;
+use coinhub_exchange::trading::{self, NewOrder, OrderKind, Side};
 
 use super::TestDb;
 
@@ -24,6 +24,21 @@ pub fn markets() -> MarketsConfig {
         },
     );
     MarketsConfig(map)
+}
+
+/// A GTC limit order on btc_usdt: `price` in quote base units per lot, `quantity` in base
+/// units.
+pub fn limit(side: Side, price: &str, quantity: &str) -> NewOrder {
+    NewOrder {
+        market: "btc_usdt".into(),
+        side,
+        kind: OrderKind::Limit,
+        price: Some(price.into()),
+        quantity: Some(quantity.into()),
+        quote_amount: None,
+        time_in_force: None,
+        client_order_id: None,
+    }
 }
 
 /// Projects every committed batch into the read models `orders` and `trades` (the engine

@@ -584,17 +584,25 @@ async fn api_key_secrets_are_stored_sealed() {
 #[tokio::test]
 async fn old_nonces_are_pruned() {
     let db = TestDb::new().await;
-    let api = TestApi::start(db.pool.clone(), AssetsConfig::default(), None).await;
+    // No API server: its own prune loop would race this test's prune (its first round
+    // runs as it starts, and on a loaded machine that was after the inserts below).
+    let bao = coinhub_custody::testing::BaoDevServer::start()
+        .await
+        .expect("openbao dev server");
+    let secrets = coinhub_exchange::api::secrets::ApiSecrets::with_vault(
+        bao.root_vault(),
+        bao.transit_key_a(),
+    );
     let key = keys::create(
         &db.pool,
-        &api.secrets,
+        &secrets,
         &"alice".parse().expect("member"),
         Some("test"),
     )
     .await
     .expect("key");
     // Ages well away from the 60 s cut-off: a loaded machine may take a second or more
-    // between these inserts and the prune (59 s once became 60 and was pruned).
+    // between these inserts and the prune.
     for (nonce, age_secs) in [("old-nonce-000000001", 90_i64), ("new-nonce-000000001", 30)] {
         sqlx::query(
             "INSERT INTO api_nonces (key_id, nonce, request_time, seen_at)

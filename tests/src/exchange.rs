@@ -28,6 +28,8 @@ pub struct ExchangeConfig {
     pub assets: BTreeMap<String, ExchangeAsset>,
     /// `[api]`: the member API on a free port, so tests running at once do not collide.
     pub api: ExchangeApi,
+    /// `[metrics]`: `/metrics` on a free port, for the same reason.
+    pub metrics: ExchangeMetrics,
     /// `[vault]`: the transit key that seals the API key secrets.
     pub vault: VaultSection,
 }
@@ -57,6 +59,13 @@ pub async fn exchange_vault(bao: &BaoDevServer) -> anyhow::Result<VaultSection> 
 /// `[api]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExchangeApi {
+    /// `127.0.0.1:<port>`.
+    pub listen: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeMetrics {
     /// `127.0.0.1:<port>`.
     pub listen: String,
 }
@@ -123,10 +132,10 @@ impl ExchangeConfig {
             },
             assets: BTreeMap::new(),
             api: ExchangeApi {
-                listen: format!(
-                    "127.0.0.1:{}",
-                    crate::wait::free_port().expect("a free local port")
-                ),
+                listen: local_address(),
+            },
+            metrics: ExchangeMetrics {
+                listen: local_address(),
             },
             vault,
         }
@@ -144,6 +153,14 @@ impl ExchangeConfig {
     }
 }
 
+/// `127.0.0.1:<a free port>`.
+fn local_address() -> String {
+    format!(
+        "127.0.0.1:{}",
+        crate::wait::free_port().expect("a free local port")
+    )
+}
+
 /// A member's balance of one asset as `coinhub-exchange balances --json` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balance {
@@ -158,6 +175,7 @@ pub struct ExchangeProcess {
     process: ChildProcess,
     config_path: PathBuf,
     amqp_url: String,
+    metrics_url: String,
     env: TestEnv,
 }
 
@@ -179,6 +197,7 @@ impl ExchangeProcess {
             process,
             config_path,
             amqp_url: config.amqp.url.clone(),
+            metrics_url: format!("http://{}/metrics", config.metrics.listen),
             env: env.clone(),
         };
         exchange.process.spawn()?;
@@ -227,6 +246,21 @@ impl ExchangeProcess {
     /// An error with the log tail if it has exited.
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         self.process.ensure_running()
+    }
+
+    /// `GET /metrics` on `[metrics] listen`: the Prometheus text.
+    ///
+    /// Errors: unreachable, or a status other than 200.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let response = reqwest::get(&self.metrics_url).await?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "GET {}: {status}: {body}",
+            self.metrics_url
+        );
+        Ok(body)
     }
 
     /// `coinhub-exchange --config <file> balances --member <member> --json`, as

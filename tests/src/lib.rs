@@ -24,6 +24,7 @@ pub mod erc20;
 pub mod exchange;
 pub mod paths;
 pub mod process;
+pub mod promtool;
 pub mod safe;
 pub mod stack;
 pub mod vhost;

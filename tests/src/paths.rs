@@ -51,6 +51,19 @@ pub fn anvil() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Environment variable naming the `promtool` executable (default: under the tools folder).
+pub const PROMTOOL_ENV: &str = "COINHUB_PROMTOOL_BIN";
+
+/// Prometheus' `promtool` (Debian `prometheus`, unpacked by `scripts/install-tools.sh`):
+/// `$COINHUB_PROMTOOL_BIN`, else `<tools>/prometheus/usr/bin/promtool`.
+pub fn promtool() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os(PROMTOOL_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => tools_dir().join("prometheus/usr/bin/promtool"),
+    };
+    require_tool(path, "promtool")
+}
+
 /// A build artifact (`{abi, bytecode, ...}`) of `@openzeppelin/contracts`, e.g.
 /// `ERC20PresetFixedSupply`.
 pub fn openzeppelin_artifact(contract: &str) -> anyhow::Result<PathBuf> {

@@ -394,3 +394,53 @@ pub fn vault_env(bao: &coinhub_custody::testing::BaoDevServer) -> [(&'static str
         ),
     ]
 }
+
+/// A local TCP port nobody listens on right now (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a free local port")
+        .port()
+}
+
+/// `promtool check metrics` (Prometheus' linter of the text exposition format) over `text`;
+/// panics with promtool's complaints unless it is clean. promtool is `$COINHUB_PROMTOOL_BIN`,
+/// else `<workspace>/.tools/prometheus/usr/bin/promtool` (`scripts/install-tools.sh`);
+/// without it the test fails, it never skips.
+pub fn assert_promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let promtool = std::env::var_os("COINHUB_PROMTOOL_BIN").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.tools/prometheus/usr/bin/promtool")
+        },
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run scripts/install-tools.sh",
+                promtool.display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        output.status.success(),
+        "promtool check metrics refused the exposition:\n{}{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -81,7 +81,13 @@ async fn eth_and_erc20_deposits_are_confirmed_and_credited_once() {
         assert!(deposits.iter().all(|d| d.status == "confirmed"), "{deposits:#?}");
 
         let metrics = api.metrics().await?;
-        assert!(metrics.contains("# HELP"), "/metrics serves Prometheus text: {metrics}");
+        coinhub_tests::promtool::check_metrics(&metrics)?;
+        let exchange_metrics = stack.exchange().metrics().await?;
+        coinhub_tests::promtool::check_metrics(&exchange_metrics)?;
+        assert!(
+            exchange_metrics.lines().any(|line| line == "coinhub_exchange_outbox_backlog 0"),
+            "{exchange_metrics}"
+        );
         Ok(())
     })
     .await;

@@ -1,0 +1,195 @@
+//! Prometheus metrics of `coinhub-exchange`, served at `GET /metrics` on `[metrics] listen`
+//! (text exposition format 0.0.4, unauthenticated: bind it to an internal address).
+//!
+//! Each scrape reads the pipeline's state from PostgreSQL ([`crate::trading::status`] and
+//! the `outbox`), so the figures are those of the database, whichever process wrote them;
+//! a scrape while PostgreSQL is unreachable answers `503` (the target shows as down) instead
+//! of stale figures. Counters ([`Metrics::pruned`]) count what this process did since it
+//! started.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `coinhub_exchange_trading_settled_seq` | `market` | last command of the last settled batch |
+//! | `coinhub_exchange_trading_projected_seq` | `market` | `orders`/`trades` hold every batch up to this command |
+//! | `coinhub_exchange_trading_unprojected_batches` | `market` | settled batches not yet in `orders`/`trades` |
+//! | `coinhub_exchange_trading_unpublished_messages` | `market` | `exchange.events` messages not yet confirmed by the broker |
+//! | `coinhub_exchange_outbox_backlog` | | withdrawal requests not yet confirmed by the broker |
+//! | `coinhub_exchange_retention_deleted_total` | `table` | published rows deleted by [`crate::retention`] |
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::retention::Pruned;
+
+/// Content type of the text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4";
+
+/// Every metric; cheap to clone (the handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    settled_seq: IntGaugeVec,
+    projected_seq: IntGaugeVec,
+    unprojected_batches: IntGaugeVec,
+    unpublished_messages: IntGaugeVec,
+    outbox_backlog: IntGauge,
+    /// Rows deleted by [`crate::retention`], by table (`outbox`, `trading_event_batches`).
+    pub pruned: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let register = |collector: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(collector)
+                .expect("each metric is registered once");
+        };
+        let market_gauge = |name: &str, help: &str| {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), &["market"]).expect("valid metric");
+            register(Box::new(gauge.clone()));
+            gauge
+        };
+        let settled_seq = market_gauge(
+            "coinhub_exchange_trading_settled_seq",
+            "Last command (market command number) of the market's last settled batch.",
+        );
+        let projected_seq = market_gauge(
+            "coinhub_exchange_trading_projected_seq",
+            "The orders and trades read models hold every batch up to this command.",
+        );
+        let unprojected_batches = market_gauge(
+            "coinhub_exchange_trading_unprojected_batches",
+            "Settled batches not yet projected into orders and trades.",
+        );
+        let unpublished_messages = market_gauge(
+            "coinhub_exchange_trading_unpublished_messages",
+            "exchange.events messages stored and not yet confirmed by the broker.",
+        );
+        let outbox_backlog = IntGauge::new(
+            "coinhub_exchange_outbox_backlog",
+            "Withdrawal requests in the outbox not yet confirmed by the broker.",
+        )
+        .expect("valid metric");
+        register(Box::new(outbox_backlog.clone()));
+        let pruned = IntCounterVec::new(
+            Opts::new(
+                "coinhub_exchange_retention_deleted_total",
+                "Published rows deleted by the retention rounds, by table.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        register(Box::new(pruned.clone()));
+        Self {
+            registry,
+            settled_seq,
+            projected_seq,
+            unprojected_batches,
+            unpublished_messages,
+            outbox_backlog,
+            pruned,
+        }
+    }
+
+    /// Counts the rows one retention round deleted.
+    pub fn record_pruned(&self, pruned: Pruned) {
+        self.pruned
+            .with_label_values(&["outbox"])
+            .inc_by(pruned.outbox);
+        self.pruned
+            .with_label_values(&["trading_event_batches"])
+            .inc_by(pruned.trading_event_batches);
+    }
+
+    /// Reads the gauges' values from `pool`.
+    ///
+    /// Errors: the database's; the gauges keep their previous values then.
+    pub async fn refresh(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let markets = crate::trading::status::market_status(pool).await?;
+        let backlog = crate::outbox::unpublished(pool).await?;
+        for gauge in [
+            &self.settled_seq,
+            &self.projected_seq,
+            &self.unprojected_batches,
+            &self.unpublished_messages,
+        ] {
+            gauge.reset();
+        }
+        let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        for market in markets {
+            let label = [market.market.as_str()];
+            let set = |gauge: &IntGaugeVec, value: u64| {
+                gauge.with_label_values(&label).set(as_gauge(value));
+            };
+            set(&self.settled_seq, market.settled_seq);
+            set(&self.projected_seq, market.projected_seq);
+            set(&self.unprojected_batches, market.unprojected_batches);
+            set(&self.unpublished_messages, market.unpublished_messages);
+        }
+        self.outbox_backlog.set(backlog);
+        Ok(())
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("text encoding of gathered metrics cannot fail")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
+///
+/// Errors: the listener's (accepting connections).
+pub async fn serve(
+    listener: TcpListener,
+    pool: PgPool,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "metrics listening");
+    }
+    let app = router(pool, metrics).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// The `/metrics` route alone (tests serve it on their own listener).
+pub fn router(pool: PgPool, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state((pool, metrics))
+}
+
+async fn scrape(State((pool, metrics)): State<(PgPool, Metrics)>) -> Response {
+    match metrics.refresh(&pool).await {
+        Ok(()) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], metrics.render()).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "metrics scrape: reading the database failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unavailable: {error}\n"),
+            )
+                .into_response()
+        }
+    }
+}

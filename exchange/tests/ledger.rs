@@ -414,3 +414,195 @@ async fn contradicting_decimals_are_refused_and_zero_amounts_recorded() {
     assert_eq!(db.count("transfers").await, 1);
     assert_eq!(db.outcome(zero.id).await.as_deref(), Some("zero_amount"));
 }
+
+/// Proves: entries written under `coinhub.ledger_apply = 'deferred'` (migration 0016, how a
+/// trade settlement writes them before the batch ahead commits) change no balance until their
+/// `ledger_unapplied` row is deleted, are applied exactly once, are checked against zero when
+/// applied, and cannot be committed unapplied; the queue cannot be forged, edited or
+/// truncated, and the apply function cannot be called directly.
+///
+/// Steps: credit alice 100 by a deposit. (1) Write a 40 lock deferred and commit without
+/// applying: refused with `entries_applied`. (2) Write it again, see the balances unchanged,
+/// apply (100 → 60 available, 40 locked), a second delete applies nothing; edit the queue
+/// while a row exists (refused); commit. (3) A deferred 150 lock: applying it is refused with
+/// `accounts_balance_non_negative` and the account id, read by `JournalError` as insufficient
+/// balance. (4) Insert a queue row for (2)'s entries by hand, truncate the queue, call
+/// `ledger_apply_deltas`: each refused. Afterwards: balances 60 / 40, two transfers, the
+/// journal consistent.
+#[tokio::test]
+async fn deferred_entries_are_applied_once_or_the_commit_is_refused() {
+    let db = TestDb::new().await;
+    let deposit = confirmed("alice", "BTC", "100", 8);
+    assert!(matches!(
+        deposits::apply(&db.pool, &deposit).await,
+        Ok(Outcome::Credited { .. })
+    ));
+    let member = || "alice".parse().expect("member");
+    let available = AccountKey::available(member(), asset_symbol("BTC"));
+    let locked = AccountKey::locked(member(), asset_symbol("BTC"));
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let available_id = journal::ensure_account(&mut conn, &available)
+        .await
+        .expect("account");
+    let locked_id = journal::ensure_account(&mut conn, &locked)
+        .await
+        .expect("account");
+    drop(conn);
+    let balance = |key: AccountKey| {
+        let pool = db.pool.clone();
+        async move {
+            journal::balance(&pool, &key)
+                .await
+                .expect("balance")
+                .to_string()
+        }
+    };
+    let constraint = |error: &sqlx::Error| {
+        error
+            .as_database_error()
+            .and_then(|e| e.constraint().map(str::to_owned))
+    };
+
+    // (1) Never applied: the commit is refused.
+    let mut tx = db.pool.begin().await.expect("begin");
+    write_deferred(&mut tx, (available_id, locked_id), 40)
+        .await
+        .expect("written");
+    let error = tx
+        .commit()
+        .await
+        .expect_err("unapplied entries cannot commit");
+    assert_eq!(
+        constraint(&error).as_deref(),
+        Some("entries_applied"),
+        "{error}"
+    );
+
+    // (2) Applied once.
+    let mut tx = db.pool.begin().await.expect("begin");
+    let id = write_deferred(&mut tx, (available_id, locked_id), 40)
+        .await
+        .expect("written");
+    let in_tx: String = sqlx::query_scalar("SELECT balance::text FROM accounts WHERE id = $1")
+        .bind(available_id)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("balance");
+    assert_eq!(in_tx, "100", "nothing applied before the delete");
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await.expect("savepoint");
+    let edit = sqlx::query("UPDATE ledger_unapplied SET last_entry = last_entry + 1")
+        .execute(&mut *savepoint)
+        .await
+        .expect_err("the queue cannot be edited");
+    assert_eq!(constraint(&edit).as_deref(), Some("ledger_unapplied_guard"));
+    savepoint.rollback().await.expect("rollback to savepoint");
+    assert_eq!(apply_deferred(&mut tx, id).await.expect("applied"), 1);
+    assert_eq!(apply_deferred(&mut tx, id).await.expect("nothing left"), 0);
+    tx.commit().await.expect("applied entries commit");
+    assert_eq!(balance(available.clone()).await, "60");
+    assert_eq!(balance(locked.clone()).await, "40");
+
+    // (3) Below zero when applied.
+    let mut tx = db.pool.begin().await.expect("begin");
+    let id_3 = write_deferred(&mut tx, (available_id, locked_id), 150)
+        .await
+        .expect("written");
+    let error = apply_deferred(&mut tx, id_3)
+        .await
+        .expect_err("overdraw refused");
+    assert_eq!(
+        constraint(&error).as_deref(),
+        Some("accounts_balance_non_negative")
+    );
+    match JournalError::from_db(error) {
+        JournalError::InsufficientBalance { account } => {
+            assert_eq!(account, format!("account id {available_id}"));
+        }
+        other => panic!("expected InsufficientBalance, got {other:?}"),
+    }
+    tx.rollback().await.expect("rollback");
+
+    // (4) Forging, truncating, calling the apply function directly.
+    let (first, last): (i64, i64) =
+        sqlx::query_as("SELECT min(id), max(id) FROM entries WHERE transfer_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("(2)'s entries");
+    let forged = sqlx::query(
+        "INSERT INTO ledger_unapplied (transfer_id, first_entry, last_entry) VALUES ($1, $2, $3)",
+    )
+    .bind(id)
+    .bind(first)
+    .bind(last)
+    .execute(&db.pool)
+    .await
+    .expect_err("only the entries trigger queues");
+    assert_eq!(
+        constraint(&forged).as_deref(),
+        Some("ledger_unapplied_guard")
+    );
+    let truncate = sqlx::query("TRUNCATE ledger_unapplied")
+        .execute(&db.pool)
+        .await
+        .expect_err("no truncate");
+    assert_eq!(
+        constraint(&truncate).as_deref(),
+        Some("ledger_unapplied_guard")
+    );
+    let direct =
+        sqlx::query("SELECT ledger_apply_deltas(ARRAY[$1]::bigint[], ARRAY[1]::numeric[])")
+            .bind(available_id)
+            .execute(&db.pool)
+            .await
+            .expect_err("balances change only through entries");
+    assert_eq!(
+        constraint(&direct).as_deref(),
+        Some("accounts_balance_from_entries")
+    );
+
+    assert_eq!(balance(available).await, "60");
+    assert_eq!(balance(locked).await, "40");
+    assert_eq!(db.count("transfers").await, 2);
+    assert_eq!(db.count("entries").await, 4);
+    assert_eq!(db.count("ledger_unapplied").await, 0);
+    db.assert_consistent().await;
+}
+
+/// Writes a transfer of `amount` from account `from` to `to` (debit, credit) with its entries
+/// deferred (`coinhub.ledger_apply`); returns its id.
+async fn write_deferred(
+    tx: &mut sqlx::PgConnection,
+    (from, to): (i64, i64),
+    amount: i64,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'lock', $2)")
+        .bind(id)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL coinhub.ledger_apply = 'deferred'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account_id, amount)
+         VALUES ($1, $2, $4::numeric), ($1, $3, -$4::numeric)",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .bind(amount)
+    .execute(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
+/// Applies transfer `id`'s deferred entries; returns how many queued rows it applied.
+async fn apply_deferred(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM ledger_unapplied WHERE transfer_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -1,21 +1,25 @@
-//! The ledger account ids of a settlement's legs, opening the accounts that do not exist yet,
+//! The ledger account ids of a batch's changes, opening the accounts that do not exist yet,
 //! with the ids seen before kept in memory ([`AccountIds`]).
 //!
 //! Without the memory every batch paid two statements (open with `INSERT … ON CONFLICT DO
 //! NOTHING`, then read the ids) on its critical path, ~1 ms each for 50 legs, although a
 //! market's members rarely change. Keeping ids is safe because an account is never deleted
 //! and its id never changes (`0009_ledger_statement_triggers.sql`, trigger `accounts_kept`).
-//! Only ids of accounts that existed before the batch's own `INSERT` are kept: an account
-//! opened by a batch that then rolls back never existed, and the next batch opens it again
-//! (`exchange/tests/trading.rs`, `a_batch_that_loses_a_deadlock_runs_again`: the rolled-back
-//! batch opens bob's first BTC account; it fails if such ids are kept).
+//!
+//! Missing accounts are opened in their own statement, committed at once, **before** the
+//! batch's transaction begins: a batch's transaction writes its entries before the batch
+//! ahead of it commits (migration 0016), and if both opened the same new account inside
+//! their transactions, the earlier batch could wait for the later one's uncommitted row while
+//! the later one waits for the earlier one's commit, a wait PostgreSQL cannot see as a
+//! deadlock. An account opened for a batch that then rolls back stays open, empty (zero
+//! balance, no entries), as if `journal::ensure_account` had opened it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
-use crate::ledger::{AccountKey, Leg};
+use crate::ledger::AccountKey;
 
 /// Most ids kept (about 150 bytes each). Past it the memory is emptied and refills with the
 /// accounts batches use: bounded memory for exchanges with millions of member accounts, at
@@ -30,34 +34,38 @@ pub(crate) struct AccountIds {
 }
 
 impl AccountIds {
-    /// The id of each leg's account, in `legs` order. Accounts not known yet are opened if
-    /// missing (in `conn`'s transaction) and looked up, in two statements for all of them.
+    /// The id of each account of `keys`, opening those that do not exist yet. Known ids
+    /// come from memory; the others are opened and looked up on a connection of `pool`, in
+    /// two statements committed at once (not in any batch's transaction), then kept.
     ///
     /// Errors: the database's.
-    pub(crate) async fn resolve(
+    pub(crate) async fn resolve<'k>(
         &self,
-        conn: &mut PgConnection,
-        legs: &[Leg],
-    ) -> Result<Vec<i64>, sqlx::Error> {
-        let mut ids: Vec<Option<i64>> = {
+        pool: &PgPool,
+        keys: impl Iterator<Item = &'k AccountKey>,
+    ) -> Result<HashMap<AccountKey, i64>, sqlx::Error> {
+        let mut ids = HashMap::new();
+        let mut missing = Vec::new();
+        {
             let known = self
                 .known
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            legs.iter()
-                .map(|leg| known.get(&leg.account).copied())
-                .collect()
-        };
-        let missing: Vec<&AccountKey> = legs
-            .iter()
-            .zip(&ids)
-            .filter(|(_, id)| id.is_none())
-            .map(|(leg, _)| &leg.account)
-            .collect();
-        if missing.is_empty() {
-            return Ok(ids.into_iter().flatten().collect());
+            for key in keys {
+                match known.get(key) {
+                    Some(id) => {
+                        ids.insert(key.clone(), *id);
+                    }
+                    None => missing.push(key),
+                }
+            }
         }
-        let found = open_and_look_up(conn, &missing).await?;
+        if missing.is_empty() {
+            return Ok(ids);
+        }
+        let mut conn = pool.acquire().await?;
+        let found = open_and_look_up(&mut conn, &missing).await?;
+        drop(conn);
         let mut known = self
             .known
             .write()
@@ -65,30 +73,20 @@ impl AccountIds {
         if known.len() + missing.len() > KNOWN_MAX {
             known.clear();
         }
-        for (key, (id, opened_now)) in missing.iter().zip(&found) {
-            if !opened_now {
-                known.insert((*key).clone(), *id);
-            }
+        for (key, id) in missing.into_iter().zip(found) {
+            known.insert(key.clone(), id);
+            ids.insert(key.clone(), id);
         }
-        drop(known);
-        let mut found = found.into_iter();
-        for id in ids.iter_mut().filter(|id| id.is_none()) {
-            *id = found.next().map(|(id, _)| id);
-        }
-        Ok(ids
-            .into_iter()
-            .map(|id| id.expect("every missing leg was looked up"))
-            .collect())
+        Ok(ids)
     }
 }
 
 /// Opens the accounts of `keys` that do not exist (`INSERT … ON CONFLICT DO NOTHING`; a
-/// concurrent insert of the same key is waited for) and returns, in `keys` order, each id and
-/// whether this statement opened it.
+/// concurrent insert of the same key is waited for) and returns each id, in `keys` order.
 async fn open_and_look_up(
     conn: &mut PgConnection,
     keys: &[&AccountKey],
-) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+) -> Result<Vec<i64>, sqlx::Error> {
     let members: Vec<Option<&str>> = keys
         .iter()
         .map(|key| key.owner().member().map(|member| member.as_str()))
@@ -109,21 +107,19 @@ async fn open_and_look_up(
             }
         })
         .collect();
-    let opened: Vec<i64> = sqlx::query_scalar(
+    sqlx::query(
         "INSERT INTO accounts (member_id, asset, kind, normal_side, owner_type)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
          ORDER BY 1, 2, 3
-         ON CONFLICT ON CONSTRAINT accounts_key DO NOTHING
-         RETURNING id",
+         ON CONFLICT ON CONSTRAINT accounts_key DO NOTHING",
     )
     .bind(&members)
     .bind(&assets)
     .bind(&kinds)
     .bind(&sides)
     .bind(&owners)
-    .fetch_all(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let opened: HashSet<i64> = opened.into_iter().collect();
     // Member and platform accounts are looked up apart: `IS NOT DISTINCT FROM` cannot use
     // the `accounts_key` index (~35 µs a leg on a small table, growing with it).
     let rows: Vec<(i64, i64)> = sqlx::query_as(
@@ -151,8 +147,5 @@ async fn open_and_look_up(
     for (ord, id) in rows {
         ids[usize::try_from(ord - 1).expect("ordinality starts at 1")] = id;
     }
-    Ok(ids
-        .into_iter()
-        .map(|id| (id, opened.contains(&id)))
-        .collect())
+    Ok(ids)
 }

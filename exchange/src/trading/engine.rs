@@ -1092,6 +1092,8 @@ async fn write_in_transaction(
         return previous.await;
     }
     let started = std::time::Instant::now();
+    // Opened (if new) and committed before the transaction: see `accounts.rs`.
+    let accounts = accounts.resolve(&pool, batch.changes.keys()).await?;
     // Every join of the batch looks up at most a few thousand rows by key (order ids,
     // accounts). With a small or cached table PostgreSQL's costs favour hashing the whole
     // table instead, which grows with the table: ~30 ms per batch at 120 k orders
@@ -1100,7 +1102,7 @@ async fn write_in_transaction(
     let mut tx = pool
         .begin_with("BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         .await?;
-    store::write_batch(&mut tx, &market, &batch, accounts, events, previous).await?;
+    store::write_batch(&mut tx, &market, &batch, &accounts, events, previous).await?;
     let written = started.elapsed();
     tx.commit().await?;
     tracing::debug!(

@@ -7,18 +7,19 @@ use std::sync::Arc;
 
 use coinhub_events::BaseUnits;
 use coinhub_matcher::Command;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Executor as _, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+#[cfg(doc)]
 use super::accounts::AccountIds;
 use super::engine::Batch;
 use super::{
     EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView, TradingError,
 };
 use crate::journal::JournalError;
-use crate::ledger::{Leg, Transfer};
+use crate::ledger::{AccountKey, Leg, Transfer};
 use crate::markets::Market;
 
 /// Kind of the netted transfer that settles one batch of commands.
@@ -149,36 +150,42 @@ fn trace_phase(first_seq: u64, phase: &str, started: std::time::Instant) {
     );
 }
 
-/// Posts `transfer` like [`crate::journal::post`] (same tables, same row triggers, same
-/// checks) but in a few statements whatever its size: the transfer row
-/// ([`insert_transfer`], written earlier: it locks nothing another batch writes), the
-/// accounts' ids ([`AccountIds::resolve`]: two statements, only for accounts not seen
-/// before), then every entry in one `INSERT … SELECT FROM UNNEST` in account-id order. A
-/// settlement touches hundreds of accounts; [`crate::journal::post`] pays two to three round
-/// trips per leg.
+/// Writes `transfer`'s entries like [`crate::journal::post`] (same tables, same statement
+/// trigger, same checks) but in a few statements whatever its size, and **without applying
+/// them to the balances yet** ([`apply_staged`] does, later in the same transaction): the
+/// transfer row ([`insert_transfer`], written earlier), every entry
+/// in one `INSERT … SELECT FROM UNNEST` in account-id order under `SET LOCAL
+/// coinhub.ledger_apply = 'deferred'` (migration 0016: the entries' trigger checks them and
+/// queues one `ledger_unapplied` row), then the transfer's deferred balance checks at once
+/// (`SET CONSTRAINTS … IMMEDIATE`). None of it locks an account, so it runs before the batch
+/// ahead commits; a settlement touches hundreds of accounts, and [`crate::journal::post`]
+/// pays two to three round trips per leg.
 ///
-/// The non-negative balance check runs in the entries' `INSERT`; the deferred checks that
-/// every transfer and entry balances run at `COMMIT` (the engine builds balanced transfers;
-/// those checks are the database's safety net, and an unbalanced batch fails its commit and
-/// is not applied), which saves the batch a round trip in the part that runs one batch at a
-/// time.
-///
-/// Errors: as [`crate::journal::post`] but for `Unbalanced`; a batch's transfer reference is
-/// new, so it never returns `AlreadyPosted`.
-async fn post_netted(
+/// Errors: [`JournalError::Unbalanced`] (the engine builds balanced transfers; this is the
+/// database's safety net), the database's. A batch's transfer reference is new, so it never
+/// returns `AlreadyPosted`.
+async fn stage_netted(
     conn: &mut PgConnection,
-    accounts: &AccountIds,
+    accounts: &HashMap<AccountKey, i64>,
     transfer: &Transfer,
 ) -> Result<(), JournalError> {
-    let legs = transfer.legs();
-    let ids = accounts.resolve(conn, legs).await?;
-    let mut entries: Vec<(i64, String)> = ids
-        .into_iter()
-        .zip(legs)
-        .map(|(id, leg)| (id, leg.signed_amount().to_string()))
+    let mut entries: Vec<(i64, String)> = transfer
+        .legs()
+        .iter()
+        .map(|leg| {
+            let id = accounts
+                .get(&leg.account)
+                .expect("every changed account was resolved before the transaction");
+            (*id, leg.signed_amount().to_string())
+        })
         .collect();
     entries.sort_by_key(|(id, _)| *id);
     let (account_ids, amounts): (Vec<i64>, Vec<String>) = entries.into_iter().unzip();
+    // (A query without arguments goes over the simple protocol, which allows utility
+    // statements.)
+    (&mut *conn)
+        .execute("SET LOCAL coinhub.ledger_apply = 'deferred'")
+        .await?;
     sqlx::query(
         "INSERT INTO entries (transfer_id, account_id, amount)
          SELECT $1, a, m::numeric FROM UNNEST($2::bigint[], $3::text[]) WITH ORDINALITY AS t(a, m, o)
@@ -189,10 +196,27 @@ async fn post_netted(
     .bind(&amounts)
     .execute(&mut *conn)
     .await?;
+    (&mut *conn)
+        .execute("SET CONSTRAINTS transfers_balanced, entries_balanced IMMEDIATE")
+        .await?;
     Ok(())
 }
 
-/// The row of `transfer` in `transfers`, before its entries ([`post_netted`]).
+/// Applies the entries [`stage_netted`] wrote to the balances: deleting the transfer's
+/// `ledger_unapplied` row locks its accounts in id order, checks that none goes below zero
+/// and updates them (migration 0016). The only part of a batch's write that waits for the
+/// batch ahead to commit (its accounts' row locks), then `COMMIT`.
+///
+/// Errors: [`JournalError::InsufficientBalance`] (a balance went below zero), the database's.
+async fn apply_staged(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), JournalError> {
+    sqlx::query("DELETE FROM ledger_unapplied WHERE transfer_id = $1")
+        .bind(transfer.id())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The row of `transfer` in `transfers`, before its entries ([`stage_netted`]).
 ///
 /// Errors: the database's.
 async fn insert_transfer(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), sqlx::Error> {
@@ -531,16 +555,17 @@ pub(crate) async fn read_balances(
 /// Writes a settled batch inside the caller's transaction, in two parts:
 ///
 /// 1. rows no earlier batch's transaction can hold up: the command log row, the ledger
-///    transfer's row and the batch's outcome row (`trading_event_batches`, form 2: its
+///    transfer's row and its entries, checked but not yet applied to the balances
+///    ([`stage_netted`]), and the batch's outcome row (`trading_event_batches`, form 2: its
 ///    `exchange.events` messages and the source of its `orders` and `trades` rows, which
 ///    `projection.rs` writes after the commit);
 /// 2. after `after` resolves (the previous batch's transaction committed; batches are written
-///    concurrently, committed in order): the transfer's entries (their accounts may be locked
-///    by the previous batch). One statement, then `COMMIT`: this part runs one batch at a
-///    time.
+///    concurrently, committed in order): the entries are applied to the balances
+///    ([`apply_staged`]; their accounts may be locked by the previous batch). One statement,
+///    then `COMMIT`: this part runs one batch at a time.
 ///
-/// `accounts` holds the ledger account ids already seen (shared by every market's writers).
-/// With `events` [`EventsSink::Disabled`] the outcome row is still written (the projection
+/// `accounts` holds the ledger account id of every account in the batch's changes
+/// ([`AccountIds::resolve`], before the transaction). With `events` [`EventsSink::Disabled`] the outcome row is still written (the projection
 /// reads it), marked published.
 ///
 /// Errors: [`TradingError::Conflict`] when a balance went below zero (another writer lowered
@@ -550,7 +575,7 @@ pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     market: &Arc<Market>,
     batch: &Arc<Batch>,
-    accounts: &AccountIds,
+    accounts: &HashMap<AccountKey, i64>,
     events: EventsSink,
     after: impl std::future::Future<Output = Result<(), TradingError>>,
 ) -> Result<(), TradingError> {
@@ -581,6 +606,9 @@ pub(crate) async fn write_batch(
     insert_commands(conn, market, batch, first, last).await?;
     if let Some(transfer) = &transfer {
         insert_transfer(conn, transfer).await?;
+        stage_netted(conn, accounts, transfer)
+            .await
+            .map_err(|error| journal_error("staging the settlement's entries", error))?;
     }
     trace_phase(first, "commands", phase_start);
     let (outcome, count) = encoding
@@ -595,20 +623,25 @@ pub(crate) async fn write_batch(
     after.await?;
     trace_phase(first, "previous_committed", phase_start);
     if let Some(transfer) = &transfer {
-        match post_netted(conn, accounts, transfer).await {
-            Ok(()) => {}
-            Err(JournalError::InsufficientBalance { account }) => {
-                return Err(TradingError::Conflict(format!(
-                    "settlement would take {account} below zero (changed by a concurrent \
-                     transaction since the batch read it)"
-                )));
-            }
-            Err(JournalError::Database(error)) => return Err(error.into()),
-            Err(error) => return Err(TradingError::Database(error.to_string())),
-        }
+        apply_staged(conn, transfer)
+            .await
+            .map_err(|error| journal_error("applying the settlement", error))?;
     }
     trace_phase(first, "ledger", phase_start);
     Ok(())
+}
+
+/// `error` of a settlement's ledger step `what` as the engine's error: a balance that went
+/// below zero is a [`TradingError::Conflict`] (the batch runs again).
+fn journal_error(what: &str, error: JournalError) -> TradingError {
+    match error {
+        JournalError::InsufficientBalance { account } => TradingError::Conflict(format!(
+            "settlement would take {account} below zero (changed by a concurrent transaction \
+             since the batch read it)"
+        )),
+        JournalError::Database(error) => error.into(),
+        error => TradingError::Database(format!("{what}: {error}")),
+    }
 }
 
 /// The command log: one row, one JSON command per line.

@@ -72,20 +72,16 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     if service::migrate_with_retry(&pool, &settings, &shutdown).await {
         tracing::info!("database migrated; starting the consumers and the outbox relay");
-        // ── Member HTTP API (exchange/src/api): bind, then serve until shutdown. ──
-        let api_server = match start_api_server(config, &pool, secrets, shutdown.clone()).await {
-            Ok(server) => server,
-            Err(error) => {
-                shutdown.cancel();
-                signals.abort();
-                pool.close().await;
-                return Err(error);
-            }
-        };
-        // ── end of the member HTTP API block ──
+        // `/metrics` and the member HTTP API (exchange/src/api): bind both, then serve until
+        // shutdown; either failing to start stops the process.
         let metrics = Metrics::new();
-        let metrics_server = match start_metrics_server(config, &pool, &metrics, &shutdown).await {
-            Ok(server) => server,
+        let servers = async {
+            let metrics_server = start_metrics_server(config, &pool, &metrics, &shutdown).await?;
+            let api_server = start_api_server(config, &pool, secrets, shutdown.clone()).await?;
+            anyhow::Ok((metrics_server, api_server))
+        };
+        let (metrics_server, api_server) = match servers.await {
+            Ok(servers) => servers,
             Err(error) => {
                 shutdown.cancel();
                 signals.abort();

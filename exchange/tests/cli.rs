@@ -478,3 +478,46 @@ async fn scrape(address: &std::net::SocketAddr) -> String {
     assert_eq!(response.status(), 200);
     response.text().await.expect("body")
 }
+
+/// Proves: `run` stops at start, with a message naming the address, when `[metrics] listen`
+/// cannot be bound, instead of running without metrics.
+///
+/// Steps: hold a local port; start `run` with `COINHUB_EXCHANGE__METRICS__LISTEN` on it; expect
+/// a non-zero exit within 30 s and the binding error in the log.
+#[tokio::test]
+async fn run_stops_when_the_metrics_address_is_taken() {
+    let db = TestDb::create_empty().await;
+    let vhost = TestVhost::new();
+    let bao = BaoDevServer::start().await.expect("openbao dev server");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let address = taken.local_addr().expect("address").to_string();
+    let child = binary()
+        .arg("run")
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
+        .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
+        .env(
+            "COINHUB_EXCHANGE__API__LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("COINHUB_EXCHANGE__METRICS__LISTEN", &address)
+        .envs(common::vault_env(&bao))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coinhub-exchange run");
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("exits within 30 s")
+    .expect("join")
+    .expect("wait for the child");
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("binding the metrics endpoint to {address}")),
+        "{log}"
+    );
+    drop(taken);
+}

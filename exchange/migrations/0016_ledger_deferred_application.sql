@@ -38,7 +38,7 @@
 --   same error as before: `accounts_balance_non_negative` with the account id in DETAIL;
 --   the `CHECK` on `accounts` stays the backstop;
 -- * references: an entry's account must exist (`entries_account_id_fkey`, checked when it
---   is applied; accounts are never deleted).
+--   is written and when it is applied; accounts are never deleted).
 
 CREATE TABLE ledger_unapplied (
     id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -92,6 +92,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     transfer UUID;
     first_id BIGINT;
+    missing BIGINT;
     ids BIGINT[];
     amounts NUMERIC[];
 BEGIN
@@ -121,6 +122,16 @@ BEGIN
     END IF;
 
     IF current_setting('coinhub.ledger_apply', true) = 'deferred' THEN
+        -- Checked now as well as when applied: the transfer's balance check (which joins the
+        -- entries to their accounts' assets) may run before the application.
+        SELECT n.account_id INTO missing
+          FROM (SELECT DISTINCT account_id FROM new_entries) n
+         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = n.account_id)
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'entry refers to account %, which does not exist', missing
+                USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'entries_account_id_fkey';
+        END IF;
         INSERT INTO ledger_unapplied (transfer_id, first_entry, last_entry)
         SELECT transfer_id, min(id), max(id) FROM new_entries GROUP BY transfer_id;
         RETURN NULL;

@@ -426,8 +426,9 @@ async fn contradicting_decimals_are_refused_and_zero_amounts_recorded() {
 /// apply (100 → 60 available, 40 locked), a second delete applies nothing; edit the queue
 /// while a row exists (refused); commit. (3) A deferred 150 lock: applying it is refused with
 /// `accounts_balance_non_negative` and the account id, read by `JournalError` as insufficient
-/// balance. (4) Insert a queue row for (2)'s entries by hand, truncate the queue, call
-/// `ledger_apply_deltas`: each refused. Afterwards: balances 60 / 40, two transfers, the
+/// balance. (4) A deferred entry for an account that does not exist: refused when written
+/// (`entries_account_id_fkey`). (5) Insert a queue row for (2)'s entries by hand, truncate
+/// the queue, call `ledger_apply_deltas`: each refused. Afterwards: balances 60 / 40, two transfers, the
 /// journal consistent.
 #[tokio::test]
 async fn deferred_entries_are_applied_once_or_the_commit_is_refused() {
@@ -522,7 +523,19 @@ async fn deferred_entries_are_applied_once_or_the_commit_is_refused() {
     }
     tx.rollback().await.expect("rollback");
 
-    // (4) Forging, truncating, calling the apply function directly.
+    // (4) An account that does not exist: refused when written, by the reference check.
+    let mut tx = db.pool.begin().await.expect("begin");
+    let error = write_deferred(&mut tx, (available_id, locked_id + 1_000), 1)
+        .await
+        .expect_err("no such account");
+    assert_eq!(
+        constraint(&error).as_deref(),
+        Some("entries_account_id_fkey"),
+        "{error}"
+    );
+    tx.rollback().await.expect("rollback");
+
+    // (5) Forging, truncating, calling the apply function directly.
     let (first, last): (i64, i64) =
         sqlx::query_as("SELECT min(id), max(id) FROM entries WHERE transfer_id = $1")
             .bind(id)

@@ -23,6 +23,30 @@ fn binary() -> Command {
     command
 }
 
+/// `coinhub-exchange run` on `db`, `vhost` and `bao`'s transit key, the member API on a free
+/// port and `/metrics` on `metrics_address`; stderr piped, stdout discarded.
+fn spawn_run(
+    db: &TestDb,
+    vhost: &TestVhost,
+    bao: &BaoDevServer,
+    metrics_address: &str,
+) -> std::process::Child {
+    binary()
+        .arg("run")
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
+        .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
+        .env(
+            "COINHUB_EXCHANGE__API__LISTEN",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("COINHUB_EXCHANGE__METRICS__LISTEN", metrics_address)
+        .envs(common::vault_env(bao))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coinhub-exchange run")
+}
+
 /// Writes `text` to a fresh temporary TOML file.
 fn config_file(text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
@@ -299,20 +323,7 @@ async fn migrate_then_run_until_sigterm() {
         assert!(output.status.success(), "{}", stderr(&output));
     }
     let metrics_address = format!("127.0.0.1:{}", common::free_port());
-    let child = binary()
-        .arg("run")
-        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
-        .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
-        .env(
-            "COINHUB_EXCHANGE__API__LISTEN",
-            format!("127.0.0.1:{}", common::free_port()),
-        )
-        .env("COINHUB_EXCHANGE__METRICS__LISTEN", &metrics_address)
-        .envs(common::vault_env(&bao))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start coinhub-exchange run");
+    let child = spawn_run(&db, &vhost, &bao, &metrics_address);
     let pid = child.id().to_string();
 
     let connection = vhost.connect().await;
@@ -491,20 +502,7 @@ async fn run_stops_when_the_metrics_address_is_taken() {
     let bao = BaoDevServer::start().await.expect("openbao dev server");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let address = taken.local_addr().expect("address").to_string();
-    let child = binary()
-        .arg("run")
-        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
-        .env("COINHUB_EXCHANGE__AMQP__URL", &vhost.url)
-        .env(
-            "COINHUB_EXCHANGE__API__LISTEN",
-            format!("127.0.0.1:{}", common::free_port()),
-        )
-        .env("COINHUB_EXCHANGE__METRICS__LISTEN", &address)
-        .envs(common::vault_env(&bao))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start coinhub-exchange run");
+    let child = spawn_run(&db, &vhost, &bao, &address);
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         tokio::task::spawn_blocking(move || child.wait_with_output()),

@@ -1308,21 +1308,11 @@ async fn only_published_and_projected_rows_are_pruned() {
 /// over all accounts still equals the hot wallet's; the journal audits clean.
 #[tokio::test]
 async fn two_markets_over_shared_new_accounts_settle_together() {
-    use coinhub_exchange::markets::{MarketConfig, UnitsValue};
-
     let db = TestDb::new().await;
     let mut config = markets();
     config.0.insert(
         "eth_usdt".to_owned(),
-        MarketConfig {
-            base: "ETH".into(),
-            quote: "USDT".into(),
-            tick_size: UnitsValue::Text("100".into()),
-            lot_size: UnitsValue::Text("1000".into()),
-            min_quantity: None,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        },
+        common::trading::market("ETH", "USDT"),
     );
     let members: Vec<String> = (0..30).map(|i| format!("member{i:02}")).collect();
     for who in &members {

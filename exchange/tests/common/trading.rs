@@ -11,19 +11,21 @@ use super::TestDb;
 /// taker 20 bps.
 pub fn markets() -> MarketsConfig {
     let mut map = BTreeMap::new();
-    map.insert(
-        "btc_usdt".to_owned(),
-        MarketConfig {
-            base: "BTC".into(),
-            quote: "USDT".into(),
-            tick_size: UnitsValue::Text("100".into()),
-            lot_size: UnitsValue::Text("1000".into()),
-            min_quantity: None,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        },
-    );
+    map.insert("btc_usdt".to_owned(), market("BTC", "USDT"));
     MarketsConfig(map)
+}
+
+/// A market of `base` against `quote` with btc_usdt's steps and fees (see [`markets`]).
+pub fn market(base: &str, quote: &str) -> MarketConfig {
+    MarketConfig {
+        base: base.into(),
+        quote: quote.into(),
+        tick_size: UnitsValue::Text("100".into()),
+        lot_size: UnitsValue::Text("1000".into()),
+        min_quantity: None,
+        maker_fee_bps: 10,
+        taker_fee_bps: 20,
+    }
 }
 
 /// A GTC limit order on btc_usdt: `price` in quote base units per lot, `quantity` in base

@@ -77,7 +77,8 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         let metrics = Metrics::new();
         let servers = async {
             let metrics_server = start_metrics_server(config, &pool, &metrics, &shutdown).await?;
-            let api_server = start_api_server(config, &pool, secrets, shutdown.clone()).await?;
+            let api_server =
+                start_api_server(config, &pool, secrets, &metrics, shutdown.clone()).await?;
             anyhow::Ok((metrics_server, api_server))
         };
         let (metrics_server, api_server) = match servers.await {
@@ -109,8 +110,8 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks Vault, seals API key secrets still stored in plaintext, binds `[api] listen` and
-/// returns the member API server, which runs until `shutdown`; if it fails while running it
+/// Checks Vault, seals API key secrets still stored in plaintext, binds `[api] listen`, starts
+/// the trading engine (counting its batches in `metrics`) and returns the member API server, which runs until `shutdown`; if it fails while running it
 /// cancels `shutdown` (a critical task: the process stops).
 ///
 /// Errors: Vault unreachable, sealed or refusing the token; the address cannot be bound.
@@ -118,8 +119,9 @@ async fn start_api_server(
     config: &Config,
     pool: &sqlx::PgPool,
     secrets: ApiSecrets,
+    metrics: &Metrics,
     shutdown: CancellationToken,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
     secrets.check().await.context("checking [vault]")?;
     keys::seal_stored(pool, &secrets)
         .await
@@ -132,10 +134,14 @@ async fn start_api_server(
         tracing::warn!("no [markets.*] configured; the trading routes answer 503");
         None
     } else {
-        let engine = coinhub_exchange::trading::TradingEngine::start(
+        let options = coinhub_exchange::trading::EngineOptions::new(
+            coinhub_exchange::trading::EventsSink::Outbox,
+        )
+        .with_metrics(metrics.clone());
+        let engine = coinhub_exchange::trading::TradingEngine::start_with(
             pool.clone(),
             config.markets.clone(),
-            coinhub_exchange::trading::EventsSink::Outbox,
+            options,
         )
         .await
         .context("starting the trading engine")?;

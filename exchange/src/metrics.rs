@@ -15,6 +15,14 @@
 //! | `coinhub_exchange_trading_unpublished_messages` | `market` | `exchange.events` messages not yet confirmed by the broker |
 //! | `coinhub_exchange_outbox_backlog` | | withdrawal requests not yet confirmed by the broker |
 //! | `coinhub_exchange_retention_deleted_total` | `table` | published rows deleted by [`crate::retention`] |
+//! | `coinhub_exchange_trading_batches_total` | `market` | batches this process settled |
+//! | `coinhub_exchange_trading_commands_total` | `market` | commands in them (places and cancels logged) |
+//! | `coinhub_exchange_trading_trades_total` | `market` | trades in them |
+//! | `coinhub_exchange_trading_settle_seconds` | `market` | histogram: from a batch's matching to its commit (its orders' accepted → settled) |
+//! | `coinhub_exchange_trading_batch_failures_total` | `market`, `outcome` | batches not committed: `retried` (lost a conflict, run again) or `refused` (answered with an error) |
+//!
+//! The trading counters are this process's since it started (the engine records them when
+//! started with [`crate::trading::EngineOptions::with_metrics`]).
 
 use std::net::SocketAddr;
 
@@ -23,7 +31,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +54,31 @@ pub struct Metrics {
     outbox_backlog: IntGauge,
     /// Rows deleted by [`crate::retention`], by table (`outbox`, `trading_event_batches`).
     pub pruned: IntCounterVec,
+    batches: IntCounterVec,
+    commands: IntCounterVec,
+    trades: IntCounterVec,
+    settle_seconds: HistogramVec,
+    batch_failures: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Upper bounds of [`Metrics`]' settlement latency buckets, in seconds (1 ms to 5 s).
+const SETTLE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Why a batch was not committed (label `outcome` of the failures counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFailure {
+    /// It lost a conflict with a concurrent transaction and runs again.
+    Retried,
+    /// Its commands were answered with an error.
+    Refused,
 }
 
 impl Metrics {
@@ -91,6 +126,43 @@ impl Metrics {
         )
         .expect("valid metric");
         register(Box::new(pruned.clone()));
+        let market_counter = |name: &str, help: &str| {
+            let counter =
+                IntCounterVec::new(Opts::new(name, help), &["market"]).expect("valid metric");
+            register(Box::new(counter.clone()));
+            counter
+        };
+        let batches = market_counter(
+            "coinhub_exchange_trading_batches_total",
+            "Batches of commands this process settled (committed).",
+        );
+        let commands = market_counter(
+            "coinhub_exchange_trading_commands_total",
+            "Commands (places and cancels) in the batches this process settled.",
+        );
+        let trades = market_counter(
+            "coinhub_exchange_trading_trades_total",
+            "Trades in the batches this process settled.",
+        );
+        let settle_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "coinhub_exchange_trading_settle_seconds",
+                "From a batch's matching to its commit: its orders' accepted to settled time.",
+            )
+            .buckets(SETTLE_BUCKETS.to_vec()),
+            &["market"],
+        )
+        .expect("valid metric");
+        register(Box::new(settle_seconds.clone()));
+        let batch_failures = IntCounterVec::new(
+            Opts::new(
+                "coinhub_exchange_trading_batch_failures_total",
+                "Batches not committed: retried (lost a conflict, run again) or refused (answered with an error).",
+            ),
+            &["market", "outcome"],
+        )
+        .expect("valid metric");
+        register(Box::new(batch_failures.clone()));
         Self {
             registry,
             settled_seq,
@@ -99,7 +171,45 @@ impl Metrics {
             unpublished_messages,
             outbox_backlog,
             pruned,
+            batches,
+            commands,
+            trades,
+            settle_seconds,
+            batch_failures,
         }
+    }
+
+    /// Counts a batch of `market` that committed with `commands` commands and `trades`
+    /// trades, `settle` after it was matched.
+    pub fn record_settled(
+        &self,
+        market: &str,
+        commands: usize,
+        trades: usize,
+        settle: std::time::Duration,
+    ) {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.batches.with_label_values(&[market]).inc();
+        self.commands
+            .with_label_values(&[market])
+            .inc_by(count(commands));
+        self.trades
+            .with_label_values(&[market])
+            .inc_by(count(trades));
+        self.settle_seconds
+            .with_label_values(&[market])
+            .observe(settle.as_secs_f64());
+    }
+
+    /// Counts a batch of `market` that did not commit.
+    pub fn record_failure(&self, market: &str, failure: BatchFailure) {
+        let outcome = match failure {
+            BatchFailure::Retried => "retried",
+            BatchFailure::Refused => "refused",
+        };
+        self.batch_failures
+            .with_label_values(&[market, outcome])
+            .inc();
     }
 
     /// Counts the rows one retention round deleted.

@@ -6,6 +6,7 @@ mod common;
 
 use coinhub_exchange::deposits::{self, Outcome};
 use coinhub_exchange::journal;
+use coinhub_exchange::metrics::Metrics;
 use coinhub_exchange::trading::{
     BookRebuild, EngineOptions, EventsSink, MemberId, NewOrder, OrderKind, Side, TimeInForce,
     TradingEngine, TradingError,
@@ -661,7 +662,7 @@ async fn restart_case(options: EngineOptions) -> BookRebuild {
             }
         }
     };
-    let engine = TradingEngine::start_with(db.pool.clone(), markets(), options)
+    let engine = TradingEngine::start_with(db.pool.clone(), markets(), options.clone())
         .await
         .expect("engine starts");
     run(engine.clone(), 0, 60).await;
@@ -752,19 +753,34 @@ async fn wait_for_sessions(db: &TestDb, condition: &str, count: i64, what: &str)
 }
 
 /// Alice (BTC, and 1 USDT base unit so her USDT account is opened before bob's) rests a
-/// 3,000-lot sell at 100,000; bob has 1,000,000 USDT to buy it.
-async fn start_deadlock_market(db: &TestDb) -> TradingEngine {
+/// 3,000-lot sell at 100,000; bob has 1,000,000 USDT to buy it. The engine counts its
+/// batches in the returned metrics.
+async fn start_deadlock_market(db: &TestDb) -> (TradingEngine, Metrics) {
     deposit(db, "alice", "BTC", "100000000").await;
     deposit(db, "alice", "USDT", "1").await;
     deposit(db, "bob", "USDT", "1000000").await;
-    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+    let metrics = Metrics::new();
+    let options = EngineOptions::new(EventsSink::Outbox).with_metrics(metrics.clone());
+    let engine = TradingEngine::start_with(db.pool.clone(), markets(), options)
         .await
         .expect("engine starts");
     engine
         .place(&member("alice"), limit(Side::Sell, "100000", "3000"))
         .await
         .expect("sell rests");
-    engine
+    (engine, metrics)
+}
+
+/// Asserts `metrics` renders each of `lines` (exactly) and promtool accepts the exposition.
+fn assert_metrics(metrics: &Metrics, lines: &[&str]) {
+    let exposition = metrics.render();
+    for line in lines {
+        assert!(
+            exposition.lines().any(|l| l == *line),
+            "{line} in:\n{exposition}"
+        );
+    }
+    common::assert_promtool_accepts(&exposition);
 }
 
 /// Bob buys alice's sell while another transaction holds his USDT `available` account; once
@@ -837,9 +853,20 @@ async fn lose_a_deadlock<T>(
 #[tokio::test]
 async fn a_batch_that_loses_a_deadlock_runs_again() {
     let db = TestDb::new().await;
-    let engine = start_deadlock_market(&db).await;
+    let (engine, metrics) = start_deadlock_market(&db).await;
     lose_a_deadlock(&db, &engine, async {}).await;
     db.assert_consistent().await;
+    // Alice's sell and bob's buy settled; bob's batch failed once and ran again.
+    assert_metrics(
+        &metrics,
+        &[
+            "coinhub_exchange_trading_batches_total{market=\"btc_usdt\"} 2",
+            "coinhub_exchange_trading_commands_total{market=\"btc_usdt\"} 2",
+            "coinhub_exchange_trading_trades_total{market=\"btc_usdt\"} 1",
+            "coinhub_exchange_trading_settle_seconds_count{market=\"btc_usdt\"} 2",
+            "coinhub_exchange_trading_batch_failures_total{market=\"btc_usdt\",outcome=\"retried\"} 1",
+        ],
+    );
 }
 
 /// Batches are written two at a time: when the older one does not commit, the one that ran
@@ -854,7 +881,7 @@ async fn a_batch_that_loses_a_deadlock_runs_again() {
 async fn a_batch_written_on_top_of_a_failed_one_runs_again() {
     let db = TestDb::new().await;
     deposit(&db, "carol", "BTC", "5000").await;
-    let engine = start_deadlock_market(&db).await;
+    let (engine, metrics) = start_deadlock_market(&db).await;
     let carol = member("carol");
     // Carol's member number exists before the race, so her command goes straight to the book.
     engine
@@ -898,6 +925,15 @@ async fn a_batch_written_on_top_of_a_failed_one_runs_again() {
     assert_eq!(balance(&db, "carol", "BTC", "available").await, "1000");
     assert_eq!(balance(&db, "carol", "BTC", "locked").await, "4000");
     db.assert_consistent().await;
+    // Bob's batch lost the deadlock and carol's, written on top of it, rolled back with it:
+    // both ran again.
+    assert_metrics(
+        &metrics,
+        &[
+            "coinhub_exchange_trading_batches_total{market=\"btc_usdt\"} 3",
+            "coinhub_exchange_trading_batch_failures_total{market=\"btc_usdt\",outcome=\"retried\"} 2",
+        ],
+    );
 }
 
 /// An unreadable snapshot is ignored: the restart replays the whole log and the book is the

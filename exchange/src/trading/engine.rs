@@ -23,6 +23,7 @@ use super::{
 };
 use crate::ledger::{AccountKey, AssetSymbol};
 use crate::markets::{Market, MarketsConfig};
+use crate::metrics::{BatchFailure, Metrics};
 
 /// Most commands settled in one database transaction.
 pub const BATCH_MAX: usize = 4_096;
@@ -53,21 +54,33 @@ struct MarketHandle {
 }
 
 /// How the engine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Where trades and order updates go.
     pub events: EventsSink,
     /// Commands of a market between two book snapshots (a restart replays at most about this
     /// many commands per market); at least 1.
     pub snapshot_every: u64,
+    /// Where settled and failed batches are counted (`None`: nowhere).
+    pub metrics: Option<Metrics>,
 }
 
 impl EngineOptions {
-    /// Events to `events`, a snapshot every [`snapshot::SNAPSHOT_EVERY_DEFAULT`] commands.
+    /// Events to `events`, a snapshot every [`snapshot::SNAPSHOT_EVERY_DEFAULT`] commands, no
+    /// metrics.
     pub fn new(events: EventsSink) -> Self {
         Self {
             events,
             snapshot_every: snapshot::SNAPSHOT_EVERY_DEFAULT,
+            metrics: None,
+        }
+    }
+
+    /// These options, counting batches in `metrics` (`/metrics`, see [`crate::metrics`]).
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
         }
     }
 }
@@ -196,7 +209,7 @@ impl TradingEngine {
                 state,
                 ids: ids.clone(),
                 accounts: accounts.clone(),
-                options,
+                options: options.clone(),
                 depth: depth.clone(),
                 projector: projector.clone(),
             };
@@ -935,6 +948,14 @@ impl Worker {
         for mut next in writing.drain(..) {
             // They wait for this batch's commit, which did not happen: they roll back.
             let _ = (&mut next.task).await;
+            if let Some(metrics) = self
+                .options
+                .metrics
+                .as_ref()
+                .filter(|_| !next.prepared.batch.commands.is_empty())
+            {
+                metrics.record_failure(&self.state.market.name, BatchFailure::Retried);
+            }
             later.push(next.prepared.into_requests());
         }
         self.recover(oldest.prepared.into_requests(), error, 1)
@@ -972,7 +993,16 @@ impl Worker {
     ) {
         loop {
             self.rebuild().await;
-            if !matches!(error, TradingError::Conflict(_)) || attempts >= CONFLICT_ATTEMPTS {
+            let retry = matches!(error, TradingError::Conflict(_)) && attempts < CONFLICT_ATTEMPTS;
+            if let Some(metrics) = &self.options.metrics {
+                let failure = if retry {
+                    BatchFailure::Retried
+                } else {
+                    BatchFailure::Refused
+                };
+                metrics.record_failure(&self.state.market.name, failure);
+            }
+            if !retry {
                 self.refuse(requests, &error);
                 return;
             }
@@ -1011,6 +1041,21 @@ impl Worker {
     /// Answers a committed batch, publishes its depth and saves its snapshot (off the market's
     /// task, so the market does not wait for it).
     fn committed(&mut self, prepared: Prepared) {
+        // A batch of queries alone settles nothing.
+        if let Some(metrics) = self
+            .options
+            .metrics
+            .as_ref()
+            .filter(|_| !prepared.batch.commands.is_empty())
+        {
+            let settle = OffsetDateTime::now_utc() - prepared.batch.now;
+            metrics.record_settled(
+                &self.state.market.name,
+                prepared.batch.commands.len(),
+                prepared.batch.trades.len(),
+                settle.try_into().unwrap_or_default(),
+            );
+        }
         for (reply, outcome) in prepared.replies.into_iter().zip(prepared.outcomes) {
             // A caller that went away still had its command settled.
             let _ = reply.send(outcome);

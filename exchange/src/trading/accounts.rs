@@ -43,7 +43,7 @@ impl AccountIds {
         &self,
         pool: &PgPool,
         keys: impl Iterator<Item = &'k AccountKey>,
-    ) -> Result<HashMap<AccountKey, i64>, sqlx::Error> {
+    ) -> Result<HashMap<&'k AccountKey, i64>, sqlx::Error> {
         let mut ids = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -54,7 +54,7 @@ impl AccountIds {
             for key in keys {
                 match known.get(key) {
                     Some(id) => {
-                        ids.insert(key.clone(), *id);
+                        ids.insert(key, *id);
                     }
                     None => missing.push(key),
                 }
@@ -75,7 +75,7 @@ impl AccountIds {
         }
         for (key, id) in missing.into_iter().zip(found) {
             known.insert(key.clone(), id);
-            ids.insert(key.clone(), id);
+            ids.insert(key, id);
         }
         Ok(ids)
     }

@@ -166,7 +166,7 @@ fn trace_phase(first_seq: u64, phase: &str, started: std::time::Instant) {
 /// returns `AlreadyPosted`.
 async fn stage_netted(
     conn: &mut PgConnection,
-    accounts: &HashMap<AccountKey, i64>,
+    accounts: &HashMap<&AccountKey, i64>,
     transfer: &Transfer,
 ) -> Result<(), JournalError> {
     let mut entries: Vec<(i64, String)> = transfer
@@ -575,7 +575,7 @@ pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     market: &Arc<Market>,
     batch: &Arc<Batch>,
-    accounts: &HashMap<AccountKey, i64>,
+    accounts: &HashMap<&AccountKey, i64>,
     events: EventsSink,
     after: impl std::future::Future<Output = Result<(), TradingError>>,
 ) -> Result<(), TradingError> {

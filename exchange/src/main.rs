@@ -111,8 +111,9 @@ async fn run(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Checks Vault, seals API key secrets still stored in plaintext, binds `[api] listen`, starts
-/// the trading engine (counting its batches in `metrics`) and returns the member API server, which runs until `shutdown`; if it fails while running it
-/// cancels `shutdown` (a critical task: the process stops).
+/// the trading engine (counting its batches in `metrics`) and returns the member API server,
+/// which runs until `shutdown`; if it fails while running it cancels `shutdown` (a critical
+/// task: the process stops).
 ///
 /// Errors: Vault unreachable, sealed or refusing the token; the address cannot be bound.
 async fn start_api_server(

@@ -102,7 +102,8 @@ async fn delete_in_chunks(
 
 /// Prunes every [`ROUND_INTERVAL`] (the first round at start) until `shutdown` is cancelled,
 /// keeping published messages for `keep`; `None` keeps them forever (the task returns at
-/// once); each round's deletions are counted in `metrics`. A failed round is logged and tried again at the next one.
+/// once). Each round's deletions are counted in `metrics`; a failed round is logged and
+/// tried again at the next one.
 pub async fn run(
     pool: PgPool,
     keep: Option<Duration>,

@@ -467,11 +467,16 @@ async fn trading_status_and_metrics_show_what_is_behind() {
 
 /// Serves `coinhub_exchange::metrics` for `db` on a free local port; returns its address.
 async fn serve_metrics(db: &TestDb) -> std::net::SocketAddr {
+    serve_metrics_on(db.pool.clone()).await
+}
+
+/// Serves `coinhub_exchange::metrics` reading `pool`, on a free local port.
+async fn serve_metrics_on(pool: sqlx::PgPool) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let (pool, metrics) = (db.pool.clone(), coinhub_exchange::metrics::Metrics::new());
+    let metrics = coinhub_exchange::metrics::Metrics::new();
     tokio::spawn(coinhub_exchange::metrics::serve(
         listener,
         pool,
@@ -518,4 +523,26 @@ async fn run_stops_when_the_metrics_address_is_taken() {
         "{log}"
     );
     drop(taken);
+}
+
+/// Proves: a scrape while the database cannot be read answers `503 database unavailable`,
+/// without the error's details (the endpoint is unauthenticated) and without stale figures.
+///
+/// Steps: serve `/metrics` on a pool whose database does not exist; scrape: 503, body
+/// `database unavailable`.
+#[tokio::test]
+async fn metrics_answer_503_while_the_database_is_unreadable() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy("postgres://postgres@127.0.0.1:5432/coinhub_exchange_no_such_database")
+        .expect("lazy pool");
+    let address = serve_metrics_on(pool).await;
+    let response = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().await.expect("body"),
+        "database unavailable\n"
+    );
 }

@@ -261,13 +261,21 @@ async fn run(
         trades as f64 / (elapsed + projection_lag).as_secs_f64()
     );
     report_latency(&samples, warmup, elapsed)?;
-    // Heap-only updates of `orders` (no index entries): what migration 0008 is for.
-    let (updates, hot): (i64, i64) = sqlx::query_as(
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'orders'",
-    )
-    .fetch_one(pool)
-    .await?;
-    println!("orders: {updates} row updates, {hot} of them heap-only (HOT)");
+    // Heap-only updates (no index entries): what migrations 0008 (`orders`) and 0017
+    // (`accounts`) are for.
+    for table in ["orders", "accounts"] {
+        let (updates, hot, size): (i64, i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd, pg_relation_size(relid)
+               FROM pg_stat_user_tables WHERE relname = $1",
+        )
+        .bind(table)
+        .fetch_one(pool)
+        .await?;
+        println!(
+            "{table}: {updates} row updates, {hot} of them heap-only (HOT); table {} KiB",
+            size / 1024
+        );
+    }
     println!("checks: trade count, fee revenue and journal audit OK");
     if let Ok(url) = std::env::var("SETTLEMENT_RELAY_AMQP_URL") {
         relay(pool, &url).await?;

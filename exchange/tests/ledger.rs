@@ -619,3 +619,94 @@ async fn apply_deferred(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<u64, sq
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Proves: balance updates of busy accounts stay heap-only (no new index entries) while
+/// another transaction keeps their old versions from being pruned, as the read models'
+/// projector does during settlement (migration 0017's fill factor).
+///
+/// Steps: 20 members get a deposit, `VACUUM`, then 130 more accounts are opened after theirs
+/// (at the default fill factor, enough to fill the 20 accounts' page); another connection takes a
+/// transaction id and stays open; 10 transfers move 1 unit from each even member to the next
+/// odd one and 10 move it back (40 balance updates, two new versions per account); then the
+/// statistics of `accounts` must count all 40 as heap-only, and the balances are back at 100.
+#[tokio::test]
+async fn busy_balances_are_updated_in_place_while_old_versions_are_held() {
+    let db = TestDb::new().await;
+    let available = |n: u32| {
+        AccountKey::available(
+            format!("m{n:03}").parse().expect("member"),
+            asset_symbol("BTC"),
+        )
+    };
+    for n in 0..20 {
+        let deposit = confirmed(&format!("m{n:03}"), "BTC", "100", 8);
+        assert!(matches!(
+            deposits::apply(&db.pool, &deposit).await,
+            Ok(Outcome::Credited { .. })
+        ));
+    }
+    let mut conn = db.pool.acquire().await.expect("connection");
+    // The deposits' old versions of the hot wallet account would leave room on the page.
+    sqlx::query("VACUUM accounts")
+        .execute(&mut *conn)
+        .await
+        .expect("vacuum");
+    for n in 20..150 {
+        journal::ensure_account(&mut conn, &available(n))
+            .await
+            .expect("account");
+    }
+    // A transaction with an id holds back pruning of every version it might still see.
+    let mut holder = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .expect("transaction id");
+
+    let (updated_before, hot_before) = update_counts(&mut conn).await;
+    let pairs = (0..10).map(|k| (2 * k, 2 * k + 1));
+    for (round, (from, to)) in pairs.clone().chain(pairs.map(|(a, b)| (b, a))).enumerate() {
+        let transfer = Transfer::new(
+            Uuid::new_v4(),
+            "internal",
+            &format!("round-{round}"),
+            vec![
+                Leg::debit(available(from), units("1")),
+                Leg::credit(available(to), units("1")),
+            ],
+        )
+        .expect("balanced transfer");
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        assert!(matches!(
+            journal::post(&mut tx, &transfer).await,
+            Ok(Posted::New { .. })
+        ));
+        tx.commit().await.expect("commit");
+    }
+    let (updated, hot) = update_counts(&mut conn).await;
+    holder.commit().await.expect("commit");
+    assert_eq!(updated - updated_before, 40, "two balances per transfer");
+    assert_eq!(hot - hot_before, 40, "every balance update heap-only");
+    for n in 0..20 {
+        let balance = journal::balance(&db.pool, &available(n))
+            .await
+            .expect("balance");
+        assert_eq!(balance, units("100"), "m{n:03}");
+    }
+}
+
+/// `accounts`' row updates and heap-only updates so far, this connection's included: it
+/// reports its pending counts first (PostgreSQL 15 otherwise reports them up to a second
+/// later, when the backend goes idle).
+async fn update_counts(conn: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .expect("flush");
+    sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'accounts'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("statistics")
+}

@@ -224,10 +224,11 @@ impl Packed {
             TAG_GTC => book.execute(&self.place(TimeInForce::Gtc), events),
             TAG_IOC => book.execute(&self.place(TimeInForce::Ioc), events),
             TAG_CANCEL => book.execute(&self.cancel(), events),
-            _ => {
+            TAG_MOVE => {
                 book.execute(&self.cancel(), events);
                 book.execute(&self.place(TimeInForce::Gtc), events);
             }
+            tag => unreachable!("`pack` writes no tag {tag}"),
         }
     }
 }

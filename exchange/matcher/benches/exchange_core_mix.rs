@@ -86,6 +86,16 @@ const SEED: u64 = 0xec_2019;
 const SEGMENT_OPERATIONS: usize = 500_000;
 /// Sleep before each timed stretch.
 const PAUSE: Duration = Duration::from_millis(600);
+/// Cold-cache runs: operations between two cache scrubs, of which the first `COLD_WINDOW` are
+/// timed right after the scrub and the last `COLD_WINDOW` (warm again) for comparison.
+const COLD_STRETCH: usize = 1_000;
+const COLD_WINDOW: usize = 64;
+/// Bytes a scrub writes (one byte a cache line) to evict the book from the caches, as another
+/// guest or process running on this CPU meanwhile would: more than the L2 (1 MB a core on this
+/// machine) and a quarter of the shared L3.
+const SCRUB_BYTES: usize = 8 << 20;
+/// Stretches per timed segment of the cold-cache run (each segment follows a `PAUSE`).
+const COLD_STRETCHES_PER_SEGMENT: usize = 200;
 
 fn market() -> Market {
     Market {
@@ -593,6 +603,17 @@ fn main() {
         shape.levels_max,
     );
 
+    if std::env::var_os("EXCHANGE_CORE_MIX_REPLAY_ONLY").is_some() {
+        // One untimed replay and nothing else: for counting what the matcher executes and
+        // touches under `valgrind --tool=callgrind --cache-sim=yes --toggle-collect=*replay*`,
+        // which is repeatable whatever else the machine does (docs/benchmarks.md).
+        let mut book = prefilled.clone();
+        replay(&operations, &mut book, &mut events);
+        assert_eq!(book.snapshot(), expected, "replay ended in another book");
+        println!("replayed {OPERATIONS} operations once (EXCHANGE_CORE_MIX_REPLAY_ONLY)");
+        return;
+    }
+
     // Untimed work above ran under normal scheduling; from here the thread is pinned, its
     // memory locked and (when permitted) real-time. Every timed stretch is kept under
     // `SEGMENT_MAX` and followed by a `PAUSE` asleep, so the real-time thread stays within the
@@ -610,11 +631,7 @@ fn main() {
         let mut book = prefilled.clone();
         std::thread::sleep(PAUSE);
         let start = Instant::now();
-        for operation in &operations {
-            operation.run(&mut book, &mut events);
-            black_box(&events);
-            events.clear();
-        }
+        replay(&operations, &mut book, &mut events);
         let elapsed = start.elapsed();
         check(&book);
         println!(
@@ -648,6 +665,20 @@ fn main() {
         per_s(OPERATIONS, elapsed)
     );
     report("saturation latency (service time)", &latency);
+
+    // (b2) Service time with cold caches: how much slower operations run right after another
+    // program had the CPU, which decides how fast a backlog drains after an interruption.
+    let mut book = prefilled.clone();
+    let (cold, warm) = cold_cache_windows(&operations, &mut book, &mut events);
+    check(&book);
+    report(
+        &format!("cold caches: mean of the first {COLD_WINDOW} operations after an 8 MB scrub"),
+        &cold,
+    );
+    report(
+        &format!("warm caches: mean of the last {COLD_WINDOW} operations before the next scrub"),
+        &warm,
+    );
 
     // (c) Open loop at the offered rate: latency = completion − due time. Each matcher run is
     // preceded by a control run on the same schedule whose operations are a busy wait as long
@@ -695,6 +726,55 @@ fn main() {
         control_p99s_ns[OPEN_LOOP_RUNS - 1],
         support::load_average(),
     );
+}
+
+/// Runs `operations` back to back into `book` (kept out of line so a profiler can name it).
+#[inline(never)]
+fn replay(operations: &[Packed], book: &mut OrderBook, events: &mut Vec<Event>) {
+    for operation in operations {
+        operation.run(book, events);
+        black_box(&events);
+        events.clear();
+    }
+}
+
+/// Replays `operations` into `book` in stretches of `COLD_STRETCH`, scrubbing the caches before
+/// each, and returns two histograms of the mean time an operation (ns) over a window: the first
+/// `COLD_WINDOW` operations after each scrub, and the last `COLD_WINDOW` of each stretch.
+fn cold_cache_windows(
+    operations: &[Packed],
+    book: &mut OrderBook,
+    events: &mut Vec<Event>,
+) -> (Histogram<u64>, Histogram<u64>) {
+    let mut scrub = vec![0u8; SCRUB_BYTES];
+    let (mut cold, mut warm) = (histogram(), histogram());
+    let timed_window = |window: &[Packed],
+                        book: &mut OrderBook,
+                        events: &mut Vec<Event>,
+                        into: &mut Histogram<u64>| {
+        let start = Instant::now();
+        replay(window, book, events);
+        let ns = u64::try_from(start.elapsed().as_nanos()).expect("fits u64");
+        let per_operation = ns / window.len() as u64;
+        into.record(per_operation.max(1)).expect("within bounds");
+    };
+    for segment in operations.chunks(COLD_STRETCH * COLD_STRETCHES_PER_SEGMENT) {
+        std::thread::sleep(PAUSE);
+        for stretch in segment.chunks(COLD_STRETCH) {
+            for (i, byte) in scrub.iter_mut().step_by(64).enumerate() {
+                *byte = byte.wrapping_add(i as u8);
+            }
+            black_box(&scrub);
+            let (head, rest) = stretch.split_at(COLD_WINDOW.min(stretch.len()));
+            let (middle, tail) = rest.split_at(rest.len().saturating_sub(COLD_WINDOW));
+            timed_window(head, book, events, &mut cold);
+            replay(middle, book, events);
+            if !tail.is_empty() {
+                timed_window(tail, book, events, &mut warm);
+            }
+        }
+    }
+    (cold, warm)
 }
 
 fn print_open_loop(name: &str, open_loop: &OpenLoop) {

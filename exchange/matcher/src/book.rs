@@ -1,22 +1,22 @@
-//! The order book: per side a `BTreeMap` from price to a level, each level a FIFO queue in
-//! arrival order, and a hash index from order id to (level, arrival sequence), so a cancel
-//! costs a hash lookup and a binary search in its level (O(log orders at the price)); the price
-//! map is touched only when the cancel empties the level (O(log levels)).
+//! The order book: per side a `BTreeMap` from price to a level; each level a FIFO list of its
+//! resting orders in arrival order, linked through a slab of order nodes; and a hash index from
+//! order id to its node. A cancel costs a hash lookup and an unlink (O(1)); the price map is
+//! touched only when a level is created or emptied (O(log levels)).
 //!
 //! Hot-path choices (measured in `docs/benchmarks.md`):
-//! - levels live in a slab (`levels`, reused through `free_levels`), and the price maps hold
-//!   4-byte slab indices, so the maps stay small and a new price level reuses a queue's memory
-//!   instead of allocating;
-//! - a level's queue is a `VecDeque` of slots sorted by sequence; a cancel in the middle leaves a
-//!   tombstone (`remaining_lots == 0`) that is dropped when it reaches either end or when
-//!   tombstones outnumber live orders, so no cancel shifts a long queue;
+//! - resting orders live in a slab (`orders`, reused through `free_orders`, last freed first, so
+//!   a new order lands where one was just removed) and name their level's neighbours by 4-byte
+//!   slab indices. A level is 32 bytes with no allocation of its own: placing, filling or
+//!   cancelling an order touches its node, its neighbours' nodes and its level, nothing else,
+//!   and the book allocates only when a slab grows past its largest size so far;
+//! - levels live in a slab too (`levels`, reused through `free_levels`), and the price maps hold
+//!   4-byte slab indices, so the maps stay small;
 //! - the index is an `FxHashMap`: a fixed hash function (no random seed), and the book never
-//!   iterates it, so results do not depend on hashing. Its entries are 24 bytes (id, level slab
-//!   index, sequence): a level keeps its slab index while it holds a live order, so the index
-//!   need not name the side or price. [`OrderBook::with_capacity`] sizes it up front.
+//!   iterates it, so results do not depend on hashing. Its entries are 16 bytes (id, node
+//!   index). [`OrderBook::with_capacity`] sizes it and the order slab up front.
 
+use std::collections::BTreeMap;
 use std::collections::btree_map::OccupiedEntry;
-use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -26,130 +26,59 @@ use crate::{
     Side, TimeInForce,
 };
 
-/// A freed level keeps at most this many slots of queue capacity (2 KiB) for its next use.
-const FREE_LEVEL_SLOTS_MAX: usize = 64;
-/// A level compacts its queue once it holds more tombstones than this and than live orders.
-const TOMBSTONES_MIN: usize = 16;
 /// [`OrderBook::with_capacity`] reserves room for at most this many price levels up front.
 const LEVELS_RESERVED_MAX: usize = 4096;
 
-/// A resting order in its level's queue; `remaining_lots == 0` marks a cancelled order whose
-/// slot has not been dropped yet (a tombstone).
+/// Index of an order node in `OrderBook::orders`.
+type NodeId = u32;
+
+/// The "no node" link: the end of a level's list, or an empty level's head and tail.
+const NIL: NodeId = NodeId::MAX;
+
+/// Index of a level in `OrderBook::levels`.
+type LevelId = u32;
+
+/// A resting order: one node of its level's list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Slot {
-    /// The book's arrival sequence number: increasing along the queue.
-    sequence: u64,
+struct Resting {
     id: OrderId,
     member: MemberId,
+    /// Unfilled lots, > 0 while the order rests.
     remaining_lots: u64,
+    /// The level it rests in.
+    level_id: LevelId,
+    /// The order before it in time priority, or `NIL` for the level's first.
+    prev: NodeId,
+    /// The order after it, or `NIL` for the level's last.
+    next: NodeId,
 }
 
-impl Slot {
-    fn is_live(&self) -> bool {
-        self.remaining_lots > 0
-    }
-}
-
-/// One price level: orders in arrival order. The first and last slots are always live, so a
-/// level with no live order has an empty queue (and is removed from the book).
+/// One price level: its orders' list in arrival order (first to match first) and their total.
+/// A level with no order (`head == NIL`) is not in the book; it waits in `free_levels`.
 #[derive(Debug, Clone)]
 struct Level {
-    queue: VecDeque<Slot>,
-    /// Live orders in `queue`.
-    live: usize,
+    head: NodeId,
+    tail: NodeId,
     total_lots: u64,
     /// Where the level sits while it is in use (set by `take_level`).
-    side: Side,
     price_ticks: u64,
+    side: Side,
 }
 
 impl Level {
-    fn new(side: Side, price_ticks: u64) -> Self {
-        Level {
-            queue: VecDeque::new(),
-            live: 0,
-            total_lots: 0,
-            side,
-            price_ticks,
-        }
-    }
-
     fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    /// Live orders, first to match first.
-    fn orders(&self) -> impl Iterator<Item = &Slot> {
-        self.queue.iter().filter(|slot| slot.is_live())
-    }
-
-    fn push(&mut self, slot: Slot) {
-        assert!(slot.is_live(), "only unfilled orders rest");
-        debug_assert!(
-            self.queue
-                .back()
-                .is_none_or(|last| last.sequence < slot.sequence),
-            "sequence numbers grow"
-        );
-        self.total_lots = self
-            .total_lots
-            .checked_add(slot.remaining_lots)
-            .expect("level total fits u64");
-        self.live += 1;
-        self.queue.push_back(slot);
-    }
-
-    fn position(&self, sequence: u64) -> Option<usize> {
-        // Most levels hold one or two orders: try the ends before searching.
-        let position = if self.queue.front()?.sequence == sequence {
-            0
-        } else if self.queue.back()?.sequence == sequence {
-            self.queue.len() - 1
-        } else {
-            self.queue
-                .binary_search_by_key(&sequence, |slot| slot.sequence)
-                .ok()?
-        };
-        Some(position).filter(|&position| self.queue[position].is_live())
-    }
-
-    /// Takes the live order at `position` out of the queue, returning it.
-    fn remove(&mut self, position: usize) -> Slot {
-        let slot = &mut self.queue[position];
-        assert!(slot.is_live(), "removing a live order");
-        let removed = slot.clone();
-        slot.remaining_lots = 0;
-        self.total_lots = self
-            .total_lots
-            .checked_sub(removed.remaining_lots)
-            .expect("level total covers its orders");
-        self.live -= 1;
-        // Keep both ends live; compact when tombstones dominate.
-        while self.queue.front().is_some_and(|slot| !slot.is_live()) {
-            self.queue.pop_front();
-        }
-        while self.queue.back().is_some_and(|slot| !slot.is_live()) {
-            self.queue.pop_back();
-        }
-        let tombstones = self.queue.len() - self.live;
-        if tombstones > TOMBSTONES_MIN && tombstones > self.live {
-            self.queue.retain(Slot::is_live);
-        }
-        debug_assert_eq!(
-            self.live == 0,
-            self.queue.is_empty(),
-            "empty iff no live order"
-        );
-        removed
+        self.head == NIL
     }
 }
 
-/// Where a live order sits: its level in the slab (which keeps that slab index while the order
-/// is live) and its arrival sequence in the level's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Location {
-    level_id: LevelId,
-    sequence: u64,
+/// The orders of `level`, first to match first.
+fn level_orders<'a>(orders: &'a [Resting], level: &Level) -> impl Iterator<Item = &'a Resting> {
+    let mut next = level.head;
+    std::iter::from_fn(move || {
+        let order = orders.get(next as usize)?;
+        next = order.next;
+        Some(order)
+    })
 }
 
 /// A resting order as shown in a [`BookSnapshot`].
@@ -210,12 +139,11 @@ pub struct OrderBook {
     /// Slab of levels: those named in `bids` or `asks`, and free (empty) ones.
     levels: Vec<Level>,
     free_levels: Vec<LevelId>,
-    index: FxHashMap<OrderId, Location>,
-    next_sequence: u64,
+    /// Slab of order nodes: the resting orders, and free ones.
+    orders: Vec<Resting>,
+    free_orders: Vec<NodeId>,
+    index: FxHashMap<OrderId, NodeId>,
 }
-
-/// Index of a level in `OrderBook::levels`.
-type LevelId = u32;
 
 /// Takes a free level from the slab (or adds one) for a new price.
 fn take_level(
@@ -224,25 +152,102 @@ fn take_level(
     side: Side,
     price_ticks: u64,
 ) -> LevelId {
+    let level = Level {
+        head: NIL,
+        tail: NIL,
+        total_lots: 0,
+        price_ticks,
+        side,
+    };
     if let Some(level_id) = free_levels.pop() {
-        let level = &mut levels[level_id as usize];
-        debug_assert!(level.is_empty(), "free levels are empty");
-        level.side = side;
-        level.price_ticks = price_ticks;
+        debug_assert!(
+            levels[level_id as usize].is_empty(),
+            "free levels are empty"
+        );
+        levels[level_id as usize] = level;
         return level_id;
     }
     let level_id = LevelId::try_from(levels.len()).expect("fewer than 2^32 price levels");
-    levels.push(Level::new(side, price_ticks));
+    levels.push(level);
     level_id
 }
 
-/// Returns an emptied level to the slab, keeping a small queue allocation for its next use.
-fn free_level(levels: &mut [Level], free_levels: &mut Vec<LevelId>, level_id: LevelId) {
-    let level = &mut levels[level_id as usize];
+/// Returns an emptied level to the slab.
+fn free_level(levels: &[Level], free_levels: &mut Vec<LevelId>, level_id: LevelId) {
+    let level = &levels[level_id as usize];
     assert!(level.is_empty(), "only empty levels are freed");
     assert_eq!(level.total_lots, 0, "an empty level holds no lots");
-    level.queue.shrink_to(FREE_LEVEL_SLOTS_MAX);
     free_levels.push(level_id);
+}
+
+/// Puts `order` at the back of its level's list (a node from the slab, reused when one is
+/// free) and returns its node.
+fn push_back(
+    levels: &mut [Level],
+    orders: &mut Vec<Resting>,
+    free_orders: &mut Vec<NodeId>,
+    mut order: Resting,
+) -> NodeId {
+    assert!(order.remaining_lots > 0, "only unfilled orders rest");
+    let level = &mut levels[order.level_id as usize];
+    level.total_lots = level
+        .total_lots
+        .checked_add(order.remaining_lots)
+        .expect("level total fits u64");
+    order.prev = level.tail;
+    order.next = NIL;
+    let node = match free_orders.pop() {
+        Some(node) => {
+            orders[node as usize] = order;
+            node
+        }
+        None => {
+            let node = NodeId::try_from(orders.len())
+                .ok()
+                .filter(|&node| node != NIL)
+                .expect("fewer than 2^32 − 1 resting orders");
+            orders.push(order);
+            node
+        }
+    };
+    match level.tail {
+        NIL => level.head = node,
+        tail => orders[tail as usize].next = node,
+    }
+    level.tail = node;
+    node
+}
+
+/// Takes the order at `node` out of its level's list and frees its node, returning the order.
+/// The caller removes it from the index, and the level from its price map if it is now empty.
+fn unlink(
+    levels: &mut [Level],
+    orders: &mut [Resting],
+    free_orders: &mut Vec<NodeId>,
+    node: NodeId,
+) -> Resting {
+    let order = orders[node as usize].clone();
+    assert!(order.remaining_lots > 0, "removing a resting order");
+    let level = &mut levels[order.level_id as usize];
+    level.total_lots = level
+        .total_lots
+        .checked_sub(order.remaining_lots)
+        .expect("level total covers its orders");
+    match order.prev {
+        NIL => level.head = order.next,
+        prev => orders[prev as usize].next = order.next,
+    }
+    match order.next {
+        NIL => level.tail = order.prev,
+        next => orders[next as usize].prev = order.prev,
+    }
+    debug_assert_eq!(
+        level.is_empty(),
+        level.total_lots == 0,
+        "a level holds lots iff it holds orders"
+    );
+    free_orders.push(node);
+    order
 }
 
 impl OrderBook {
@@ -254,12 +259,12 @@ impl OrderBook {
     /// An empty book for `market` with room for `orders` resting orders (a count of orders, not
     /// lots) before its order-id index grows, as an operator sizes a book at start.
     ///
-    /// Allocates up front, once: the id index (24 bytes plus one control byte per bucket; the
+    /// Allocates up front, once: the id index (16 bytes plus one control byte per bucket; the
     /// buckets are the next power of two ≥ `orders` × 8 / 7, so 5,000,000 orders take 2²³
-    /// buckets, about 210 MB), and a slab for `min(orders, 4096)` price levels (a few hundred
-    /// KB). Queues of orders within a level still grow as orders arrive. The book behaves
-    /// exactly like [`OrderBook::new`]'s (same events, same snapshots); only when memory is
-    /// allocated differs.
+    /// buckets, about 143 MB), the order slab (40 bytes an order: 200 MB for 5,000,000) and a
+    /// slab for `min(orders, 4096)` price levels (32 bytes each). The book behaves exactly like
+    /// [`OrderBook::new`]'s (same events, same snapshots); only when memory is allocated
+    /// differs.
     pub fn with_capacity(market: Market, orders: usize) -> Self {
         let levels_reserved = orders.min(LEVELS_RESERVED_MAX);
         OrderBook {
@@ -268,8 +273,9 @@ impl OrderBook {
             asks: BTreeMap::new(),
             levels: Vec::with_capacity(levels_reserved),
             free_levels: Vec::with_capacity(levels_reserved),
+            orders: Vec::with_capacity(orders),
+            free_orders: Vec::with_capacity(orders),
             index: FxHashMap::with_capacity_and_hasher(orders, Default::default()),
-            next_sequence: 0,
         }
     }
 
@@ -315,10 +321,8 @@ impl OrderBook {
 
     /// Unfilled lots of a live order.
     pub fn remaining_lots(&self, id: OrderId) -> Option<u64> {
-        let location = self.index.get(&id)?;
-        let level = &self.levels[location.level_id as usize];
-        let position = level.position(location.sequence)?;
-        Some(level.queue[position].remaining_lots)
+        let node = self.index.get(&id)?;
+        Some(self.orders[*node as usize].remaining_lots)
     }
 
     /// Aggregated depth: up to `levels_max` price levels per side, best first.
@@ -339,8 +343,7 @@ impl OrderBook {
             prices
                 .map(|(price, level_id)| LevelView {
                     price_ticks: *price,
-                    orders: self.levels[*level_id as usize]
-                        .orders()
+                    orders: level_orders(&self.orders, &self.levels[*level_id as usize])
                         .map(|o| OrderView {
                             id: o.id,
                             member: o.member,
@@ -412,8 +415,7 @@ impl OrderBook {
             Side::Sell => Box::new(self.bids.range(limit_price_ticks..).rev()),
         };
         for (_, level_id) in prices {
-            for order in self.levels[*level_id as usize]
-                .orders()
+            for order in level_orders(&self.orders, &self.levels[*level_id as usize])
                 .filter(|o| o.member != member)
             {
                 fillable = fillable.saturating_add(order.remaining_lots);
@@ -549,8 +551,13 @@ impl OrderBook {
             Side::Buy => &mut self.asks,
             Side::Sell => &mut self.bids,
         };
-        let (levels, free_levels, index) =
-            (&mut self.levels, &mut self.free_levels, &mut self.index);
+        let (levels, free_levels, orders, free_orders, index) = (
+            &mut self.levels,
+            &mut self.free_levels,
+            &mut self.orders,
+            &mut self.free_orders,
+            &mut self.index,
+        );
         loop {
             let level_entry: Option<OccupiedEntry<'_, u64, LevelId>> = match taker.side {
                 Side::Buy => book.first_entry(),
@@ -583,11 +590,12 @@ impl OrderBook {
             let level_id = *level_entry.get();
             let level = &mut levels[level_id as usize];
             debug_assert_eq!(level.price_ticks, price_ticks, "a level knows its price");
-            let maker = level.queue.front_mut().expect("empty levels are removed");
-            assert!(maker.is_live(), "a level's first order is live");
+            let maker_node = level.head;
+            assert_ne!(maker_node, NIL, "empty levels are removed");
+            let maker = &mut orders[maker_node as usize];
 
             if maker.member == taker.member {
-                let cancelled = level.remove(0);
+                let cancelled = unlink(levels, orders, free_orders, maker_node);
                 index
                     .remove(&cancelled.id)
                     .expect("resting orders are indexed");
@@ -608,7 +616,7 @@ impl OrderBook {
                     quantity_lots,
                 });
                 if quantity_lots == maker.remaining_lots {
-                    let filled = level.remove(0);
+                    let filled = unlink(levels, orders, free_orders, maker_node);
                     index
                         .remove(&filled.id)
                         .expect("resting orders are indexed");
@@ -639,7 +647,7 @@ impl OrderBook {
                     }
                 };
             }
-            if level.is_empty() {
+            if levels[level_id as usize].is_empty() {
                 level_entry.remove();
                 free_level(levels, free_levels, level_id);
             }
@@ -648,9 +656,6 @@ impl OrderBook {
     }
 
     fn rest(&mut self, taker: &Taker, price_ticks: u64, remaining_lots: u64) {
-        assert!(remaining_lots > 0, "only unfilled orders rest");
-        let sequence = self.next_sequence;
-        self.next_sequence = sequence.checked_add(1).expect("2^64 orders");
         let book = match taker.side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
@@ -659,13 +664,16 @@ impl OrderBook {
         let level_id = *book
             .entry(price_ticks)
             .or_insert_with(|| take_level(levels, free_levels, taker.side, price_ticks));
-        levels[level_id as usize].push(Slot {
-            sequence,
+        let order = Resting {
             id: taker.id,
             member: taker.member,
             remaining_lots,
-        });
-        let previous = self.index.insert(taker.id, Location { level_id, sequence });
+            level_id,
+            prev: NIL,
+            next: NIL,
+        };
+        let node = push_back(levels, &mut self.orders, &mut self.free_orders, order);
+        let previous = self.index.insert(taker.id, node);
         assert!(
             previous.is_none(),
             "duplicate ids are rejected before resting"
@@ -679,27 +687,29 @@ impl OrderBook {
     }
 
     fn cancel(&mut self, id: OrderId, member: MemberId, events: &mut Vec<Event>) {
-        let Some(location) = self.index.get(&id).copied() else {
+        let Some(node) = self.index.get(&id).copied() else {
             events.push(Event::Rejected {
                 id,
                 reason: RejectReason::UnknownOrder,
             });
             return;
         };
-        let level_id = location.level_id;
-        let level = &mut self.levels[level_id as usize];
-        let position = level
-            .position(location.sequence)
-            .expect("indexed orders are in their level");
-        if level.queue[position].member != member {
+        if self.orders[node as usize].member != member {
             events.push(Event::Rejected {
                 id,
                 reason: RejectReason::ForeignOrder,
             });
             return;
         }
-        let order = level.remove(position);
+        let order = unlink(
+            &mut self.levels,
+            &mut self.orders,
+            &mut self.free_orders,
+            node,
+        );
         assert_eq!(order.id, id, "the index points at the order");
+        let level_id = order.level_id;
+        let level = &self.levels[level_id as usize];
         if level.is_empty() {
             let (side, price_ticks) = (level.side, level.price_ticks);
             let book = match side {
@@ -708,7 +718,7 @@ impl OrderBook {
             };
             let removed = book.remove(&price_ticks);
             assert_eq!(removed, Some(level_id), "a level is listed at its price");
-            free_level(&mut self.levels, &mut self.free_levels, level_id);
+            free_level(&self.levels, &mut self.free_levels, level_id);
         }
         self.index.remove(&id);
         events.push(Event::Cancelled {

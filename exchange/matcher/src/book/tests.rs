@@ -426,10 +426,9 @@ fn extreme_values_do_not_overflow() {
     assert_eq!(book.remaining_lots(OrderId(1)), Some(u64::MAX - 1));
 }
 
-/// Cancels inside a long level (which leave tombstones in its queue until they reach an end or
-/// outnumber the live orders) keep the level's totals and time priority. Steps: 60 asks at one
-/// price; cancel the first, the last and 40 in the middle (enough to compact the queue), then
-/// re-place a cancelled id; the snapshot lists the survivors in arrival order with the re-placed
+/// Cancels at both ends and inside a long level (unlinking its first, last and middle orders)
+/// keep the level's totals and time priority. Steps: 60 asks at one price; cancel the first, the
+/// last and 40 in the middle, then re-place a cancelled id (reusing a freed node); the snapshot lists the survivors in arrival order with the re-placed
 /// order last, depth sums them, and a sweeping buy fills them in that order.
 #[test]
 fn cancels_inside_a_level_keep_priority() {

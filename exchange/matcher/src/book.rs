@@ -1,7 +1,8 @@
-//! The order book: per side a `BTreeMap` from price to a level; each level a FIFO list of its
+//! The order book: per side a price ladder (`ladder::Ladder`, an ordered map from price to a
+//! level); each level a FIFO list of its
 //! resting orders in arrival order, linked through a slab of order nodes; and a hash index from
 //! order id to its node. A cancel costs a hash lookup and an unlink (O(1)); the price map is
-//! touched only when a level is created or emptied (O(log levels)).
+//! touched only when a level is created or emptied (a few bitmap words and a hash entry).
 //!
 //! Hot-path choices (measured in `docs/benchmarks.md`):
 //! - resting orders live in a slab (`orders`, reused through `free_orders`, last freed first, so
@@ -9,15 +10,15 @@
 //!   slab indices. A level is 32 bytes with no allocation of its own: placing, filling or
 //!   cancelling an order touches its node, its neighbours' nodes and its level, nothing else,
 //!   and the book allocates only when a slab grows past its largest size so far;
-//! - levels live in a slab too (`levels`, reused through `free_levels`), and the price maps hold
-//!   4-byte slab indices, so the maps stay small;
+//! - levels live in a slab too (`levels`, reused through `free_levels`), and the price ladders
+//!   hold 4-byte slab indices;
 //! - the index is an `FxHashMap`: a fixed hash function (no random seed), and the book never
 //!   iterates it, so results do not depend on hashing. Its entries are 16 bytes (id, node
 //!   index). [`OrderBook::with_capacity`] sizes it and the order slab up front.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::OccupiedEntry;
+mod ladder;
 
+use ladder::Ladder;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -134,8 +135,8 @@ enum Want {
 pub struct OrderBook {
     market: Market,
     /// Price → index in `levels`.
-    bids: BTreeMap<u64, LevelId>,
-    asks: BTreeMap<u64, LevelId>,
+    bids: Ladder,
+    asks: Ladder,
     /// Slab of levels: those named in `bids` or `asks`, and free (empty) ones.
     levels: Vec<Level>,
     free_levels: Vec<LevelId>,
@@ -269,8 +270,8 @@ impl OrderBook {
         let levels_reserved = orders.min(LEVELS_RESERVED_MAX);
         OrderBook {
             market,
-            bids: BTreeMap::new(),
-            asks: BTreeMap::new(),
+            bids: Ladder::new(),
+            asks: Ladder::new(),
             levels: Vec::with_capacity(levels_reserved),
             free_levels: Vec::with_capacity(levels_reserved),
             orders: Vec::with_capacity(orders),
@@ -306,12 +307,12 @@ impl OrderBook {
 
     /// Highest bid price, if any.
     pub fn best_bid_ticks(&self) -> Option<u64> {
-        self.bids.keys().next_back().copied()
+        self.bids.last()
     }
 
     /// Lowest ask price, if any.
     pub fn best_ask_ticks(&self) -> Option<u64> {
-        self.asks.keys().next().copied()
+        self.asks.first()
     }
 
     /// Number of live orders.
@@ -327,23 +328,23 @@ impl OrderBook {
 
     /// Aggregated depth: up to `levels_max` price levels per side, best first.
     pub fn depth(&self, levels_max: usize) -> Depth {
-        let level = |(price_ticks, level_id): (&u64, &LevelId)| DepthLevel {
-            price_ticks: *price_ticks,
-            total_lots: self.levels[*level_id as usize].total_lots,
+        let level = |(price_ticks, level_id): (u64, LevelId)| DepthLevel {
+            price_ticks,
+            total_lots: self.levels[level_id as usize].total_lots,
         };
         Depth {
-            bids: self.bids.iter().rev().take(levels_max).map(level).collect(),
-            asks: self.asks.iter().take(levels_max).map(level).collect(),
+            bids: self.bids.descending().take(levels_max).map(level).collect(),
+            asks: self.asks.ascending().take(levels_max).map(level).collect(),
         }
     }
 
     /// The whole book in priority order.
     pub fn snapshot(&self) -> BookSnapshot {
-        let view = |prices: &mut dyn Iterator<Item = (&u64, &LevelId)>| -> Vec<LevelView> {
+        let view = |prices: &mut dyn Iterator<Item = (u64, LevelId)>| -> Vec<LevelView> {
             prices
-                .map(|(price, level_id)| LevelView {
-                    price_ticks: *price,
-                    orders: level_orders(&self.orders, &self.levels[*level_id as usize])
+                .map(|(price_ticks, level_id)| LevelView {
+                    price_ticks,
+                    orders: level_orders(&self.orders, &self.levels[level_id as usize])
                         .map(|o| OrderView {
                             id: o.id,
                             member: o.member,
@@ -354,8 +355,8 @@ impl OrderBook {
                 .collect()
         };
         BookSnapshot {
-            bids: view(&mut self.bids.iter().rev()),
-            asks: view(&mut self.asks.iter()),
+            bids: view(&mut self.bids.descending()),
+            asks: view(&mut self.asks.ascending()),
         }
     }
 
@@ -410,12 +411,20 @@ impl OrderBook {
         enough_lots: u64,
     ) -> u64 {
         let mut fillable: u64 = 0;
-        let prices: Box<dyn Iterator<Item = (&u64, &LevelId)>> = match side {
-            Side::Buy => Box::new(self.asks.range(..=limit_price_ticks)),
-            Side::Sell => Box::new(self.bids.range(limit_price_ticks..).rev()),
+        let prices: Box<dyn Iterator<Item = (u64, LevelId)>> = match side {
+            Side::Buy => Box::new(
+                self.asks
+                    .ascending()
+                    .take_while(|&(price, _)| price <= limit_price_ticks),
+            ),
+            Side::Sell => Box::new(
+                self.bids
+                    .descending()
+                    .take_while(|&(price, _)| price >= limit_price_ticks),
+            ),
         };
         for (_, level_id) in prices {
-            for order in level_orders(&self.orders, &self.levels[*level_id as usize])
+            for order in level_orders(&self.orders, &self.levels[level_id as usize])
                 .filter(|o| o.member != member)
             {
                 fillable = fillable.saturating_add(order.remaining_lots);
@@ -559,14 +568,13 @@ impl OrderBook {
             &mut self.index,
         );
         loop {
-            let level_entry: Option<OccupiedEntry<'_, u64, LevelId>> = match taker.side {
-                Side::Buy => book.first_entry(),
-                Side::Sell => book.last_entry(),
+            let best = match taker.side {
+                Side::Buy => book.first(),
+                Side::Sell => book.last(),
             };
-            let Some(level_entry) = level_entry else {
+            let Some(price_ticks) = best else {
                 break;
             };
-            let price_ticks = *level_entry.key();
             let cap_lots = match want {
                 Want::Lots {
                     remaining_lots,
@@ -587,7 +595,7 @@ impl OrderBook {
             if cap_lots == 0 {
                 break;
             }
-            let level_id = *level_entry.get();
+            let level_id = book.get(price_ticks).expect("a listed price has a level");
             let level = &mut levels[level_id as usize];
             debug_assert_eq!(level.price_ticks, price_ticks, "a level knows its price");
             let maker_node = level.head;
@@ -648,7 +656,7 @@ impl OrderBook {
                 };
             }
             if levels[level_id as usize].is_empty() {
-                level_entry.remove();
+                book.remove(price_ticks);
                 free_level(levels, free_levels, level_id);
             }
         }
@@ -661,9 +669,9 @@ impl OrderBook {
             Side::Sell => &mut self.asks,
         };
         let (levels, free_levels) = (&mut self.levels, &mut self.free_levels);
-        let level_id = *book
-            .entry(price_ticks)
-            .or_insert_with(|| take_level(levels, free_levels, taker.side, price_ticks));
+        let level_id = book.get_or_insert_with(price_ticks, || {
+            take_level(levels, free_levels, taker.side, price_ticks)
+        });
         let order = Resting {
             id: taker.id,
             member: taker.member,
@@ -716,7 +724,7 @@ impl OrderBook {
                 Side::Buy => &mut self.bids,
                 Side::Sell => &mut self.asks,
             };
-            let removed = book.remove(&price_ticks);
+            let removed = book.remove(price_ticks);
             assert_eq!(removed, Some(level_id), "a level is listed at its price");
             free_level(&self.levels, &mut self.free_levels, level_id);
         }

@@ -484,3 +484,49 @@ fn cancels_inside_a_level_keep_priority() {
     assert_eq!(book.best_ask_ticks(), None);
     assert_eq!(book.order_count(), 0);
 }
+
+/// Prices far apart (most of them outside the price ladder's window of 2¹⁸ ticks, and one that
+/// moves the window once it is empty) keep price priority: depth lists them best first, and a
+/// market sell takes the bids highest first, each at its own price.
+#[test]
+fn far_apart_prices_keep_price_priority() {
+    let far = 1u64 << 40;
+    let mut book = book();
+    for (id, price_ticks) in [(1, 100), (2, far), (3, u64::MAX / 4), (4, far + 7)] {
+        book.apply(&gtc(id, ALICE, Side::Buy, price_ticks, 2));
+    }
+    book.apply(&gtc(5, ALICE, Side::Sell, u64::MAX - 1, 2));
+    book.apply(&gtc(6, ALICE, Side::Sell, u64::MAX, 2));
+    let bid_prices: Vec<u64> = book.depth(10).bids.iter().map(|l| l.price_ticks).collect();
+    assert_eq!(bid_prices, [u64::MAX / 4, far + 7, far, 100]);
+    let ask_prices: Vec<u64> = book.depth(10).asks.iter().map(|l| l.price_ticks).collect();
+    assert_eq!(ask_prices, [u64::MAX - 1, u64::MAX]);
+
+    let sell = |id, quantity_lots| Command::Place {
+        id: OrderId(id),
+        member: BOB,
+        side: Side::Sell,
+        kind: OrderKind::Market { quantity_lots },
+    };
+    assert_eq!(
+        book.apply(&sell(7, 6)),
+        vec![
+            accepted(7),
+            trade(3, ALICE, 7, BOB, Side::Sell, u64::MAX / 4, 2),
+            done(3),
+            trade(4, ALICE, 7, BOB, Side::Sell, far + 7, 2),
+            done(4),
+            trade(2, ALICE, 7, BOB, Side::Sell, far, 2),
+            done(2),
+            done(7),
+        ]
+    );
+    // The bid side now holds only 100; emptied of it, its window moves to the next far price.
+    book.apply(&sell(8, 2));
+    assert_eq!(book.best_bid_ticks(), None);
+    book.apply(&gtc(9, ALICE, Side::Buy, far + 1, 2));
+    book.apply(&gtc(10, ALICE, Side::Buy, 99, 2));
+    assert_eq!(book.best_bid_ticks(), Some(far + 1));
+    let bid_prices: Vec<u64> = book.depth(10).bids.iter().map(|l| l.price_ticks).collect();
+    assert_eq!(bid_prices, [far + 1, 99]);
+}

@@ -65,6 +65,15 @@ fn trade(
     }
 }
 
+fn market(id: u64, member: MemberId, side: Side, quantity_lots: u64) -> Command {
+    Command::Place {
+        id: OrderId(id),
+        member,
+        side,
+        kind: OrderKind::Market { quantity_lots },
+    }
+}
+
 fn accepted(id: u64) -> Event {
     Event::Accepted { id: OrderId(id) }
 }
@@ -228,14 +237,8 @@ fn market_order_sweeps_and_cancels_the_rest() {
     let mut book = book();
     book.apply(&gtc(1, ALICE, Side::Buy, 100, 2));
     book.apply(&gtc(2, ALICE, Side::Buy, 90, 2));
-    let place = Command::Place {
-        id: OrderId(3),
-        member: BOB,
-        side: Side::Sell,
-        kind: OrderKind::Market { quantity_lots: 5 },
-    };
     assert_eq!(
-        book.apply(&place),
+        book.apply(&market(3, BOB, Side::Sell, 5)),
         vec![
             accepted(3),
             trade(1, ALICE, 3, BOB, Side::Sell, 100, 2),
@@ -502,14 +505,8 @@ fn far_apart_prices_keep_price_priority() {
     let ask_prices: Vec<u64> = book.depth(10).asks.iter().map(|l| l.price_ticks).collect();
     assert_eq!(ask_prices, [u64::MAX - 1, u64::MAX]);
 
-    let sell = |id, quantity_lots| Command::Place {
-        id: OrderId(id),
-        member: BOB,
-        side: Side::Sell,
-        kind: OrderKind::Market { quantity_lots },
-    };
     assert_eq!(
-        book.apply(&sell(7, 6)),
+        book.apply(&market(7, BOB, Side::Sell, 6)),
         vec![
             accepted(7),
             trade(3, ALICE, 7, BOB, Side::Sell, u64::MAX / 4, 2),
@@ -522,7 +519,7 @@ fn far_apart_prices_keep_price_priority() {
         ]
     );
     // The bid side now holds only 100; emptied of it, its window moves to the next far price.
-    book.apply(&sell(8, 2));
+    book.apply(&market(8, BOB, Side::Sell, 2));
     assert_eq!(book.best_bid_ticks(), None);
     book.apply(&gtc(9, ALICE, Side::Buy, far + 1, 2));
     book.apply(&gtc(10, ALICE, Side::Buy, 99, 2));

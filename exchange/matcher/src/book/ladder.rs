@@ -10,7 +10,10 @@
 //!   and a `trailing_zeros`/`leading_zeros` each. Prices outside the window go to a `BTreeSet`
 //!   and are merged into every answer, so any `u64` price works; when the window holds no price
 //!   and one outside it arrives, the window moves to centre on it (taking along the outside
-//!   prices it now covers), so a market whose price drifts away keeps its prices in the bitmap.
+//!   prices it now covers). The window does not move while it holds a price: if a market's
+//!   price drifts more than half a window from where it was placed while old orders still
+//!   rest inside, the new prices are answered from the `BTreeSet`, correct but at a
+//!   `BTreeMap`'s speed, until the window empties.
 //! - **The level at a price** comes from an `FxHashMap` (fixed hash, no seed). It is only
 //!   looked up, never iterated, so the order of everything this type returns depends only on
 //!   the set of prices: the book stays deterministic.

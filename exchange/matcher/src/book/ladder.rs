@@ -8,12 +8,16 @@
 //!   bit of the middle tier says a bottom word is non-zero, a bit of the top word says a middle
 //!   word is. The best price, or the next one after a given price, is at most three words read
 //!   and a `trailing_zeros`/`leading_zeros` each. Prices outside the window go to a `BTreeSet`
-//!   and are merged into every answer, so any `u64` price works; when the window holds no price
-//!   and one outside it arrives, the window moves to centre on it (taking along the outside
-//!   prices it now covers). The window does not move while it holds a price: if a market's
-//!   price drifts more than half a window from where it was placed while old orders still
-//!   rest inside, the new prices are answered from the `BTreeSet`, correct but at a
-//!   `BTreeMap`'s speed, until the window empties.
+//!   and are merged into every answer, so any `u64` price works.
+//! - **The window follows the market.** When a price outside the window arrives and the window
+//!   is empty, or more of the outside prices would fit a window centred on the new price than
+//!   the window holds now, the window moves to centre on it: the prices it held go to the
+//!   `BTreeSet` unless the new window covers them, and the outside prices it now covers come
+//!   into the bitmap. So a market whose price drifts away keeps its busy prices in the bitmap.
+//!   Counting the outside prices a window would cover is done only when the `BTreeSet` has
+//!   doubled since the last count, so it costs O(1) amortized per added price; a move costs
+//!   O(levels), once per drift of half a window (with a tick of 0.01 USDT on a 90,000 USDT
+//!   price, about 1.5 %).
 //! - **The level at a price** comes from an `FxHashMap` (fixed hash, no seed). It is only
 //!   looked up, never iterated, so the order of everything this type returns depends only on
 //!   the set of prices: the book stays deterministic.
@@ -31,6 +35,8 @@ use super::LevelId;
 pub(super) const WINDOW: u64 = 1 << 18;
 /// Bottom-tier words (one bit a price).
 const WORDS: usize = (WINDOW / 64) as usize;
+/// `outside` size from which a non-empty window is first considered for a move.
+const MOVE_CHECK_MIN: usize = 16;
 /// Middle-tier words (one bit a bottom word); one top word has a bit for each.
 const GROUPS: usize = WORDS / 64;
 const _: () = assert!(GROUPS == 64, "the top tier is one u64");
@@ -47,6 +53,9 @@ pub(super) struct Ladder {
     levels: FxHashMap<u64, LevelId>,
     /// The prices outside the window, in order.
     outside: BTreeSet<u64>,
+    /// `outside` size at which an added outside price next makes `add_price` count whether a
+    /// window centred on it would hold more prices (twice the size at the last count).
+    next_move_check: usize,
 }
 
 /// Bits of a word strictly above bit `i` (`i` < 64).
@@ -83,6 +92,7 @@ impl Ladder {
             top: 0,
             levels: FxHashMap::default(),
             outside: BTreeSet::new(),
+            next_move_check: MOVE_CHECK_MIN,
         }
     }
 
@@ -120,6 +130,9 @@ impl Ladder {
             None => {
                 let removed = self.outside.remove(&price_ticks);
                 debug_assert!(removed, "a price outside the window is in `outside`");
+                if self.outside.len() * 4 < self.next_move_check {
+                    self.next_move_check = (self.outside.len() * 2).max(MOVE_CHECK_MIN);
+                }
             }
         }
         Some(level_id)
@@ -197,21 +210,17 @@ impl Ladder {
             .filter(|&offset| offset < WINDOW)
     }
 
-    /// Records a newly added price in the bitmap or in `outside`, first moving an empty window
-    /// to centre on it.
+    /// Records a newly added price (already in `levels`) in the bitmap or in `outside`, first
+    /// moving the window to centre on it when that is better (module docs).
     fn add_price(&mut self, price_ticks: u64) {
-        if self.offset(price_ticks).is_none() && self.top == 0 {
-            self.base = price_ticks
-                .saturating_sub(WINDOW / 2)
-                .min(u64::MAX - (WINDOW - 1));
-            let covered: Vec<u64> = self
-                .outside
-                .range(self.base..=self.base + (WINDOW - 1))
-                .copied()
-                .collect();
-            for price in covered {
-                self.outside.remove(&price);
-                self.set_bit(price - self.base);
+        if self.offset(price_ticks).is_none() {
+            let outside_after = self.outside.len() + 1;
+            let check = outside_after >= self.next_move_check;
+            if check {
+                self.next_move_check = (outside_after * 2).max(MOVE_CHECK_MIN);
+            }
+            if self.top == 0 || (check && self.centred_window_holds_more(price_ticks)) {
+                self.move_window(price_ticks);
             }
         }
         match self.offset(price_ticks) {
@@ -219,6 +228,55 @@ impl Ladder {
             None => {
                 let added = self.outside.insert(price_ticks);
                 debug_assert!(added, "a new price is not yet in `outside`");
+            }
+        }
+    }
+
+    /// The window's first price when it is centred on `price_ticks`.
+    fn base_for(price_ticks: u64) -> u64 {
+        price_ticks
+            .saturating_sub(WINDOW / 2)
+            .min(u64::MAX - (WINDOW - 1))
+    }
+
+    /// Whether a window centred on the new outside price `price_ticks` would hold more prices
+    /// than the window does now. It counts only the outside prices (and the new one) it would
+    /// cover, a lower bound, so a move is never a loss.
+    fn centred_window_holds_more(&self, price_ticks: u64) -> bool {
+        let base = Self::base_for(price_ticks);
+        let covered = self.outside.range(base..=base + (WINDOW - 1)).count() + 1;
+        let inside_now = self.levels.len() - 1 - self.outside.len();
+        covered > inside_now
+    }
+
+    /// Centres the window on `price_ticks`: the prices it held go to `outside` unless the new
+    /// window covers them, and the outside prices it now covers come into the bitmap.
+    fn move_window(&mut self, price_ticks: u64) {
+        let mut inside = Vec::new();
+        let mut next = self.window_first();
+        while let Some(offset) = next {
+            inside.push(self.base + offset);
+            next = self.window_next_above(offset);
+        }
+        for price in &inside {
+            self.clear_bit(price - self.base);
+        }
+        self.base = Self::base_for(price_ticks);
+        let covered: Vec<u64> = self
+            .outside
+            .range(self.base..=self.base + (WINDOW - 1))
+            .copied()
+            .collect();
+        for price in covered {
+            self.outside.remove(&price);
+            self.set_bit(price - self.base);
+        }
+        for price in inside {
+            match self.offset(price) {
+                Some(offset) => self.set_bit(offset),
+                None => {
+                    self.outside.insert(price);
+                }
             }
         }
     }
@@ -390,6 +448,40 @@ mod tests {
                 assert_same(&ladder, &model, &probes);
             }
         }
+    }
+
+    /// A window holding prices moves once more outside prices would fit a window centred on
+    /// a new one: the prices it held go outside, and every query still answers as a
+    /// `BTreeMap` does.
+    #[test]
+    fn a_window_moves_to_where_most_prices_are() {
+        let far = 1u64 << 40;
+        let mut ladder = Ladder::new();
+        let mut model = BTreeMap::new();
+        let mut add = |ladder: &mut Ladder, price: u64, level: u32| {
+            ladder.get_or_insert_with(price, || level);
+            model.insert(price, level);
+        };
+        for (i, price) in [100, 200, 300].into_iter().enumerate() {
+            add(&mut ladder, price, i as u32);
+        }
+        for i in 0..15 {
+            add(&mut ladder, far + i, 10 + i as u32);
+        }
+        assert_eq!(ladder.base, 0, "below the first check, the window stays");
+        add(&mut ladder, far + 15, 25);
+        assert_eq!(
+            ladder.base,
+            far + 15 - WINDOW / 2,
+            "16 outside prices beat 3 inside"
+        );
+        let outside: Vec<u64> = ladder.outside.iter().copied().collect();
+        assert_eq!(outside, [100, 200, 300]);
+        assert_same(
+            &ladder,
+            &model,
+            &[0, 150, 300, far - 1, far + 7, far + 16, u64::MAX],
+        );
     }
 
     /// The window moves to a price far away once it is empty, and takes along the outside

@@ -35,14 +35,14 @@ use super::LevelId;
 pub(super) const WINDOW: u64 = 1 << 18;
 /// Bottom-tier words (one bit a price).
 const WORDS: usize = (WINDOW / 64) as usize;
-/// `outside` size from which a non-empty window is first considered for a move.
-const MOVE_CHECK_MIN: usize = 16;
 /// Middle-tier words (one bit a bottom word); one top word has a bit for each.
 const GROUPS: usize = WORDS / 64;
 const _: () = assert!(GROUPS == 64, "the top tier is one u64");
+/// `outside` size from which a non-empty window is first considered for a move.
+const MOVE_CHECK_MIN: usize = 16;
 
 /// An ordered map from price (ticks) to level slab index. See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Ladder {
     /// First price of the window; `base + WINDOW − 1` never overflows.
     base: u64,
@@ -56,6 +56,16 @@ pub(super) struct Ladder {
     /// `outside` size at which an added outside price next makes `add_price` count whether a
     /// window centred on it would hold more prices (twice the size at the last count).
     next_move_check: usize,
+}
+
+impl std::fmt::Debug for Ladder {
+    /// The window's base and the (price, level) pairs in order, not the bitmap's 4,096 words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ladder")
+            .field("base", &self.base)
+            .field("levels", &self.ascending().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Bits of a word strictly above bit `i` (`i` < 64).
@@ -301,13 +311,14 @@ impl Ladder {
         }
     }
 
-    /// The lowest set offset in bottom word `word`'s group at or after `word`, given the group
-    /// bits still to look at.
+    /// The lowest set offset under the lowest bottom word of `group` named in `group_bits`
+    /// (a non-zero subset of the group's bits).
     fn lowest_from_group(&self, group: usize, group_bits: u64) -> u64 {
         let word = group * 64 + lowest(group_bits) as usize;
         word as u64 * 64 + lowest(self.words[word])
     }
 
+    /// The highest set offset under the highest bottom word of `group` named in `group_bits`.
     fn highest_from_group(&self, group: usize, group_bits: u64) -> u64 {
         let word = group * 64 + highest(group_bits) as usize;
         word as u64 * 64 + highest(self.words[word])

@@ -21,9 +21,12 @@
 //! live orders and know their remaining lots), from a fixed seed (ChaCha8), and stored packed,
 //! 16 bytes an operation (`Packed`; expanded into commands inside each timed operation). The
 //! timed runs replay it into clones of the pre-filled book and check that they end in the
-//! reference book's state. Three measurements:
+//! reference book's state. Four measurements:
 //! - saturation throughput: the operations back to back, no clock reads inside;
 //! - saturation latency: back to back, each operation timed on its own (completion − start);
+//! - cold caches: every `COLD_STRETCH` operations an 8 MB buffer is written (untimed), then the
+//!   mean time of the next `COLD_WINDOW` operations is recorded, and of the last `COLD_WINDOW`
+//!   before the next scrub (warm);
 //! - open loop at `OFFERED_RATE_PER_S`: operation i is due at start + i / rate; the loop waits
 //!   for its due time (if early) and records completion − due time, so time spent queued behind
 //!   a slow operation counts (no coordinated omission). Each run is preceded by a *control* run
@@ -39,6 +42,8 @@
 //! before and after prints how often the machine itself takes the CPU away.
 //!
 //! Run: `cargo bench -p coinhub-matcher --bench exchange_core_mix` (release profile, ~1 min).
+//! With `EXCHANGE_CORE_MIX_REPLAY_ONLY=1` it generates the stream, replays it once untimed and
+//! exits: for counting instructions and cache misses under callgrind (`docs/benchmarks.md`).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

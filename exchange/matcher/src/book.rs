@@ -1,8 +1,8 @@
 //! The order book: per side a price ladder (`ladder::Ladder`, an ordered map from price to a
-//! level); each level a FIFO list of its
-//! resting orders in arrival order, linked through a slab of order nodes; and a hash index from
-//! order id to its node. A cancel costs a hash lookup and an unlink (O(1)); the price map is
-//! touched only when a level is created or emptied (a few bitmap words and a hash entry).
+//! level); each level a FIFO list of its resting orders in arrival order, linked through a slab
+//! of order nodes; and a hash index from order id to its node. A cancel costs a hash lookup and
+//! an unlink (O(1)); the ladder is touched only when a level is created or emptied (a few
+//! bitmap words and a hash entry).
 //!
 //! Hot-path choices (measured in `docs/benchmarks.md`):
 //! - resting orders live in a slab (`orders`, reused through `free_orders`, last freed first, so

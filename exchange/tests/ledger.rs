@@ -710,3 +710,66 @@ async fn update_counts(conn: &mut sqlx::PgConnection) -> (i64, i64) {
     .await
     .expect("statistics")
 }
+
+/// A member id's format is checked when an account is opened (migration 0018's domain), and
+/// no `CHECK` on `accounts` mentions the member id: PostgreSQL evaluates a table's `CHECK`s
+/// at every row update, and balances are updated by every settlement.
+#[tokio::test]
+async fn member_ids_are_checked_when_accounts_open_not_at_each_balance_update() {
+    let db = TestDb::new().await;
+    sqlx::query("INSERT INTO assets (symbol, decimals) VALUES ('BTC', 8)")
+        .execute(&db.pool)
+        .await
+        .expect("asset");
+    for bad in ["bad member", "", "semi;colon", &"x".repeat(65)] {
+        let error = open_account(&db.pool, bad)
+            .await
+            .expect_err("a malformed member id is refused");
+        let db_error = error.as_database_error().expect("a database error");
+        assert_eq!(
+            db_error.code().as_deref(),
+            Some("23514"),
+            "{bad:?}: {db_error}"
+        );
+        assert_eq!(
+            db_error.constraint(),
+            Some("ledger_member_id_check"),
+            "{bad:?}"
+        );
+    }
+    open_account(&db.pool, "alice.1_x-2")
+        .await
+        .expect("a well-formed member id opens an account");
+    assert_eq!(
+        db.count("accounts").await,
+        1,
+        "only the good account opened"
+    );
+
+    let checks_on_member: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint
+          WHERE conrelid = 'accounts'::regclass AND contype = 'c'
+            AND pg_get_constraintdef(oid) LIKE '%member_id%~%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("constraints");
+    assert_eq!(
+        checks_on_member, 0,
+        "no per-update regular expression on accounts"
+    );
+}
+
+/// Opens a BTC `available` account for `member` by a raw `INSERT`, bypassing Rust's checks.
+async fn open_account(
+    pool: &sqlx::PgPool,
+    member: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO accounts (member_id, asset, kind, normal_side, owner_type)
+         VALUES ($1, 'BTC', 'available', 'credit', 'member')",
+    )
+    .bind(member)
+    .execute(pool)
+    .await
+}

@@ -983,15 +983,65 @@ async fn alice_and_bob(events: EventsSink) -> (TestDb, TradingEngine, MemberId, 
     (db, engine, member("alice"), member("bob"))
 }
 
-/// Holds back the projection of `btc_usdt` (locks its watermark row) until the transaction
-/// ends.
+/// Holds back the projection of `btc_usdt` (takes the market's projection lock, as a
+/// projector does) until the transaction ends.
 async fn hold_projection(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut holder = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM trading_projection WHERE market = 'btc_usdt' FOR UPDATE")
-        .fetch_one(&mut *holder)
-        .await
-        .expect("the market has a watermark");
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('coinhub.trading_projection'), hashtext('btc_usdt'))",
+    )
+    .execute(&mut *holder)
+    .await
+    .expect("the projection lock");
     holder
+}
+
+/// Proves: projectors running at the same time (the engine's, and every reader catching up)
+/// project each batch once.
+///
+/// Steps: hold the projection; settle three trades in three batches; start four catch-ups,
+/// all waiting; release: each succeeds, and `orders` and `trades` hold each row once.
+#[tokio::test]
+async fn concurrent_projectors_project_each_batch_once() {
+    let (db, engine, alice, bob) = alice_and_bob(EventsSink::Disabled).await;
+    let holder = hold_projection(&db).await;
+    engine
+        .place(&alice, limit(Side::Sell, "100000", "3000"))
+        .await
+        .expect("sell rests");
+    for _ in 0..3 {
+        let buy = engine
+            .place(&bob, limit(Side::Buy, "100000", "1000"))
+            .await
+            .expect("buy settles");
+        assert_eq!(buy.status, "filled");
+    }
+    let catch_ups: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = db.pool.clone();
+            tokio::spawn(
+                async move { coinhub_exchange::trading::projection::catch_up_all(&pool).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        catch_ups.iter().all(|task| !task.is_finished()),
+        "every projector waits for the lock"
+    );
+    holder.rollback().await.expect("release");
+    for task in catch_ups {
+        task.await
+            .expect("task")
+            .expect("a waiting projector succeeds");
+    }
+    assert_eq!(
+        db.count("orders").await,
+        4,
+        "one sell, three buys, once each"
+    );
+    assert_eq!(db.count("trades").await, 3);
+    assert_locked_equals_holds(&db).await;
 }
 
 /// Proves: `orders` and `trades` follow the commits. A batch is settled (answered, ledger

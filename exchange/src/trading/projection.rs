@@ -5,9 +5,10 @@
 //! outcome row: those are the record, and a batch is settled when they commit. Its order and
 //! trade rows follow here, several batches per transaction, from the outcome rows. Each
 //! market has a watermark (`trading_projection.projected_seq`): every batch whose commands
-//! end at or before it is in `orders` and `trades`. A projector locks the market's watermark
-//! row, so a market's batches are projected one at a time and in command order, by however
-//! many projectors run (the engine's background task, and every reader that catches up).
+//! end at or before it is in `orders` and `trades`. A projector holds the market's advisory
+//! lock (transaction-scoped) while it reads the watermark and writes, so a market's batches
+//! are projected one at a time and in command order, by however many projectors run (the
+//! engine's background task, and every reader that catches up).
 //!
 //! Readers that need what a committed batch did catch up first ([`catch_up`]): the order
 //! history and trades of the API (read-your-writes), and the book reload at start and after
@@ -52,12 +53,22 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
              SET LOCAL enable_mergejoin = off",
         )
         .await?;
-    let watermark: Option<i64> = sqlx::query_scalar(
-        "SELECT projected_seq FROM trading_projection WHERE market = $1 FOR UPDATE",
+    // One projector per market at a time. An advisory lock, not `FOR UPDATE` on the
+    // watermark row: a row lock gives the transaction an id at once, and a transaction id
+    // holds back the pruning of every row version written after it began, so the balance
+    // updates of the batches settled meanwhile would pile up versions of the busiest
+    // accounts for the whole projection. This way the id comes with the first row written.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('coinhub.trading_projection'), hashtext($1))",
     )
     .bind(market)
-    .fetch_optional(&mut *tx)
+    .execute(&mut *tx)
     .await?;
+    let watermark: Option<i64> =
+        sqlx::query_scalar("SELECT projected_seq FROM trading_projection WHERE market = $1")
+            .bind(market)
+            .fetch_optional(&mut *tx)
+            .await?;
     let watermark = watermark.ok_or_else(|| {
         TradingError::Database(format!("market {market} has no projection watermark"))
     })?;

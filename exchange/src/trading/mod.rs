@@ -31,6 +31,7 @@
 //! the holds of their open orders in that asset (plus pending withdrawals).
 
 mod accounts;
+mod copy_binary;
 mod engine;
 pub mod events;
 pub mod projection;

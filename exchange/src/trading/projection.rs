@@ -26,6 +26,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 
 use super::TradingError;
+use super::copy_binary::{BinaryRows, postgres_micros};
 use super::events::{self, BatchOutcome, OutcomeOrder, OutcomeTrade};
 
 /// Most outcome rows (batches) projected in one transaction.
@@ -101,13 +102,15 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
             })?;
             projection.add(outcome);
         }
-        Ok::<_, TradingError>(projection.rows(watermark))
+        projection.rows(watermark).map_err(|e| {
+            TradingError::Database(format!("projecting {name} after {watermark}: {e}"))
+        })
     })
     .await
     .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))??;
     let (trades, orders) = (
-        projected.trades,
-        projected.new_orders + projected.updates.ids.len(),
+        projected.trades.rows(),
+        projected.orders.rows() + projected.updates.ids.len(),
     );
     projected.write(&mut tx, market).await?;
     sqlx::query(
@@ -229,84 +232,90 @@ impl Projection {
         }
     }
 
-    /// The rows to write: new orders (placed after `watermark`) and trades as `COPY` text,
-    /// earlier orders as update columns.
-    fn rows(self, watermark: u64) -> ProjectionRows {
-        let mut rows = ProjectionRows {
-            new_orders: 0,
-            orders_copy: String::new(),
-            updates: OrderUpdates::default(),
-            trades: self.trades.len(),
-            trades_copy: String::with_capacity(self.trades.len() * 256),
-        };
+    /// The rows to write: new orders (placed after `watermark`) and trades as binary `COPY`
+    /// streams, earlier orders as update columns.
+    ///
+    /// Errors: an amount that is not a decimal integer, or a time that is not RFC 3339, in
+    /// the stored outcome (the engine writes neither).
+    fn rows(self, watermark: u64) -> Result<ProjectionRows, String> {
+        let mut orders = BinaryRows::with_capacity(self.orders.len() * 256);
+        let mut updates = OrderUpdates::default();
         for OutcomeOrder { member, seq, order } in self.orders.into_values() {
             if seq <= watermark {
-                rows.updates.push(order);
+                updates.push(order);
                 continue;
             }
-            rows.new_orders += 1;
-            copy_row(
-                &mut rows.orders_copy,
-                &[
-                    Some(&order.id.to_string()),
-                    Some(&order.market),
-                    Some(&member),
-                    Some(order.side.as_str()),
-                    Some(order.kind.as_str()),
-                    order.price.as_deref(),
-                    order.quantity.as_deref(),
-                    order.quote_amount.as_deref(),
-                    order.time_in_force.map(super::TimeInForce::as_str),
-                    order.client_order_id.as_deref(),
-                    Some(&order.filled),
-                    Some(&order.filled_quote),
-                    Some(&order.hold),
-                    Some(&order.hold_asset),
-                    Some(&order.status),
-                    order.reason.as_deref(),
-                    Some(&seq.to_string()),
-                    Some(&order.created_at),
-                    Some(&order.updated_at),
-                ],
-            );
+            orders.row(19);
+            orders.int8(i64_of(order.id));
+            orders.text(&order.market);
+            orders.text(&member);
+            orders.text(order.side.as_str());
+            orders.text(order.kind.as_str());
+            orders.numeric_decimal_or_null(order.price.as_deref())?;
+            orders.numeric_decimal_or_null(order.quantity.as_deref())?;
+            orders.numeric_decimal_or_null(order.quote_amount.as_deref())?;
+            orders.text_or_null(order.time_in_force.map(super::TimeInForce::as_str));
+            orders.text_or_null(order.client_order_id.as_deref());
+            orders.numeric_decimal_or_null(Some(&order.filled))?;
+            orders.numeric_decimal_or_null(Some(&order.filled_quote))?;
+            orders.numeric_decimal_or_null(Some(&order.hold))?;
+            orders.text(&order.hold_asset);
+            orders.text(&order.status);
+            orders.text_or_null(order.reason.as_deref());
+            orders.int8(i64_of(seq));
+            orders.timestamptz(postgres_micros(&order.created_at)?);
+            orders.timestamptz(postgres_micros(&order.updated_at)?);
         }
+        let mut trades = BinaryRows::with_capacity(self.trades.len() * 256);
+        // A batch's trades share its time: parsed once.
+        let mut batch_time: Option<(&str, i64)> = None;
         for (occurred_at, transfer_id, OutcomeTrade { ordinal, trade: t }) in &self.trades {
-            copy_row(
-                &mut rows.trades_copy,
-                &[
-                    Some(&t.trade_id.to_string()),
-                    Some(&t.market),
-                    Some(&t.command_seq.to_string()),
-                    Some(&ordinal.to_string()),
-                    Some(&t.price.to_string()),
-                    Some(&t.quantity.to_string()),
-                    Some(&t.quote_quantity.to_string()),
-                    Some(&t.maker_order_id.to_string()),
-                    Some(&t.taker_order_id.to_string()),
-                    Some(&t.maker_member),
-                    Some(&t.taker_member),
-                    Some(t.taker_side.as_str()),
-                    Some(&t.maker_fee.to_string()),
-                    Some(&t.taker_fee.to_string()),
-                    Some(&t.fee_asset),
-                    transfer_id.map(|id| id.to_string()).as_deref(),
-                    Some(occurred_at),
-                ],
-            );
+            let created_at = match batch_time {
+                Some((text, micros)) if text == occurred_at => micros,
+                _ => {
+                    let micros = postgres_micros(occurred_at)?;
+                    batch_time = Some((occurred_at, micros));
+                    micros
+                }
+            };
+            trades.row(17);
+            trades.int8(i64_of(t.trade_id));
+            trades.text(&t.market);
+            trades.int8(i64_of(t.command_seq));
+            trades.int4(i32::try_from(*ordinal).map_err(|_| format!("ordinal {ordinal}"))?);
+            trades.numeric(t.price);
+            trades.numeric(t.quantity);
+            trades.numeric(t.quote_quantity);
+            trades.int8(i64_of(t.maker_order_id));
+            trades.int8(i64_of(t.taker_order_id));
+            trades.text(&t.maker_member);
+            trades.text(&t.taker_member);
+            trades.text(t.taker_side.as_str());
+            trades.numeric(t.maker_fee);
+            trades.numeric(t.taker_fee);
+            trades.text(&t.fee_asset);
+            trades.uuid_or_null(*transfer_id);
+            trades.timestamptz(created_at);
         }
-        rows
+        Ok(ProjectionRows {
+            orders,
+            updates,
+            trades,
+        })
     }
+}
+
+/// Order, trade and command ids and sequence numbers stay below 2^63 (they are `BIGINT`s).
+fn i64_of(value: u64) -> i64 {
+    i64::try_from(value).expect("ids and sequence numbers stay below 2^63")
 }
 
 /// A projection's rows, ready to write.
 struct ProjectionRows {
-    new_orders: usize,
-    /// New orders, `COPY` text.
-    orders_copy: String,
+    /// New orders.
+    orders: BinaryRows,
     updates: OrderUpdates,
-    trades: usize,
-    /// Trades, `COPY` text.
-    trades_copy: String,
+    trades: BinaryRows,
 }
 
 impl ProjectionRows {
@@ -314,19 +323,19 @@ impl ProjectionRows {
     ///
     /// Errors: [`TradingError::Database`], also when an earlier order has no row.
     async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), TradingError> {
-        if !self.orders_copy.is_empty() {
+        if self.orders.rows() > 0 {
             copy_in(
                 conn,
                 "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
                               time_in_force, client_order_id, filled, filled_quote, hold,
                               hold_asset, status, reason, seq, created_at, updated_at)
-                 FROM STDIN",
-                self.orders_copy,
+                 FROM STDIN (FORMAT binary)",
+                self.orders,
             )
             .await?;
         }
         self.updates.apply(conn, market).await?;
-        if self.trades_copy.is_empty() {
+        if self.trades.rows() == 0 {
             return Ok(());
         }
         copy_in(
@@ -334,8 +343,8 @@ impl ProjectionRows {
             "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
                           maker_order_id, taker_order_id, maker_member, taker_member,
                           taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at)
-             FROM STDIN",
-            self.trades_copy,
+             FROM STDIN (FORMAT binary)",
+            self.trades,
         )
         .await
     }
@@ -403,54 +412,18 @@ impl OrderUpdates {
     }
 }
 
-/// Appends one row in COPY text format (tab-separated, `\N` for NULL, escaped).
-fn copy_row(out: &mut String, fields: &[Option<&str>]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        match field {
-            None => out.push_str("\\N"),
-            Some(text) => {
-                for c in text.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\t' => out.push_str("\\t"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        c => out.push(c),
-                    }
-                }
-            }
-        }
-    }
-    out.push('\n');
-}
-
-/// Runs `statement` (a `COPY ... FROM STDIN`) with `rows` inside the caller's transaction.
+/// Runs `statement` (a binary `COPY ... FROM STDIN`) with `rows` inside the caller's
+/// transaction.
 async fn copy_in(
     conn: &mut PgConnection,
     statement: &str,
-    rows: String,
+    rows: BinaryRows,
 ) -> Result<(), TradingError> {
     let mut copy = conn.copy_in_raw(statement).await?;
-    if let Err(error) = copy.send(rows.into_bytes()).await {
+    if let Err(error) = copy.send(rows.finish()).await {
         let _ = copy.abort(error.to_string()).await;
         return Err(error.into());
     }
     copy.finish().await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::copy_row;
-
-    /// COPY text rows escape backslash, tab and newlines and write NULL as `\N`.
-    #[test]
-    fn copy_rows_escape_and_null() {
-        let mut out = String::new();
-        copy_row(&mut out, &[Some("a\\b\tc\nd"), None, Some("")]);
-        assert_eq!(out, "a\\\\b\\tc\\nd\t\\N\t\n");
-    }
 }

@@ -10,7 +10,9 @@
 //! settles whatever is waiting (up to 4,096 commands) in one database transaction: command
 //! log, orders, trades, one netted `trade_settlement` journal transfer and, unless
 //! `SETTLEMENT_EVENTS=off`, the `exchange.events` outbox rows. Latency is measured on the buys.
-//! At the end the trade count, the fee account and the journal audit are checked.
+//! At the end the trade count, the fee account and the journal audit are checked, and the
+//! CPU time per settled trade is printed from `/proc` (Linux): this process's (engine, writers,
+//! projector and the clients) and the rest of the machine's (PostgreSQL, when it runs here).
 //!
 //! Run: `cargo bench -p coinhub-exchange --bench settlement`. Environment (optional):
 //! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`; a fresh
@@ -168,6 +170,7 @@ async fn run(
     );
     let engine = TradingEngine::start(pool.clone(), MarketsConfig(markets), events).await?;
     let issued = Arc::new(AtomicU64::new(0));
+    let cpu_before = CpuTicks::now();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -211,6 +214,9 @@ async fn run(
         samples.extend(task.await?);
     }
     let elapsed = started.elapsed();
+    let cpu_used = cpu_before
+        .zip(CpuTicks::now())
+        .map(|(before, after)| after.since(before));
     // `orders` and `trades` are projected after the commits, in the background: how long
     // until they hold everything settled.
     let projected: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
@@ -261,6 +267,9 @@ async fn run(
         trades as f64 / (elapsed + projection_lag).as_secs_f64()
     );
     report_latency(&samples, warmup, elapsed)?;
+    if let Some(used) = cpu_used {
+        used.report(elapsed, trades);
+    }
     // Heap-only updates (no index entries): what migrations 0008 (`orders`) and 0017
     // (`accounts`) are for.
     for table in ["orders", "accounts"] {
@@ -347,6 +356,87 @@ fn report_latency(samples: &[Sample], warmup: Duration, elapsed: Duration) -> an
         &histogram(false, |s| s.submitted_us)?,
     );
     Ok(())
+}
+
+/// Linux's `USER_HZ`: `/proc` counts CPU time in ticks of 1/100 s (fixed by its ABI on x86
+/// and ARM).
+const TICKS_PER_SECOND: u64 = 100;
+
+/// CPU time from `/proc` (Linux), in ticks of 1 / [`TICKS_PER_SECOND`] s: this process (its
+/// user and system time: the engine, its writers and projector, and the bench's clients) and
+/// all cores (busy: everything but idle, I/O wait and time stolen by the hypervisor).
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    process: u64,
+    busy: u64,
+    /// Busy and idle, without stolen time.
+    total: u64,
+    /// Time the hypervisor ran something else while this VM's cores had work.
+    stolen: u64,
+}
+
+impl CpuTicks {
+    /// The counters now, or `None` where `/proc` does not have them (not Linux).
+    fn now() -> Option<Self> {
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu user nice system idle iowait irq softirq steal (guest time is inside user).
+        let fields: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+            return None;
+        };
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let after_name: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: u64 = after_name.get(11)?.parse().ok()?;
+        let stime: u64 = after_name.get(12)?.parse().ok()?;
+        let busy = user + nice + system + irq + softirq;
+        Some(Self {
+            process: utime + stime,
+            busy,
+            total: busy + idle + iowait,
+            stolen: steal,
+        })
+    }
+
+    /// The ticks used between `before` and `self`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            process: self.process.saturating_sub(before.process),
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+            stolen: self.stolen.saturating_sub(before.stolen),
+        }
+    }
+
+    /// Prints the cores busy during `elapsed` and the CPU time per settled trade, split into
+    /// this process and the rest of the machine (PostgreSQL, and anything else running).
+    fn report(self, elapsed: Duration, trades: i64) {
+        let seconds = elapsed.as_secs_f64();
+        let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND as f64 / seconds;
+        let per_trade_us =
+            |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND as f64 / trades as f64;
+        let rest = self.busy.saturating_sub(self.process);
+        println!(
+            "cpu while settling (whole run, /proc): {:.2} of {:.2} cores busy ({:.2} stolen by \
+             the hypervisor): this process {:.2}, the rest of the machine {:.2} (PostgreSQL and \
+             anything else); per settled trade {:.0} µs: this process {:.0} µs, the rest {:.0} µs",
+            cores(self.busy),
+            cores(self.total),
+            cores(self.stolen),
+            cores(self.process),
+            cores(rest),
+            per_trade_us(self.busy),
+            per_trade_us(self.process),
+            per_trade_us(rest),
+        );
+    }
 }
 
 /// Publishes every stored `exchange.events` message as the relay does, and prints the rate.

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bigdecimal::num_bigint::BigInt;
 use coinhub_events::{BaseUnits, MemberId};
@@ -22,8 +23,11 @@ use coinhub_events::numeric;
 
 /// An asset's symbol as configured in coinhubd, e.g. `"ETH"` or `"USDT"`: 1 to 32 ASCII
 /// letters, digits, `.`, `_` or `-`.
+///
+/// Shared text: a clone is a reference count, not a copy (every ledger account key holds
+/// one). Equality, order and hash are the text's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AssetSymbol(String);
+pub struct AssetSymbol(Arc<str>);
 
 impl AssetSymbol {
     /// The symbol as text.
@@ -42,7 +46,7 @@ impl FromStr for AssetSymbol {
                 asset: value.to_owned(),
             });
         }
-        Ok(Self(value.to_owned()))
+        Ok(Self(Arc::from(value)))
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -64,10 +65,13 @@ pub(crate) fn parse_versioned<T: for<'de> Deserialize<'de>>(
 }
 
 /// An exchange member's id as the exchange knows it (Peatio's UID): 1 to 64 characters of
-/// ASCII letters, digits, `_`, `-` and `.`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct MemberId(String);
+/// ASCII letters, digits, `_`, `-` and `.`. Serialized as that text.
+///
+/// Shared text: a clone is a reference count, not a copy. The exchange's settlement clones a
+/// member's id into every ledger account key and order it touches, many times per trade.
+/// Equality, order and hash are the text's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(Arc<str>);
 
 impl MemberId {
     /// The id as text.
@@ -86,7 +90,13 @@ impl FromStr for MemberId {
                 "member id {value:?} must be 1-64 characters of letters, digits, '_', '-' or '.'"
             ));
         }
-        Ok(Self(value.to_owned()))
+        Ok(Self(Arc::from(value)))
+    }
+}
+
+impl Serialize for MemberId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -344,5 +354,20 @@ mod tests {
         assert!("".parse::<MemberId>().is_err());
         assert!("a b".parse::<MemberId>().is_err());
         assert!("x".repeat(65).parse::<MemberId>().is_err());
+    }
+
+    /// A member id is its text on the wire, and compares and orders as its text; a clone
+    /// shares it.
+    #[test]
+    fn member_ids_are_text_on_the_wire_and_in_order() {
+        let alice: MemberId = "alice".parse().expect("member");
+        assert_eq!(serde_json::to_string(&alice).expect("json"), r#""alice""#);
+        let back: MemberId = serde_json::from_str(r#""alice""#).expect("json");
+        assert_eq!(back, alice);
+        assert!(serde_json::from_str::<MemberId>(r#""a b""#).is_err());
+        let bob: MemberId = "bob".parse().expect("member");
+        assert!(alice < bob && "alice" < "bob");
+        let copy = alice.clone();
+        assert!(std::ptr::eq(copy.as_str(), alice.as_str()), "a clone shares the text");
     }
 }

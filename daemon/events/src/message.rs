@@ -368,6 +368,9 @@ mod tests {
         let bob: MemberId = "bob".parse().expect("member");
         assert!(alice < bob && "alice" < "bob");
         let copy = alice.clone();
-        assert!(std::ptr::eq(copy.as_str(), alice.as_str()), "a clone shares the text");
+        assert!(
+            std::ptr::eq(copy.as_str(), alice.as_str()),
+            "a clone shares the text"
+        );
     }
 }

@@ -1459,3 +1459,77 @@ async fn two_markets_over_shared_new_accounts_settle_together() {
     assert_locked_equals_holds(&db).await;
     db.assert_consistent().await;
 }
+
+/// Proves: migration 0019 gives the `orders` and `trades` rows written before it their
+/// members' numbers (which the member indexes now key on), and `trades` stays append-only
+/// after that backfill.
+///
+/// Steps: migrate a fresh database up to 0018; write two members, an order of alice's and a
+/// trade of alice (maker) with bob (taker) as the engine did; run every migration; the rows
+/// carry alice's and bob's numbers, and an update of the trade is refused.
+#[tokio::test]
+async fn rows_from_before_0019_get_their_member_numbers() {
+    let db = TestDb::create_empty().await;
+    let earlier = std::env::temp_dir().join(format!("coinhub-0018-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&earlier).expect("a temporary folder");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&migrations).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0019" {
+            std::fs::copy(&path, earlier.join(&name)).expect("copy");
+        }
+    }
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .expect("migrations up to 0018")
+        .run(&db.pool)
+        .await
+        .expect("migrate to 0018");
+    std::fs::remove_dir_all(&earlier).expect("clean up");
+    sqlx::raw_sql(
+        "INSERT INTO trading_members (member_id) VALUES ('alice'), ('bob');
+         INSERT INTO orders (id, market, member_id, side, kind, price, quantity, filled,
+                             filled_quote, hold, hold_asset, status, seq, created_at, updated_at)
+         VALUES (1, 'btc_usdt', 'alice', 'sell', 'limit', 100000, 1000, 1000, 100000, 0, 'BTC',
+                 'filled', 1, now(), now());
+         INSERT INTO trades (id, market, seq, ordinal, price, quantity, quote_quantity,
+                             maker_order_id, taker_order_id, maker_member, taker_member,
+                             taker_side, maker_fee, taker_fee, fee_asset, created_at)
+         VALUES (1, 'btc_usdt', 2, 0, 100000, 1000, 100000, 1, 2, 'alice', 'bob', 'buy', 100,
+                 200, 'USDT', now());",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("rows as written before 0019");
+
+    coinhub_exchange::db::migrate(&db.pool)
+        .await
+        .expect("0019 applies");
+    let numbered: (i64, i64) = sqlx::query_as(
+        "WITH a AS (SELECT number FROM trading_members WHERE member_id = 'alice'),
+              b AS (SELECT number FROM trading_members WHERE member_id = 'bob')
+         SELECT (SELECT count(*) FROM orders WHERE member_number = (SELECT number FROM a)),
+                (SELECT count(*) FROM trades WHERE maker_number = (SELECT number FROM a)
+                                               AND taker_number = (SELECT number FROM b))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("numbers");
+    assert_eq!(
+        numbered,
+        (1, 1),
+        "the order and the trade carry their members' numbers"
+    );
+    let edit = sqlx::query("UPDATE trades SET maker_fee = 0")
+        .execute(&db.pool)
+        .await;
+    assert!(
+        edit.is_err(),
+        "trades are append-only again after the backfill"
+    );
+}

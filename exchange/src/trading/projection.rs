@@ -19,7 +19,7 @@
 //! watermark; otherwise its row exists and is updated. Each order is written once per
 //! projection, in its state at the end of the last batch projected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
@@ -90,7 +90,7 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
     // Decoding and formatting thousands of rows is CPU work: off the async workers, which
     // run the markets' tasks.
     let name = market.to_owned();
-    let projected = tokio::task::spawn_blocking(move || {
+    let projection = tokio::task::spawn_blocking(move || {
         let mut projection = Projection::default();
         for (first_seq, _, form, outcome) in rows {
             let outcome = match (form, outcome) {
@@ -102,7 +102,14 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
             })?;
             projection.add(outcome);
         }
-        projection.rows(watermark).map_err(|e| {
+        Ok::<_, TradingError>(projection)
+    })
+    .await
+    .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))??;
+    let numbers = member_numbers(&mut tx, projection.members()).await?;
+    let name = market.to_owned();
+    let projected = tokio::task::spawn_blocking(move || {
+        projection.rows(watermark, &numbers).map_err(|e| {
             TradingError::Database(format!("projecting {name} after {watermark}: {e}"))
         })
     })
@@ -232,12 +239,34 @@ impl Projection {
         }
     }
 
+    /// Every member of the projection's orders and trades, once each.
+    fn members(&self) -> Vec<String> {
+        let mut members: HashSet<&str> = HashSet::new();
+        members.extend(self.orders.values().map(|order| order.member.as_str()));
+        for (_, _, OutcomeTrade { trade, .. }) in &self.trades {
+            members.insert(&trade.maker_member);
+            members.insert(&trade.taker_member);
+        }
+        members.into_iter().map(str::to_owned).collect()
+    }
+
     /// The rows to write: new orders (placed after `watermark`) and trades as binary `COPY`
-    /// streams, earlier orders as update columns.
+    /// streams, earlier orders as update columns. `numbers` maps each member id to its
+    /// number (`trading_members`), which the member indexes key on.
     ///
     /// Errors: an amount that is not a decimal integer, or a time that is not RFC 3339, in
-    /// the stored outcome (the engine writes neither).
-    fn rows(self, watermark: u64) -> Result<ProjectionRows, String> {
+    /// the stored outcome (the engine writes neither); a member without a number.
+    fn rows(
+        self,
+        watermark: u64,
+        numbers: &HashMap<String, i64>,
+    ) -> Result<ProjectionRows, String> {
+        let number = |member: &str| {
+            numbers
+                .get(member)
+                .copied()
+                .ok_or_else(|| format!("member {member} has no number in trading_members"))
+        };
         let mut orders = BinaryRows::with_capacity(self.orders.len() * 256);
         let mut updates = OrderUpdates::default();
         for OutcomeOrder { member, seq, order } in self.orders.into_values() {
@@ -245,7 +274,7 @@ impl Projection {
                 updates.push(order);
                 continue;
             }
-            orders.row(19);
+            orders.row(20);
             orders.int8(i64_of(order.id));
             orders.text(&order.market);
             orders.text(&member);
@@ -265,6 +294,7 @@ impl Projection {
             orders.int8(i64_of(seq));
             orders.timestamptz(postgres_micros(&order.created_at)?);
             orders.timestamptz(postgres_micros(&order.updated_at)?);
+            orders.int8(number(&member)?);
         }
         let mut trades = BinaryRows::with_capacity(self.trades.len() * 256);
         // A batch's trades share its time: parsed once.
@@ -278,7 +308,7 @@ impl Projection {
                     micros
                 }
             };
-            trades.row(17);
+            trades.row(19);
             trades.int8(i64_of(t.trade_id));
             trades.text(&t.market);
             trades.int8(i64_of(t.command_seq));
@@ -296,6 +326,8 @@ impl Projection {
             trades.text(&t.fee_asset);
             trades.uuid_or_null(*transfer_id);
             trades.timestamptz(created_at);
+            trades.int8(number(&t.maker_member)?);
+            trades.int8(number(&t.taker_member)?);
         }
         Ok(ProjectionRows {
             orders,
@@ -303,6 +335,22 @@ impl Projection {
             trades,
         })
     }
+}
+
+/// The number of each of `members` (`trading_members`, migration 0004), which the read
+/// models' member indexes key on (migration 0019).
+///
+/// Errors: the database's.
+async fn member_numbers(
+    conn: &mut PgConnection,
+    members: Vec<String>,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT member_id, number FROM trading_members WHERE member_id = ANY($1)")
+            .bind(&members)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Order, trade and command ids and sequence numbers stay below 2^63 (they are `BIGINT`s).
@@ -328,7 +376,8 @@ impl ProjectionRows {
                 conn,
                 "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
                               time_in_force, client_order_id, filled, filled_quote, hold,
-                              hold_asset, status, reason, seq, created_at, updated_at)
+                              hold_asset, status, reason, seq, created_at, updated_at,
+                              member_number)
                  FROM STDIN (FORMAT binary)",
                 self.orders,
             )
@@ -342,7 +391,8 @@ impl ProjectionRows {
             conn,
             "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
                           maker_order_id, taker_order_id, maker_member, taker_member,
-                          taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at)
+                          taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at,
+                          maker_number, taker_number)
              FROM STDIN (FORMAT binary)",
             self.trades,
         )

@@ -417,7 +417,7 @@ pub(crate) async fn load_orders_by_id(
     rows.iter().map(|row| order_from_row(row, market)).collect()
 }
 
-/// `member`'s orders, newest first.
+/// `member`'s orders, newest first (found by the member's number: `orders_member`, 0019).
 pub(crate) async fn load_orders(
     pool: &PgPool,
     member: &MemberId,
@@ -427,7 +427,8 @@ pub(crate) async fn load_orders(
 ) -> Result<Vec<OrderView>, TradingError> {
     let rows = sqlx::query(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders
-          WHERE member_id = $1 AND ($2::text IS NULL OR market = $2)
+          WHERE member_number = (SELECT number FROM trading_members WHERE member_id = $1)
+            AND ($2::text IS NULL OR market = $2)
           ORDER BY id DESC LIMIT $3"
     ))
     .bind(member.as_str())
@@ -446,7 +447,8 @@ pub(crate) async fn load_orders(
     Ok(views)
 }
 
-/// `member`'s trades, newest first.
+/// `member`'s trades, newest first (found by the member's number: `trades_maker_member`
+/// and `trades_taker_member`, 0019).
 pub(crate) async fn load_trades(
     pool: &PgPool,
     member: &MemberId,
@@ -459,7 +461,9 @@ pub(crate) async fn load_trades(
                 maker_member, taker_side, maker_fee::text AS maker_fee,
                 taker_fee::text AS taker_fee, fee_asset, created_at
            FROM trades
-          WHERE (maker_member = $1 OR taker_member = $1) AND ($2::text IS NULL OR market = $2)
+          WHERE (maker_number = (SELECT number FROM trading_members WHERE member_id = $1)
+                 OR taker_number = (SELECT number FROM trading_members WHERE member_id = $1))
+            AND ($2::text IS NULL OR market = $2)
           ORDER BY id DESC LIMIT $3",
     )
     .bind(member.as_str())

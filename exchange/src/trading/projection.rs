@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use super::TradingError;
 use super::copy_binary::{BinaryRows, postgres_micros};
 use super::events::{self, BatchOutcome, OutcomeOrder, OutcomeTrade};
+use super::store::i64_of;
 
 /// Most outcome rows (batches) projected in one transaction.
 const BATCHES_PER_PROJECTION: i64 = 16;
@@ -87,34 +88,28 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
     };
     let batches = rows.len();
     let watermark = u64::try_from(watermark).expect("checked ≥ 0 by the table");
-    // Decoding and formatting thousands of rows is CPU work: off the async workers, which
-    // run the markets' tasks.
-    let name = market.to_owned();
-    let projection = tokio::task::spawn_blocking(move || {
+    // Decoding and encoding thousands of rows is CPU work: off the async workers, which run
+    // the markets' tasks.
+    let projection = off_the_workers(market, move || {
         let mut projection = Projection::default();
         for (first_seq, _, form, outcome) in rows {
             let outcome = match (form, outcome) {
                 (events::OUTCOME_FORM, Some(bytes)) => events::decode(form, &bytes),
                 _ => Err(format!("form {form} holds no read-model data")),
             }
-            .map_err(|e| {
-                TradingError::Database(format!("projecting batch {name}/{first_seq}: {e}"))
-            })?;
+            .map_err(|e| format!("batch {first_seq}: {e}"))?;
             projection.add(outcome);
         }
-        Ok::<_, TradingError>(projection)
+        Ok(projection)
     })
-    .await
-    .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))??;
+    .await?;
     let numbers = member_numbers(&mut tx, projection.members()).await?;
-    let name = market.to_owned();
-    let projected = tokio::task::spawn_blocking(move || {
-        projection.rows(watermark, &numbers).map_err(|e| {
-            TradingError::Database(format!("projecting {name} after {watermark}: {e}"))
-        })
+    let projected = off_the_workers(market, move || {
+        projection
+            .rows(watermark, &numbers)
+            .map_err(|e| format!("after {watermark}: {e}"))
     })
-    .await
-    .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))??;
+    .await?;
     let (trades, orders) = (
         projected.trades.rows(),
         projected.orders.rows() + projected.updates.ids.len(),
@@ -353,9 +348,16 @@ async fn member_numbers(
     Ok(rows.into_iter().collect())
 }
 
-/// Order, trade and command ids and sequence numbers stay below 2^63 (they are `BIGINT`s).
-fn i64_of(value: u64) -> i64 {
-    i64::try_from(value).expect("ids and sequence numbers stay below 2^63")
+/// Runs `work` (CPU-bound) on a blocking thread. Its error, or its thread's panic, is a
+/// [`TradingError::Database`] naming what `market`'s projection was doing.
+async fn off_the_workers<T: Send + 'static>(
+    market: &str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, TradingError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))?
+        .map_err(|e| TradingError::Database(format!("projecting {market}: {e}")))
 }
 
 /// A projection's rows, ready to write.

@@ -116,7 +116,9 @@ fn rfc3339(at: OffsetDateTime) -> String {
         .expect("a timestamp from the clock or the database formats")
 }
 
-fn i64_of(value: u64) -> i64 {
+/// An order, trade or command id or sequence number as its `BIGINT` column holds it: the
+/// engine hands them out from 1 up, so they stay below 2^63.
+pub(crate) fn i64_of(value: u64) -> i64 {
     i64::try_from(value).expect("ids and sequence numbers stay below 2^63")
 }
 

@@ -1391,7 +1391,6 @@ impl Batch {
         };
         let row = OrderRow {
             id,
-            market: m.name.clone(),
             member: member.clone(),
             side: order.side,
             kind: order.kind,
@@ -1417,8 +1416,7 @@ impl Batch {
             .orders
             .get(&id)
             .or_else(|| state.open.get(&id))
-            .expect("a placed order is recorded")
-            .clone();
+            .expect("a placed order is recorded");
         if row.status == "rejected" {
             return Err(TradingError::Rejected {
                 reason: row.reason.clone().unwrap_or_default(),
@@ -1623,7 +1621,6 @@ impl Batch {
         let taker_member = state.open[&taker_id].member.clone();
         self.trades.push(TradeRow {
             id: trade_id,
-            market: m.name.clone(),
             seq,
             ordinal,
             price: m.price_units(price_ticks),
@@ -1639,7 +1636,6 @@ impl Batch {
             },
             maker_fee,
             taker_fee,
-            fee_asset: m.quote.to_string(),
             created_at: self.now,
         });
     }

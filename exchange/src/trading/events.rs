@@ -1,6 +1,6 @@
 //! The `exchange.events` messages of a settled batch: stored compactly in one
-//! `trading_event_batches` row in the batch's transaction (`encode`), and rendered to JSON and
-//! published from there by the relay ([`publish_next_batch`]), one AMQP message per event.
+//! `trading_event_batches` row in the batch's transaction (`outcome.rs`), and rendered to JSON
+//! and published from there by the relay ([`publish_next_batch`]), one AMQP message per event.
 //!
 //! Messages (JSON, `version: 1`, each with its own `id` = AMQP `message_id`, and
 //! `occurred_at`, RFC 3339):
@@ -11,28 +11,27 @@
 //! - [`routing::ORDER_UPDATED`]: `member` and `order` (an [`OrderView`]), the order's state at
 //!   the end of the batch.
 //!
-//! Stored form (`outcome` column): the batch's outcome without JSON, `postcard`-encoded
-//! (~150 bytes a trade and its two order updates instead of ~2 KB of JSON, and no JSON
-//! formatting while the batch is settled). Since migration 0014 (`form` 2, `BatchOutcome`)
-//! it also holds what the read models need, and is the source the projector writes `orders`
-//! and `trades` from (`projection.rs`); such a row is written for every batch that traded or
-//! changed an order, already marked published when no events go out. Form 1 (0013,
-//! `StoredBatch`) holds the messages only. A message's id is derived, not stored: UUID v5 of
-//! `{market}/{first_seq}/{index}` in [`EVENTS_ID_NAMESPACE`], so a message published again
-//! after a crash keeps its id. Rows written before 0013 keep their `events` text (one message
-//! per line, `routing key TAB message id TAB JSON body`) and are published from it.
+//! Stored form (`outcome` column): the batch's outcome without JSON, `postcard`-encoded (form
+//! 3 since migration 0020: integers, no text but members and labels; forms 1 and 2 are still
+//! read, see `outcome.rs`), and no JSON formatting while the batch is settled. Since
+//! migration 0014 it also holds what the read models need, and is the source the projector
+//! writes `orders` and `trades` from (`projection.rs`); such a row is written for every batch
+//! that traded or changed an order, already marked published when no events go out. A
+//! message's id is derived, not stored: UUID v5 of `{market}/{first_seq}/{index}` in
+//! [`EVENTS_ID_NAMESPACE`], so a message published again after a crash keeps its id. Rows
+//! written before 0013 keep their `events` text (one message per line, `routing key TAB
+//! message id TAB JSON body`) and are published from it.
 
 use std::time::Duration;
 
 use coinhub_events::outbox::OutboxError;
 use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::store::{OrderRow, TradeRow};
-use super::{EXCHANGE_EVENTS, OrderView, Side, routing};
-use crate::markets::Market;
+use super::outcome::{self, BatchOutcome, OUTCOME_FORM, OutcomeOrder};
+use super::{EXCHANGE_EVENTS, OrderView, routing};
 
 /// Most messages sent to the broker before waiting for their confirms (bounds memory for a
 /// batch of thousands of trades).
@@ -72,166 +71,6 @@ struct OrderUpdated<'a> {
     order: &'a OrderView,
 }
 
-/// A settled trade as stored: amounts in base units (see the module docs for their units).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct StoredTrade {
-    pub(crate) trade_id: u64,
-    pub(crate) market: String,
-    pub(crate) price: u128,
-    pub(crate) quantity: u128,
-    pub(crate) quote_quantity: u128,
-    pub(crate) maker_order_id: u64,
-    pub(crate) taker_order_id: u64,
-    pub(crate) maker_member: String,
-    pub(crate) taker_member: String,
-    pub(crate) taker_side: Side,
-    pub(crate) maker_fee: u128,
-    pub(crate) taker_fee: u128,
-    pub(crate) fee_asset: String,
-    pub(crate) command_seq: u64,
-}
-
-/// Stored form 1 (migration 0013): a batch's messages only: the trades (in trade order), then
-/// the order updates (member, order; by order id); `occurred_at` (RFC 3339) is the batch's
-/// time, which the trades carry. Still read (rows written between 0013 and 0014), no longer
-/// written.
-///
-/// `postcard` stores fields by position and enum variants (`Side`) by index, not by name:
-/// stored rows must stay readable, so a change to this shape, [`StoredTrade`], [`OrderView`]
-/// or `Side` needs a new stored form (as 0014 added [`BatchOutcome`]).
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredBatch {
-    occurred_at: String,
-    trades: Vec<StoredTrade>,
-    orders: Vec<(String, OrderView)>,
-}
-
-/// A trade of a [`BatchOutcome`]: `ordinal` is its place among the trades of its command
-/// (`trades.ordinal`, from 0).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct OutcomeTrade {
-    pub(crate) ordinal: u32,
-    pub(crate) trade: StoredTrade,
-}
-
-/// An order's state at the end of a [`BatchOutcome`]'s batch: its member, the command that
-/// placed it (`orders.seq`) and what members see.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct OutcomeOrder {
-    pub(crate) member: String,
-    pub(crate) seq: u64,
-    pub(crate) order: OrderView,
-}
-
-/// Stored form 2 (migration 0014): what a settled batch did, the source of its
-/// `exchange.events` messages and of its rows in the read models `orders` and `trades`.
-/// `occurred_at` (RFC 3339) is the batch's time, which its trades carry; `transfer_id` is its
-/// `trade_settlement` ledger transfer (`None` when it netted to zero); then its trades (in
-/// trade order) and the final state of every order it changed (by order id).
-///
-/// Positional like [`StoredBatch`]: a change to this shape, [`OutcomeTrade`],
-/// [`OutcomeOrder`], [`StoredTrade`], [`OrderView`] or `Side` needs a new form.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct BatchOutcome {
-    pub(crate) occurred_at: String,
-    pub(crate) transfer_id: Option<Uuid>,
-    pub(crate) trades: Vec<OutcomeTrade>,
-    pub(crate) orders: Vec<OutcomeOrder>,
-}
-
-impl From<StoredBatch> for BatchOutcome {
-    /// A form-1 row, for its messages: its orders and trades were written in its own
-    /// transaction and are never projected, so what only the projection needs is left at zero.
-    fn from(batch: StoredBatch) -> Self {
-        Self {
-            occurred_at: batch.occurred_at,
-            transfer_id: None,
-            trades: batch
-                .trades
-                .into_iter()
-                .map(|trade| OutcomeTrade { ordinal: 0, trade })
-                .collect(),
-            orders: batch
-                .orders
-                .into_iter()
-                .map(|(member, order)| OutcomeOrder {
-                    member,
-                    seq: 0,
-                    order,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The current stored form ([`BatchOutcome`]), the `form` column's value for it.
-pub(crate) const OUTCOME_FORM: i16 = 2;
-
-/// Decodes a stored `outcome` of `form` 1 or 2 into a [`BatchOutcome`].
-///
-/// Errors: a text naming the form and what did not decode.
-pub(crate) fn decode(form: i16, outcome: &[u8]) -> Result<BatchOutcome, String> {
-    match form {
-        1 => postcard::from_bytes::<StoredBatch>(outcome)
-            .map(BatchOutcome::from)
-            .map_err(|e| format!("stored form 1 does not decode: {e}")),
-        OUTCOME_FORM => postcard::from_bytes(outcome)
-            .map_err(|e| format!("stored form {OUTCOME_FORM} does not decode: {e}")),
-        other => Err(format!("unknown stored form {other}")),
-    }
-}
-
-/// A settled batch's outcome in stored form 2 ([`BatchOutcome`]): its trades (in trade order),
-/// then the final state of every order it changed (by id); one `trade.executed` message per
-/// trade and one `order.updated` per order, in that order. Returns the bytes and the number
-/// of messages (0 when the batch has no trades and changed no order: nothing to store).
-pub(crate) fn encode<'a>(
-    market: &Market,
-    trades: &[TradeRow],
-    orders: impl IntoIterator<Item = &'a OrderRow>,
-    occurred_at: &str,
-    transfer_id: Option<Uuid>,
-) -> (Vec<u8>, usize) {
-    let batch = BatchOutcome {
-        occurred_at: occurred_at.to_owned(),
-        transfer_id,
-        trades: trades
-            .iter()
-            .map(|trade| OutcomeTrade {
-                ordinal: trade.ordinal,
-                trade: StoredTrade {
-                    trade_id: trade.id,
-                    market: trade.market.clone(),
-                    price: trade.price,
-                    quantity: trade.quantity,
-                    quote_quantity: trade.quote_quantity,
-                    maker_order_id: trade.maker_order_id,
-                    taker_order_id: trade.taker_order_id,
-                    maker_member: trade.maker_member.as_str().to_owned(),
-                    taker_member: trade.taker_member.as_str().to_owned(),
-                    taker_side: trade.taker_side,
-                    maker_fee: trade.maker_fee,
-                    taker_fee: trade.taker_fee,
-                    fee_asset: trade.fee_asset.clone(),
-                    command_seq: trade.seq,
-                },
-            })
-            .collect(),
-        orders: orders
-            .into_iter()
-            .map(|order| OutcomeOrder {
-                member: order.member.as_str().to_owned(),
-                seq: order.seq,
-                order: order.view(market),
-            })
-            .collect(),
-    };
-    let count = batch.trades.len() + batch.orders.len();
-    // Plain structs of integers and strings always encode.
-    let bytes = postcard::to_allocvec(&batch).expect("a stored batch encodes");
-    (bytes, count)
-}
-
 /// A stored row's messages, decoded once and rendered chunk by chunk.
 enum StoredMessages {
     /// A row written before migration 0013: its messages as they were stored.
@@ -254,7 +93,7 @@ impl StoredMessages {
             (Some(text), _) => parse_text(row.id, text).map(Self::Text),
             (None, Some(outcome)) => {
                 let first_seq = u64::try_from(row.first_seq).map_err(|e| e.to_string())?;
-                let batch = decode(row.form, outcome)
+                let batch = outcome::decode(row.form, outcome)
                     .map_err(|e| format!("trading_event_batches {}: {e}", row.id))?;
                 Ok(Self::Compact {
                     market: row.market.clone(),
@@ -292,19 +131,20 @@ impl StoredMessages {
             headers: Vec::new(),
             correlation_id: None,
         };
+        let occurred_at = outcome::rfc3339_of_micros(batch.occurred_at);
         range
             .map(|index| {
                 let id = Uuid::new_v5(
                     &EVENTS_ID_NAMESPACE,
                     format!("{market}/{first_seq}/{index}").as_bytes(),
                 );
-                if let Some(OutcomeTrade { trade, .. }) = batch.trades.get(index) {
+                if let Some(trade) = batch.trades.get(index) {
                     let body = TradeExecuted {
                         version: 1,
                         id,
-                        occurred_at: &batch.occurred_at,
+                        occurred_at: &occurred_at,
                         trade_id: trade.trade_id,
-                        market: &trade.market,
+                        market,
                         price: trade.price.to_string(),
                         quantity: trade.quantity.to_string(),
                         quote_quantity: trade.quote_quantity.to_string(),
@@ -315,7 +155,7 @@ impl StoredMessages {
                         taker_side: trade.taker_side.as_str(),
                         maker_fee: trade.maker_fee.to_string(),
                         taker_fee: trade.taker_fee.to_string(),
-                        fee_asset: &trade.fee_asset,
+                        fee_asset: &batch.quote,
                         command_seq: trade.command_seq,
                     };
                     let json = serde_json::to_vec(&body).expect("event serializes");
@@ -323,12 +163,13 @@ impl StoredMessages {
                 } else {
                     let OutcomeOrder { member, order, .. } =
                         &batch.orders[index - batch.trades.len()];
+                    let order = order.view(market, &batch.base, &batch.quote);
                     let body = OrderUpdated {
                         version: 1,
                         id,
                         occurred_at: &order.updated_at,
                         member,
-                        order,
+                        order: &order,
                     };
                     let json = serde_json::to_vec(&body).expect("event serializes");
                     message(routing::ORDER_UPDATED, id, json)
@@ -398,7 +239,7 @@ pub async fn pending_messages(pool: &PgPool) -> Result<Vec<(String, String, Stri
     Ok(pending)
 }
 
-/// Writes the stored outcome `outcome` (form 2, from [`encode`], `count` messages) of the
+/// Writes the stored outcome `outcome` (form 3, from `outcome::encode`, `count` messages) of the
 /// batch of commands `first_seq ..= last_seq` inside the caller's transaction; with `publish`
 /// false it is written as already published (the projection still reads it).
 ///
@@ -533,109 +374,7 @@ pub async fn unpublished(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        BatchOutcome, OUTCOME_FORM, OrderView, Side, StoredBatch, StoredTrade, decode, parse_line,
-    };
-    use crate::trading::TimeInForce;
-
-    /// A stored batch of one trade and one order update, every field set.
-    fn sample() -> StoredBatch {
-        StoredBatch {
-            occurred_at: "2026-12-07T03:00:00.000001Z".into(),
-            trades: vec![StoredTrade {
-                trade_id: 7,
-                market: "btc_usdt".into(),
-                price: 100_000,
-                quantity: 3_000,
-                quote_quantity: 300_000,
-                maker_order_id: 1,
-                taker_order_id: 2,
-                maker_member: "alice".into(),
-                taker_member: "bob".into(),
-                taker_side: Side::Buy,
-                maker_fee: 300,
-                taker_fee: 600,
-                fee_asset: "USDT".into(),
-                command_seq: 2,
-            }],
-            orders: vec![(
-                "alice".into(),
-                OrderView {
-                    id: 1,
-                    market: "btc_usdt".into(),
-                    side: Side::Sell,
-                    kind: crate::trading::OrderKind::Limit,
-                    price: Some("100000".into()),
-                    quantity: Some("5000".into()),
-                    quote_amount: None,
-                    filled: "3000".into(),
-                    filled_quote: "300000".into(),
-                    status: "open".into(),
-                    reason: None,
-                    time_in_force: Some(TimeInForce::Gtc),
-                    client_order_id: Some("c-1".into()),
-                    hold: "2000".into(),
-                    hold_asset: "BTC".into(),
-                    created_at: "2026-12-07T02:59:59Z".into(),
-                    updated_at: "2026-12-07T03:00:00.000001Z".into(),
-                },
-            )],
-        }
-    }
-
-    /// Stored rows must stay readable: the stored form of a known batch is these bytes (a
-    /// change of field order, type or enum variants changes them and fails here), and they
-    /// decode back to the batch.
-    #[test]
-    fn stored_form_is_stable() {
-        let bytes = postcard::to_allocvec(&sample()).expect("encodes");
-        assert_eq!(hex::encode(&bytes), GOLDEN);
-        let decoded: StoredBatch = postcard::from_bytes(&bytes).expect("decodes");
-        assert_eq!(format!("{decoded:?}"), format!("{:?}", sample()));
-    }
-
-    /// Form 2 is stable like form 1: a known outcome (the sample's trade and order, with a
-    /// transfer id, an ordinal and the order's placing command) is these bytes, decodes back,
-    /// and a form-1 row decodes to the same messages with the projection's fields at zero.
-    #[test]
-    fn outcome_form_is_stable() {
-        let mut outcome = BatchOutcome::from(sample());
-        outcome.transfer_id = Some(uuid::Uuid::from_u128(
-            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
-        ));
-        outcome.trades[0].ordinal = 3;
-        outcome.orders[0].seq = 1;
-        let bytes = postcard::to_allocvec(&outcome).expect("encodes");
-        assert_eq!(hex::encode(&bytes), GOLDEN_OUTCOME);
-        let decoded = decode(OUTCOME_FORM, &bytes).expect("decodes");
-        assert_eq!(format!("{decoded:?}"), format!("{outcome:?}"));
-
-        let form_1 = postcard::to_allocvec(&sample()).expect("encodes");
-        let decoded = decode(1, &form_1).expect("form 1 decodes");
-        assert_eq!(decoded.transfer_id, None);
-        assert_eq!(
-            format!("{decoded:?}"),
-            format!("{:?}", BatchOutcome::from(sample()))
-        );
-        assert!(decode(3, &bytes).is_err(), "an unknown form is refused");
-    }
-
-    const GOLDEN_OUTCOME: &str = concat!(
-        "1b323032362d31322d30375430333a30303a30302e3030303030315a01100123456789abcdef0123",
-        "456789abcdef010307086274635f75736474a08d06b817e0a712010205616c69636503626f6200ac",
-        "02d8040455534454020105616c6963650101086274635f757364740100010631303030303001043530",
-        "303000043330303006333030303030046f70656e0001000103632d3104323030300342544314323032",
-        "362d31322d30375430323a35393a35395a1b323032362d31322d30375430333a30303a30302e303030",
-        "3030315a",
-    );
-
-    const GOLDEN: &str = concat!(
-        "1b323032362d31322d30375430333a30303a30302e3030303030315a0107086274635f75736474a0",
-        "8d06b817e0a712010205616c69636503626f6200ac02d8040455534454020105616c696365010862",
-        "74635f757364740100010631303030303001043530303000043330303006333030303030046f7065",
-        "6e0001000103632d3104323030300342544314323032362d31322d30375430323a35393a35395a1b",
-        "323032362d31322d30375430333a30303a30302e3030303030315a",
-    );
+    use super::parse_line;
 
     /// The stored form splits into routing key, id and body; the body may hold tabs escaped.
     #[test]

@@ -1,5 +1,6 @@
 //! The read models `orders` and `trades`, projected from the settled batches' stored
-//! outcomes (`trading_event_batches.outcome`, form 2: `BatchOutcome`) after they commit.
+//! outcomes (`trading_event_batches.outcome`, forms 2 and 3, see `outcome.rs`) after they
+//! commit.
 //!
 //! A batch's transaction holds only its command log row, its netted ledger transfer and its
 //! outcome row: those are the record, and a batch is settled when they commit. Its order and
@@ -26,8 +27,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 
 use super::TradingError;
-use super::copy_binary::{BinaryRows, postgres_micros};
-use super::events::{self, BatchOutcome, OutcomeOrder, OutcomeTrade};
+use super::copy_binary::BinaryRows;
+use super::outcome::{self, BatchOutcome, OrderUnits, OutcomeOrder, OutcomeTrade};
 use super::store::i64_of;
 
 /// Most outcome rows (batches) projected in one transaction.
@@ -94,7 +95,7 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
         let mut projection = Projection::default();
         for (first_seq, _, form, outcome) in rows {
             let outcome = match (form, outcome) {
-                (events::OUTCOME_FORM, Some(bytes)) => events::decode(form, &bytes),
+                (2.., Some(bytes)) => outcome::decode(form, &bytes),
                 _ => Err(format!("form {form} holds no read-model data")),
             }
             .map_err(|e| format!("batch {first_seq}: {e}"))?;
@@ -104,9 +105,10 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
     })
     .await?;
     let numbers = member_numbers(&mut tx, projection.members()).await?;
+    let market_name = market.to_owned();
     let projected = off_the_workers(market, move || {
         projection
-            .rows(watermark, &numbers)
+            .rows(&market_name, watermark, &numbers)
             .map_err(|e| format!("after {watermark}: {e}"))
     })
     .await?;
@@ -210,9 +212,12 @@ pub(crate) async fn run(pool: PgPool, markets: Vec<String>, mut committed: mpsc:
 /// The rows of consecutive batches of one market: every trade, and each order's last state.
 #[derive(Default)]
 struct Projection {
-    /// (batch time, RFC 3339; the batch's ledger transfer; the trade).
-    trades: Vec<(String, Option<uuid::Uuid>, OutcomeTrade)>,
+    /// (batch time, µs since the Unix epoch; the batch's ledger transfer; the trade).
+    trades: Vec<(i64, Option<uuid::Uuid>, OutcomeTrade)>,
     orders: BTreeMap<u64, OutcomeOrder>,
+    /// The market's base and quote assets (the first batch that names them).
+    base: String,
+    quote: String,
 }
 
 impl Projection {
@@ -221,13 +226,21 @@ impl Projection {
         let BatchOutcome {
             occurred_at,
             transfer_id,
+            base,
+            quote,
             trades,
             orders,
         } = outcome;
+        if self.base.is_empty() {
+            self.base = base;
+        }
+        if self.quote.is_empty() {
+            self.quote = quote;
+        }
         self.trades.extend(
             trades
                 .into_iter()
-                .map(|trade| (occurred_at.clone(), transfer_id, trade)),
+                .map(|trade| (occurred_at, transfer_id, trade)),
         );
         for order in orders {
             self.orders.insert(order.order.id, order);
@@ -238,7 +251,7 @@ impl Projection {
     fn members(&self) -> Vec<String> {
         let mut members: HashSet<&str> = HashSet::new();
         members.extend(self.orders.values().map(|order| order.member.as_str()));
-        for (_, _, OutcomeTrade { trade, .. }) in &self.trades {
+        for (_, _, trade) in &self.trades {
             members.insert(&trade.maker_member);
             members.insert(&trade.taker_member);
         }
@@ -249,10 +262,10 @@ impl Projection {
     /// streams, earlier orders as update columns. `numbers` maps each member id to its
     /// number (`trading_members`), which the member indexes key on.
     ///
-    /// Errors: an amount that is not a decimal integer, or a time that is not RFC 3339, in
-    /// the stored outcome (the engine writes neither); a member without a number.
+    /// Errors: a member without a number; an asset the rows need that no batch named.
     fn rows(
         self,
+        market: &str,
         watermark: u64,
         numbers: &HashMap<String, i64>,
     ) -> Result<ProjectionRows, String> {
@@ -262,6 +275,15 @@ impl Projection {
                 .copied()
                 .ok_or_else(|| format!("member {member} has no number in trading_members"))
         };
+        let asset = |symbol: &'_ str| {
+            if symbol.is_empty() {
+                Err(format!(
+                    "no batch of {market} named its base and quote assets"
+                ))
+            } else {
+                Ok(())
+            }
+        };
         let mut orders = BinaryRows::with_capacity(self.orders.len() * 256);
         let mut updates = OrderUpdates::default();
         for OutcomeOrder { member, seq, order } in self.orders.into_values() {
@@ -269,45 +291,40 @@ impl Projection {
                 updates.push(order);
                 continue;
             }
+            let hold_asset = order.hold_asset(&self.base, &self.quote);
+            asset(hold_asset)?;
             orders.row(20);
             orders.int8(i64_of(order.id));
-            orders.text(&order.market);
+            orders.text(market);
             orders.text(&member);
             orders.text(order.side.as_str());
             orders.text(order.kind.as_str());
-            orders.numeric_decimal_or_null(order.price.as_deref())?;
-            orders.numeric_decimal_or_null(order.quantity.as_deref())?;
-            orders.numeric_decimal_or_null(order.quote_amount.as_deref())?;
+            orders.numeric_or_null(order.price);
+            orders.numeric_or_null(order.quantity);
+            orders.numeric_or_null(order.quote_amount);
             orders.text_or_null(order.time_in_force.map(super::TimeInForce::as_str));
             orders.text_or_null(order.client_order_id.as_deref());
-            orders.numeric_decimal_or_null(Some(&order.filled))?;
-            orders.numeric_decimal_or_null(Some(&order.filled_quote))?;
-            orders.numeric_decimal_or_null(Some(&order.hold))?;
-            orders.text(&order.hold_asset);
-            orders.text(&order.status);
+            orders.numeric(order.filled);
+            orders.numeric(order.filled_quote);
+            orders.numeric(order.hold);
+            orders.text(hold_asset);
+            orders.text(order.status.as_str());
             orders.text_or_null(order.reason.as_deref());
             orders.int8(i64_of(seq));
-            orders.timestamptz(postgres_micros(&order.created_at)?);
-            orders.timestamptz(postgres_micros(&order.updated_at)?);
+            orders.timestamptz(order.created_at);
+            orders.timestamptz(order.updated_at);
             orders.int8(number(&member)?);
         }
+        if !self.trades.is_empty() {
+            asset(&self.quote)?;
+        }
         let mut trades = BinaryRows::with_capacity(self.trades.len() * 256);
-        // A batch's trades share its time: parsed once.
-        let mut batch_time: Option<(&str, i64)> = None;
-        for (occurred_at, transfer_id, OutcomeTrade { ordinal, trade: t }) in &self.trades {
-            let created_at = match batch_time {
-                Some((text, micros)) if text == occurred_at => micros,
-                _ => {
-                    let micros = postgres_micros(occurred_at)?;
-                    batch_time = Some((occurred_at, micros));
-                    micros
-                }
-            };
+        for (created_at, transfer_id, t) in &self.trades {
             trades.row(19);
             trades.int8(i64_of(t.trade_id));
-            trades.text(&t.market);
+            trades.text(market);
             trades.int8(i64_of(t.command_seq));
-            trades.int4(i32::try_from(*ordinal).map_err(|_| format!("ordinal {ordinal}"))?);
+            trades.int4(i32::try_from(t.ordinal).map_err(|_| format!("ordinal {}", t.ordinal))?);
             trades.numeric(t.price);
             trades.numeric(t.quantity);
             trades.numeric(t.quote_quantity);
@@ -318,9 +335,9 @@ impl Projection {
             trades.text(t.taker_side.as_str());
             trades.numeric(t.maker_fee);
             trades.numeric(t.taker_fee);
-            trades.text(&t.fee_asset);
+            trades.text(&self.quote);
             trades.uuid_or_null(*transfer_id);
-            trades.timestamptz(created_at);
+            trades.timestamptz(*created_at);
             trades.int8(number(&t.maker_member)?);
             trades.int8(number(&t.taker_member)?);
         }
@@ -403,28 +420,27 @@ impl ProjectionRows {
 }
 
 /// New states of orders that already have a row, as columns for one `UPDATE … FROM UNNEST`
-/// (amounts as decimal text of base units, times as RFC 3339).
+/// (amounts as decimal text of base units).
 #[derive(Default)]
 struct OrderUpdates {
     ids: Vec<i64>,
     filled: Vec<String>,
     filled_quote: Vec<String>,
     holds: Vec<String>,
-    statuses: Vec<String>,
+    statuses: Vec<&'static str>,
     reasons: Vec<Option<String>>,
-    updated: Vec<String>,
+    updated: Vec<time::OffsetDateTime>,
 }
 
 impl OrderUpdates {
-    fn push(&mut self, order: super::OrderView) {
-        self.ids
-            .push(i64::try_from(order.id).expect("order ids stay below 2^63"));
-        self.filled.push(order.filled);
-        self.filled_quote.push(order.filled_quote);
-        self.holds.push(order.hold);
-        self.statuses.push(order.status);
+    fn push(&mut self, order: OrderUnits) {
+        self.ids.push(i64_of(order.id));
+        self.filled.push(order.filled.to_string());
+        self.filled_quote.push(order.filled_quote.to_string());
+        self.holds.push(order.hold.to_string());
+        self.statuses.push(order.status.as_str());
         self.reasons.push(order.reason);
-        self.updated.push(order.updated_at);
+        self.updated.push(outcome::time_of_micros(order.updated_at));
     }
 
     /// Applies the updates to `market`'s rows.
@@ -437,9 +453,9 @@ impl OrderUpdates {
         let updated = sqlx::query(
             "UPDATE orders o SET filled = u.filled::numeric, filled_quote = u.filled_quote::numeric,
                     hold = u.hold::numeric, status = u.status, reason = u.reason,
-                    updated_at = u.updated_at::timestamptz
+                    updated_at = u.updated_at
                FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                           $6::text[], $7::text[])
+                           $6::text[], $7::timestamptz[])
                  AS u(id, filled, filled_quote, hold, status, reason, updated_at)
               WHERE o.id = u.id AND o.market = $8",
         )

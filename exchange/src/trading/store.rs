@@ -15,6 +15,7 @@ use uuid::Uuid;
 #[cfg(doc)]
 use super::accounts::AccountIds;
 use super::engine::Batch;
+use super::outcome::{self, OrderUnits};
 use super::{
     EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView, TradingError,
 };
@@ -29,7 +30,6 @@ pub const TRADE_SETTLEMENT: &str = "trade_settlement";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OrderRow {
     pub(crate) id: u64,
-    pub(crate) market: String,
     pub(crate) member: MemberId,
     pub(crate) side: Side,
     pub(crate) kind: OrderKind,
@@ -61,40 +61,17 @@ impl OrderRow {
         })
     }
 
+    /// The order as members see it (amounts in base units, times in RFC 3339).
     pub(crate) fn view(&self, market: &Market) -> OrderView {
-        OrderView {
-            id: self.id,
-            market: self.market.clone(),
-            side: self.side,
-            kind: self.kind,
-            price: self.price_ticks.map(|t| market.price_units(t).to_string()),
-            quantity: self.quantity_lots.map(|l| market.base_units(l).to_string()),
-            quote_amount: self
-                .quote_budget
-                .map(|b| (u128::from(b) * market.tick_size).to_string()),
-            filled: market.base_units(self.filled_lots).to_string(),
-            filled_quote: self.filled_quote.to_string(),
-            status: self.status.to_owned(),
-            reason: self.reason.clone(),
-            time_in_force: self.time_in_force,
-            client_order_id: self.client_order_id.clone(),
-            hold: self.hold.to_string(),
-            hold_asset: if self.hold_base {
-                market.base.to_string()
-            } else {
-                market.quote.to_string()
-            },
-            created_at: rfc3339(self.created_at),
-            updated_at: rfc3339(self.updated_at),
-        }
+        OrderUnits::of(self, market).view(&market.name, market.base.as_str(), market.quote.as_str())
     }
 }
 
-/// A settled trade.
+/// A settled trade, in the market of the batch that holds it (whose quote asset its fees
+/// are in).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TradeRow {
     pub(crate) id: u64,
-    pub(crate) market: String,
     pub(crate) seq: u64,
     pub(crate) ordinal: u32,
     pub(crate) price: u128,
@@ -107,7 +84,6 @@ pub(crate) struct TradeRow {
     pub(crate) taker_side: Side,
     pub(crate) maker_fee: u128,
     pub(crate) taker_fee: u128,
-    pub(crate) fee_asset: String,
     pub(crate) created_at: OffsetDateTime,
 }
 
@@ -368,7 +344,6 @@ fn order_from_row(row: &sqlx::postgres::PgRow, market: &Market) -> Result<OrderR
     let member: String = row.try_get("member_id")?;
     Ok(OrderRow {
         id: u64_of(row.try_get("id")?)?,
-        market: row.try_get("market")?,
         member: member.parse().map_err(|e: String| corrupt(&e))?,
         side,
         kind,
@@ -562,7 +537,7 @@ pub(crate) async fn read_balances(
 ///
 /// 1. rows no earlier batch's transaction can hold up: the command log row, the ledger
 ///    transfer's row and its entries, checked but not yet applied to the balances
-///    ([`stage_netted`]), and the batch's outcome row (`trading_event_batches`, form 2: its
+///    ([`stage_netted`]), and the batch's outcome row (`trading_event_batches`, form 3: its
 ///    `exchange.events` messages and the source of its `orders` and `trades` rows, which
 ///    `projection.rs` writes after the commit);
 /// 2. after `after` resolves (the previous batch's transaction committed; batches are written
@@ -599,12 +574,11 @@ pub(crate) async fn write_batch(
         let (market, batch) = (market.clone(), batch.clone());
         let transfer_id = transfer.as_ref().map(Transfer::id);
         tokio::task::spawn_blocking(move || {
-            let now = rfc3339(batch.now);
-            super::events::encode(
+            outcome::encode(
                 &market,
                 &batch.trades,
                 batch.orders.values(),
-                &now,
+                batch.now,
                 transfer_id,
             )
         })

@@ -270,6 +270,130 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
     db.assert_consistent().await;
 }
 
+/// Proves: the balance check sums per asset (migration 0021 records each statement's sums):
+/// a transfer balanced in total but not per asset is refused, one whose two statements each
+/// leave an asset unbalanced but together balance it passes, and the recorded sums cannot be
+/// removed or written by hand to skip a check.
+///
+/// Steps: credit bob ETH and BTC; commit −5 ETH hot wallet / +5 BTC bob (balanced in total,
+/// not per asset); commit −5 / +5 ETH (5 ETH from bob back to the hot wallet) as two
+/// statements of one entry each (the first alone sums to −5); in a transaction with an
+/// unbalanced statement, delete its pending sums, then insert a pending sum by hand; check
+/// the journal after each.
+#[tokio::test]
+async fn balance_checks_sum_per_asset_and_their_sums_are_guarded() {
+    let db = TestDb::new().await;
+    for (asset, decimals) in [("ETH", 18), ("BTC", 8)] {
+        let deposit = confirmed("bob", asset, "1000", decimals);
+        assert!(matches!(
+            deposits::apply(&db.pool, &deposit).await,
+            Ok(Outcome::Credited { .. })
+        ));
+    }
+    let account = |asset: &'static str, kind: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT id FROM accounts WHERE asset = $1 AND kind = $2")
+                .bind(asset)
+                .bind(kind)
+                .fetch_one(&pool)
+                .await
+                .expect("account")
+        }
+    };
+    let eth_hot = account("ETH", "hot_wallet").await;
+    let eth_bob = account("ETH", "available").await;
+    let btc_bob = account("BTC", "available").await;
+    // Each inner vector is one statement.
+    let commit = |statements: Vec<Vec<(i64, i64)>>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await?;
+            let id = Uuid::new_v4();
+            sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'test', $2)")
+                .bind(id)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            for entries in statements {
+                let (accounts, amounts): (Vec<i64>, Vec<i64>) = entries.into_iter().unzip();
+                sqlx::query(
+                    "INSERT INTO entries (transfer_id, account_id, amount)
+                     SELECT $1, a, m FROM UNNEST($2::bigint[], $3::bigint[]) AS t(a, m)",
+                )
+                .bind(id)
+                .bind(accounts)
+                .bind(amounts)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+    };
+
+    let across_assets = commit(vec![vec![(eth_hot, -5), (btc_bob, 5)]])
+        .await
+        .expect_err("balanced in total only");
+    let error = across_assets.as_database_error().expect("database error");
+    assert_eq!(error.constraint(), Some("transfers_balanced"));
+    assert!(error.message().contains("not zero"), "{}", error.message());
+    assert_eq!(db.count("transfers").await, 2);
+
+    commit(vec![vec![(eth_hot, -5)], vec![(eth_bob, 5)]])
+        .await
+        .expect("two statements that balance together");
+    assert_eq!(db.count("transfers").await, 3);
+    assert_eq!(db.available("bob", "ETH").await, "995");
+    assert_eq!(db.count("ledger_pending_checks").await, 0);
+
+    let mut tx = db.pool.begin().await.expect("begin");
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'test', $2)")
+        .bind(id)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("transfer");
+    sqlx::query("INSERT INTO entries (transfer_id, account_id, amount) VALUES ($1, $2, 7)")
+        .bind(id)
+        .bind(eth_bob)
+        .execute(&mut *tx)
+        .await
+        .expect("one unbalanced entry");
+    sqlx::query("SAVEPOINT before_tampering")
+        .execute(&mut *tx)
+        .await
+        .expect("savepoint");
+    let removed = sqlx::query("DELETE FROM ledger_pending_checks")
+        .execute(&mut *tx)
+        .await
+        .expect_err("pending sums are removed by the check only");
+    assert_eq!(
+        removed.as_database_error().and_then(|e| e.constraint()),
+        Some("ledger_pending_checks_guard")
+    );
+    sqlx::query("ROLLBACK TO SAVEPOINT before_tampering")
+        .execute(&mut *tx)
+        .await
+        .expect("rollback to savepoint");
+    let forged = sqlx::query(
+        "INSERT INTO ledger_pending_checks (transfer_id, asset, amount, entries)
+         VALUES ($1, 'ETH', -7, 1)",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .expect_err("pending sums are written by the entries' trigger only");
+    assert_eq!(
+        forged.as_database_error().and_then(|e| e.constraint()),
+        Some("ledger_pending_checks_guard")
+    );
+    drop(tx);
+    assert_eq!(db.count("transfers").await, 3);
+    assert_eq!(db.available("bob", "ETH").await, "995");
+    db.assert_consistent().await;
+}
+
 /// Proves: posting is idempotent on (kind, reference), and two concurrent applications of
 /// the same event, or of two events of one deposit, credit once.
 ///

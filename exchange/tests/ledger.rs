@@ -897,3 +897,39 @@ async fn open_account(
     .execute(pool)
     .await
 }
+
+/// The ledger's trigger functions are planned with key lookups whatever the tables'
+/// statistics (migration 0022): each carries `enable_seqscan`, `enable_hashjoin` and
+/// `enable_mergejoin` off. PL/pgSQL keeps a session's plans, so a plan made while the tables
+/// were small (a sequential scan of `entries`) would otherwise outlive their growth; a later
+/// `CREATE OR REPLACE FUNCTION` that forgets the settings fails here.
+#[tokio::test]
+async fn ledger_functions_look_rows_up_by_key() {
+    let db = TestDb::new().await;
+    let functions = [
+        "ledger_apply_deltas",
+        "ledger_apply_entries",
+        "ledger_apply_unapplied",
+        "ledger_check_transfer",
+        "ledger_run_pending_check",
+        "ledger_check_applied",
+    ];
+    for function in functions {
+        let settings: Vec<String> =
+            sqlx::query_scalar("SELECT coalesce(proconfig, '{}') FROM pg_proc WHERE proname = $1")
+                .bind(function)
+                .fetch_one(&db.pool)
+                .await
+                .expect("function exists");
+        for setting in [
+            "enable_seqscan=off",
+            "enable_hashjoin=off",
+            "enable_mergejoin=off",
+        ] {
+            assert!(
+                settings.iter().any(|s| s == setting),
+                "{function} lacks {setting}: {settings:?}"
+            );
+        }
+    }
+}

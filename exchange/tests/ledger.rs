@@ -933,3 +933,76 @@ async fn ledger_functions_look_rows_up_by_key() {
         }
     }
 }
+
+/// Proves: an account's id, owner, asset and kind never change, it opens at zero, and its
+/// balance changes only through entries (migration 0023's column triggers, which replaced
+/// the PL/pgSQL row trigger); an update that sets a key column to its own value passes.
+///
+/// Steps: credit alice by a deposit; update her account's asset, kind, owner and id, its
+/// balance directly, and its asset to the same value; open an account with a balance; check
+/// her balance after each.
+#[tokio::test]
+async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
+    let db = TestDb::new().await;
+    let deposit = confirmed("alice", "BTC", "100", 8);
+    assert!(matches!(
+        deposits::apply(&db.pool, &deposit).await,
+        Ok(Outcome::Credited { .. })
+    ));
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM accounts WHERE member_id = 'alice' AND kind = 'available'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("alice's account");
+    let refused = |statement: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let error = sqlx::query(statement)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect_err(statement);
+            error
+                .as_database_error()
+                .and_then(|e| e.constraint())
+                .map(str::to_owned)
+        }
+    };
+    for statement in [
+        "UPDATE accounts SET asset = 'ETH' WHERE id = $1",
+        "UPDATE accounts SET kind = 'locked' WHERE id = $1",
+        "UPDATE accounts SET member_id = 'bob' WHERE id = $1",
+        "UPDATE accounts SET id = DEFAULT WHERE id = $1",
+    ] {
+        assert_eq!(
+            refused(statement).await.as_deref(),
+            Some("accounts_key_fixed"),
+            "{statement}"
+        );
+    }
+    assert_eq!(
+        refused("UPDATE accounts SET balance = balance + 1 WHERE id = $1")
+            .await
+            .as_deref(),
+        Some("accounts_balance_from_entries")
+    );
+    sqlx::query("UPDATE accounts SET asset = asset, balance = balance WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .expect("setting a key column or the balance to its own value changes nothing");
+    let opened = sqlx::query(
+        "INSERT INTO accounts (member_id, asset, kind, normal_side, owner_type, balance)
+         VALUES ('carol', 'BTC', 'available', 'credit', 'member', 5)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect_err("accounts open at zero");
+    assert_eq!(
+        opened.as_database_error().and_then(|e| e.constraint()),
+        Some("accounts_balance_from_entries")
+    );
+    assert_eq!(db.available("alice", "BTC").await, "100");
+    db.assert_consistent().await;
+}

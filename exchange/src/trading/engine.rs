@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts::AccountIds;
+use super::funds::{Available, Changes, Held, slot};
 use super::projection;
 use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
@@ -21,7 +22,7 @@ use super::{
     DepthView, EventsSink, MarketView, MemberId, NewOrder, OrderKind, OrderView, Side, TimeInForce,
     TradeView, TradingError,
 };
-use crate::ledger::{AccountKey, AssetSymbol};
+use crate::ledger::AssetSymbol;
 use crate::markets::{Market, MarketsConfig};
 use crate::metrics::{BatchFailure, Metrics};
 
@@ -873,7 +874,7 @@ impl Worker {
         &self,
         commands: &[MemberCommand],
         in_flight: &[&Batch],
-    ) -> Result<HashMap<(MemberId, bool), u128>, TradingError> {
+    ) -> Result<Available, TradingError> {
         if commands.is_empty() {
             return Ok(HashMap::new());
         }
@@ -1138,7 +1139,8 @@ async fn write_in_transaction(
     }
     let started = std::time::Instant::now();
     // Opened (if new) and committed before the transaction: see `accounts.rs`.
-    let accounts = accounts.resolve(&pool, batch.changes.keys()).await?;
+    let changes = batch.changes.accounts(&market);
+    let accounts = accounts.resolve(&pool, changes.keys()).await?;
     // Every join of the batch looks up at most a few thousand rows by key (order ids,
     // accounts). With a small or cached table PostgreSQL's costs favour hashing the whole
     // table instead, which grows with the table: ~30 ms per batch at 120 k orders
@@ -1147,14 +1149,17 @@ async fn write_in_transaction(
     let mut tx = pool
         .begin_with("BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         .await?;
-    store::write_batch(&mut tx, &market, &batch, &accounts, events, previous).await?;
+    store::write_batch(
+        &mut tx, &market, &batch, &changes, &accounts, events, previous,
+    )
+    .await?;
     let written = started.elapsed();
     tx.commit().await?;
     tracing::debug!(
         market = %market.name,
         commands = batch.commands.len(),
         trades = batch.trades.len(),
-        legs = batch.changes.len(),
+        legs = changes.len(),
         write_us = written.as_micros(),
         commit_us = (started.elapsed() - written).as_micros(),
         "batch settled"
@@ -1167,10 +1172,10 @@ pub(crate) struct Batch {
     market: Arc<Market>,
     /// When the batch ran; every row and message of the batch carries this time.
     pub(crate) now: OffsetDateTime,
-    /// Current available balances of the batch's members (base and quote), base units.
-    available: HashMap<(MemberId, bool), u128>,
-    /// Net change per account: (credits, debits) on its normal (credit) side.
-    pub(crate) changes: BTreeMap<AccountKey, (u128, u128)>,
+    /// Current available balances of the batch's members.
+    available: Available,
+    /// Net change of each account the batch touched.
+    pub(crate) changes: Changes,
     pub(crate) commands: Vec<(u64, Command)>,
     pub(crate) orders: BTreeMap<u64, OrderRow>,
     pub(crate) trades: Vec<TradeRow>,
@@ -1180,16 +1185,12 @@ pub(crate) struct Batch {
 type Outcome = Result<OrderView, TradingError>;
 
 impl Batch {
-    pub(crate) fn new(
-        market: &Arc<Market>,
-        available: HashMap<(MemberId, bool), u128>,
-        now: OffsetDateTime,
-    ) -> Self {
+    pub(crate) fn new(market: &Arc<Market>, available: Available, now: OffsetDateTime) -> Self {
         Self {
             market: market.clone(),
             now,
             available,
-            changes: BTreeMap::new(),
+            changes: Changes::default(),
             commands: Vec::new(),
             orders: BTreeMap::new(),
             trades: Vec::new(),
@@ -1202,20 +1203,10 @@ impl Batch {
         self.commands.last().map(|(seq, _)| *seq)
     }
 
-    /// Adds this batch's net change of each available account in `available` (keyed by
-    /// member and base asset?) to it: the balances a batch that runs after this one (before it
-    /// commits) starts from. A balance that would go below zero (another writer lowered it
-    /// after this batch read it; this batch will then not commit) counts as zero.
-    fn carry_forward(&self, available: &mut HashMap<(MemberId, bool), u128>) {
-        for ((member, base), balance) in available.iter_mut() {
-            let key = AccountKey::available(member.clone(), self.asset(*base).clone());
-            if let Some((credits, debits)) = self.changes.get(&key) {
-                *balance = balance
-                    .checked_add(*credits)
-                    .expect("balances fit u128")
-                    .saturating_sub(*debits);
-            }
-        }
+    /// Adds this batch's net change of each available account to `available`: the balances
+    /// a batch that runs after this one (before it commits) starts from.
+    fn carry_forward(&self, available: &mut Available) {
+        self.changes.carry_forward(available);
     }
 
     fn asset(&self, base: bool) -> &AssetSymbol {
@@ -1226,46 +1217,29 @@ impl Batch {
         }
     }
 
-    fn credit(&mut self, key: AccountKey, amount: u128) {
-        if amount == 0 {
-            return;
-        }
-        let entry = self.changes.entry(key).or_insert((0, 0));
-        entry.0 = entry.0.checked_add(amount).expect("batch sums fit u128");
-    }
-
-    fn debit(&mut self, key: AccountKey, amount: u128) {
-        if amount == 0 {
-            return;
-        }
-        let entry = self.changes.entry(key).or_insert((0, 0));
-        entry.1 = entry.1.checked_add(amount).expect("batch sums fit u128");
-    }
-
     /// Moves `amount` of `member`'s base (or quote) from available to locked.
     fn lock(&mut self, member: &MemberId, base: bool, amount: u128) {
-        let asset = self.asset(base).clone();
-        let available = self
+        let available = &mut self
             .available
-            .get_mut(&(member.clone(), base))
-            .expect("the batch read every requesting member's balances");
+            .get_mut(member)
+            .expect("the batch read every requesting member's balances")[slot(base)];
         *available = available
             .checked_sub(amount)
             .expect("lock checked against available");
-        self.debit(AccountKey::available(member.clone(), asset.clone()), amount);
-        self.credit(AccountKey::locked(member.clone(), asset), amount);
+        self.changes.debit(member, Held::Available, base, amount);
+        self.changes.credit(member, Held::Locked, base, amount);
     }
 
     /// Moves `amount` back from locked to available.
     fn unlock(&mut self, member: &MemberId, base: bool, amount: u128) {
-        let asset = self.asset(base).clone();
         self.add_available(member, base, amount);
-        self.debit(AccountKey::locked(member.clone(), asset.clone()), amount);
-        self.credit(AccountKey::available(member.clone(), asset), amount);
+        self.changes.debit(member, Held::Locked, base, amount);
+        self.changes.credit(member, Held::Available, base, amount);
     }
 
     fn add_available(&mut self, member: &MemberId, base: bool, amount: u128) {
-        if let Some(available) = self.available.get_mut(&(member.clone(), base)) {
+        if let Some(available) = self.available.get_mut(member) {
+            let available = &mut available[slot(base)];
             *available = available.checked_add(amount).expect("balances fit u128");
         }
     }
@@ -1357,9 +1331,8 @@ impl Batch {
         };
         let available = self
             .available
-            .get(&(member.clone(), hold_base))
-            .copied()
-            .unwrap_or(0);
+            .get(&member)
+            .map_or(0, |available| available[slot(hold_base)]);
         if available < hold {
             return Err(TradingError::InsufficientFunds {
                 asset: self.asset(hold_base).to_string(),
@@ -1600,23 +1573,15 @@ impl Batch {
             self.orders.insert(order_id, row);
         }
         // Buyer: locked quote pays notional + fee, receives base.
-        self.debit(
-            AccountKey::locked(buyer.clone(), m.quote.clone()),
-            buyer_pays,
-        );
-        self.credit(AccountKey::available(buyer.clone(), m.base.clone()), base);
+        self.changes.debit(&buyer, Held::Locked, false, buyer_pays);
+        self.changes.credit(&buyer, Held::Available, true, base);
         self.add_available(&buyer, true, base);
         // Seller: locked base goes, receives notional − fee.
-        self.debit(AccountKey::locked(seller.clone(), m.base.clone()), base);
-        self.credit(
-            AccountKey::available(seller.clone(), m.quote.clone()),
-            seller_gets,
-        );
+        self.changes.debit(&seller, Held::Locked, true, base);
+        self.changes
+            .credit(&seller, Held::Available, false, seller_gets);
         self.add_available(&seller, false, seller_gets);
-        self.credit(
-            AccountKey::fee_revenue(m.quote.clone()),
-            maker_fee + taker_fee,
-        );
+        self.changes.credit_fees(maker_fee + taker_fee);
         let maker_member = state.open[&maker_id].member.clone();
         let taker_member = state.open[&taker_id].member.clone();
         self.trades.push(TradeRow {

@@ -34,6 +34,7 @@ mod accounts;
 mod copy_binary;
 mod engine;
 pub mod events;
+mod funds;
 mod outcome;
 pub mod projection;
 pub mod snapshot;

@@ -2,7 +2,7 @@
 //! written by `projection.rs`), and writing a settled batch (its command log row, netted
 //! ledger transfer and outcome row) inside the caller's transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use coinhub_events::BaseUnits;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 #[cfg(doc)]
 use super::accounts::AccountIds;
 use super::engine::Batch;
+use super::funds::{Available, Change, slot};
 use super::outcome::{self, OrderUnits};
 use super::{
     EventsSink, MemberId, OrderKind, OrderView, Side, TimeInForce, TradeView, TradingError,
@@ -473,9 +474,9 @@ pub(crate) async fn load_trades(
         .collect()
 }
 
-/// What [`read_balances`] returns: available balances keyed by (member, is base asset), base
-/// units, and the last command of the market whose batch had committed.
-pub(crate) type Balances = (HashMap<(MemberId, bool), u128>, u64);
+/// What [`read_balances`] returns: the members' available balances (`[quote, base]`, base
+/// units), and the last command of the market whose batch had committed.
+pub(crate) type Balances = (Available, u64);
 
 /// The available balances of `members` in `market`'s base and quote assets (zero for a member
 /// without an account), and the last command of `market` whose batch had committed
@@ -509,11 +510,10 @@ pub(crate) async fn read_balances(
     .bind(&market.name)
     .fetch_all(pool)
     .await?;
-    let mut available = HashMap::with_capacity(members.len() * 2);
-    for member in members {
-        available.insert((member.clone(), true), 0);
-        available.insert((member.clone(), false), 0);
-    }
+    let mut available: Available = members
+        .iter()
+        .map(|member| (member.clone(), [0, 0]))
+        .collect();
     let mut committed = 0;
     for (member, asset, balance, last_seq) in rows {
         match (member, asset, balance, last_seq) {
@@ -521,7 +521,7 @@ pub(crate) async fn read_balances(
             (Some(member), Some(asset), Some(balance), None) => {
                 let member: MemberId = member.parse().map_err(TradingError::Database)?;
                 let base = asset == market.base.as_str();
-                available.insert((member, base), u128_of(&balance)?);
+                available.entry(member).or_default()[slot(base)] = u128_of(&balance)?;
             }
             row => {
                 return Err(TradingError::Database(format!(
@@ -556,6 +556,7 @@ pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     market: &Arc<Market>,
     batch: &Arc<Batch>,
+    changes: &BTreeMap<AccountKey, Change>,
     accounts: &HashMap<&AccountKey, i64>,
     events: EventsSink,
     after: impl std::future::Future<Output = Result<(), TradingError>>,
@@ -567,7 +568,7 @@ pub(crate) async fn write_batch(
     let phase_start = std::time::Instant::now();
     let first = batch.commands.first().expect("not empty").0;
     let last = batch.commands.last().expect("not empty").0;
-    let transfer = settlement_transfer(market, batch, first, last)?;
+    let transfer = settlement_transfer(market, changes, first, last)?;
     // The outcome is encoded on a blocking thread while PostgreSQL takes the rows below
     // (the two would otherwise take turns).
     let encoding = {
@@ -650,16 +651,17 @@ async fn insert_commands(
     Ok(())
 }
 
-/// The batch's ledger transfer: the net change per account (`None` when it nets to zero).
+/// The ledger transfer of the batch of commands `first ..= last`: the net change of each
+/// account in `changes` (`None` when it nets to zero).
 fn settlement_transfer(
     market: &Market,
-    batch: &Batch,
+    changes: &BTreeMap<AccountKey, Change>,
     first: u64,
     last: u64,
 ) -> Result<Option<Transfer>, TradingError> {
     let mut legs = Vec::new();
     let mut per_asset: HashMap<&str, i128> = HashMap::new();
-    for (account, (credits, debits)) in &batch.changes {
+    for (account, (credits, debits)) in changes {
         let sum = per_asset.entry(account.asset().as_str()).or_default();
         // Every trading account is credit-normal: + credit raises it.
         if credits > debits {

@@ -1006,3 +1006,76 @@ async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
     assert_eq!(db.available("alice", "BTC").await, "100");
     db.assert_consistent().await;
 }
+
+/// Proves: two transactions that each take 60 of the same 100 cannot both commit: the second
+/// waits for the first's row lock, re-checks the balance the first left (40) and is refused
+/// with `accounts_balance_non_negative` naming the account (migration 0026 applies a change
+/// only where the new balance is not below zero, in the one `UPDATE` that locks the row).
+///
+/// Steps: credit alice 100; in one transaction write and apply a deferred 60 from available to
+/// locked, uncommitted; start the same in a second transaction (it blocks); commit the first;
+/// the second fails; balances are 40 / 60.
+#[tokio::test]
+async fn concurrent_overdraws_are_refused_after_the_wait() {
+    let db = TestDb::new().await;
+    let deposit = confirmed("alice", "BTC", "100", 8);
+    assert!(matches!(
+        deposits::apply(&db.pool, &deposit).await,
+        Ok(Outcome::Credited { .. })
+    ));
+    let available = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
+    let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let accounts = (
+        journal::ensure_account(&mut conn, &available)
+            .await
+            .expect("account"),
+        journal::ensure_account(&mut conn, &locked)
+            .await
+            .expect("account"),
+    );
+    drop(conn);
+
+    let mut first = db.pool.begin().await.expect("begin");
+    let id = write_deferred(&mut first, accounts, 60)
+        .await
+        .expect("written");
+    assert_eq!(apply_deferred(&mut first, id).await.expect("applied"), 1);
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = pool.begin().await?;
+        let id = write_deferred(&mut tx, accounts, 60).await?;
+        apply_deferred(&mut tx, id).await?;
+        tx.commit().await
+    });
+    // The second transaction's update waits for the first's row lock.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the first");
+    first.commit().await.expect("the first commits");
+    let error = second
+        .await
+        .expect("task")
+        .expect_err("the second would take the balance below zero");
+    let db_error = error.as_database_error().expect("database error");
+    assert_eq!(db_error.constraint(), Some("accounts_balance_non_negative"));
+    let detail = db_error
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(sqlx::postgres::PgDatabaseError::detail)
+        .map(str::to_owned);
+    assert_eq!(detail, Some(accounts.0.to_string()));
+    assert_eq!(
+        journal::balance(&db.pool, &available)
+            .await
+            .expect("balance")
+            .to_string(),
+        "40"
+    );
+    assert_eq!(
+        journal::balance(&db.pool, &locked)
+            .await
+            .expect("balance")
+            .to_string(),
+        "60"
+    );
+    db.assert_consistent().await;
+}

@@ -156,6 +156,13 @@ impl OrderUnits {
 
     /// The order as members see it, in `market` (`base` and `quote` its assets).
     pub(crate) fn view(&self, market: &str, base: &str, quote: &str) -> OrderView {
+        // Most views are of orders the batch placed: one time, formatted once.
+        let created_at = rfc3339_of_micros(self.created_at);
+        let updated_at = if self.updated_at == self.created_at {
+            created_at.clone()
+        } else {
+            rfc3339_of_micros(self.updated_at)
+        };
         OrderView {
             id: self.id,
             market: market.to_owned(),
@@ -172,8 +179,8 @@ impl OrderUnits {
             client_order_id: self.client_order_id.clone(),
             hold: self.hold.to_string(),
             hold_asset: self.hold_asset(base, quote).to_owned(),
-            created_at: rfc3339_of_micros(self.created_at),
-            updated_at: rfc3339_of_micros(self.updated_at),
+            created_at,
+            updated_at,
         }
     }
 

@@ -315,27 +315,30 @@ impl MarketsConfig {
     }
 }
 
+/// A `btc_usdt` market for unit tests: tick 100 USDT base units, lot 1,000 BTC base units,
+/// fees 10 / 20 basis points.
+#[cfg(test)]
+pub(crate) fn sample_market() -> Market {
+    Market {
+        name: "btc_usdt".into(),
+        base: "BTC".parse().expect("symbol"),
+        quote: "USDT".parse().expect("symbol"),
+        tick_size: 100,
+        lot_size: 1_000,
+        min_lots: 1,
+        maker_fee_bps: 10,
+        taker_fee_bps: 20,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn market() -> Market {
-        Market {
-            name: "btc_usdt".into(),
-            base: "BTC".parse().expect("symbol"),
-            quote: "USDT".parse().expect("symbol"),
-            tick_size: 100,
-            lot_size: 1_000,
-            min_lots: 1,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        }
-    }
-
     /// Off-step, zero and oversized amounts are refused, never rounded.
     #[test]
     fn conversions_are_exact() {
-        let m = market();
+        let m = sample_market();
         assert_eq!(m.price_ticks(12_300), Ok(123));
         assert!(matches!(
             m.price_ticks(12_345),

@@ -14,6 +14,20 @@ fn units(value: &str) -> coinhub_events::BaseUnits {
     value.parse().expect("valid amount")
 }
 
+/// Credits `member` `amount` base units of `asset` by a confirmed deposit.
+async fn credit(db: &TestDb, member: &str, asset: &str, amount: &str, decimals: u8) {
+    let deposit = confirmed(member, asset, amount, decimals);
+    assert!(matches!(
+        deposits::apply(&db.pool, &deposit).await,
+        Ok(Outcome::Credited { .. })
+    ));
+}
+
+/// The constraint a database error names, if any.
+fn constraint_of(error: &sqlx::Error) -> Option<&str> {
+    error.as_database_error().and_then(|e| e.constraint())
+}
+
 /// Proves: a transfer that would take an account below zero is refused by the database and
 /// nothing of it is applied — through the API, and with raw SQL that skips every check in
 /// Rust.
@@ -25,11 +39,7 @@ fn units(value: &str) -> coinhub_events::BaseUnits {
 #[tokio::test]
 async fn overdraw_is_refused_by_the_database_and_nothing_is_applied() {
     let db = TestDb::new().await;
-    let deposit = confirmed("alice", "BTC", "100", 8);
-    assert!(matches!(
-        deposits::apply(&db.pool, &deposit).await,
-        Ok(Outcome::Credited { .. })
-    ));
+    credit(&db, "alice", "BTC", "100", 8).await;
     let available = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
     let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
 
@@ -176,24 +186,15 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
     let unbalanced = try_commit(vec![(hot, -5), (bob, 4)], None)
         .await
         .expect_err("unbalanced");
-    assert_eq!(
-        unbalanced.as_database_error().and_then(|e| e.constraint()),
-        Some("transfers_balanced")
-    );
+    assert_eq!(constraint_of(&unbalanced), Some("transfers_balanced"));
     let single = try_commit(vec![(hot, 5)], None)
         .await
         .expect_err("single entry");
-    assert_eq!(
-        single.as_database_error().and_then(|e| e.constraint()),
-        Some("transfers_balanced")
-    );
+    assert_eq!(constraint_of(&single), Some("transfers_balanced"));
     let appended = try_commit(vec![(hot, 5), (bob, -5)], Some(deposit_transfer))
         .await
         .expect_err("appended");
-    assert_eq!(
-        appended.as_database_error().and_then(|e| e.constraint()),
-        Some("entries_same_transaction")
-    );
+    assert_eq!(constraint_of(&appended), Some("entries_same_transaction"));
     // 0009/0010: entries are checked per statement. An entry added after an immediate
     // check is checked again at commit; an unknown account is refused; accounts stay.
     let late = async {
@@ -234,10 +235,7 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
     }
     .await
     .expect_err("an entry after the immediate check unbalances the transfer");
-    assert_eq!(
-        late.as_database_error().and_then(|e| e.constraint()),
-        Some("transfers_balanced")
-    );
+    assert_eq!(constraint_of(&late), Some("transfers_balanced"));
     let unknown_account = try_commit(vec![(hot, -5), (i64::MAX, 5)], None)
         .await
         .expect_err("unknown account");
@@ -252,10 +250,7 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
         .execute(&db.pool)
         .await
         .expect_err("accounts are kept");
-    assert_eq!(
-        deleted.as_database_error().and_then(|e| e.constraint()),
-        Some("accounts_kept")
-    );
+    assert_eq!(constraint_of(&deleted), Some("accounts_kept"));
     assert_eq!(db.count("ledger_pending_checks").await, 0);
     let update = sqlx::query("UPDATE entries SET amount = amount * 2")
         .execute(&db.pool)
@@ -283,13 +278,8 @@ async fn database_refuses_unbalanced_and_edited_transfers() {
 #[tokio::test]
 async fn balance_checks_sum_per_asset_and_their_sums_are_guarded() {
     let db = TestDb::new().await;
-    for (asset, decimals) in [("ETH", 18), ("BTC", 8)] {
-        let deposit = confirmed("bob", asset, "1000", decimals);
-        assert!(matches!(
-            deposits::apply(&db.pool, &deposit).await,
-            Ok(Outcome::Credited { .. })
-        ));
-    }
+    credit(&db, "bob", "ETH", "1000", 18).await;
+    credit(&db, "bob", "BTC", "1000", 8).await;
     let account = |asset: &'static str, kind: &'static str| {
         let pool = db.pool.clone();
         async move {
@@ -368,10 +358,7 @@ async fn balance_checks_sum_per_asset_and_their_sums_are_guarded() {
         .execute(&mut *tx)
         .await
         .expect_err("pending sums are removed by the check only");
-    assert_eq!(
-        removed.as_database_error().and_then(|e| e.constraint()),
-        Some("ledger_pending_checks_guard")
-    );
+    assert_eq!(constraint_of(&removed), Some("ledger_pending_checks_guard"));
     sqlx::query("ROLLBACK TO SAVEPOINT before_tampering")
         .execute(&mut *tx)
         .await
@@ -384,10 +371,7 @@ async fn balance_checks_sum_per_asset_and_their_sums_are_guarded() {
     .execute(&mut *tx)
     .await
     .expect_err("pending sums are written by the entries' trigger only");
-    assert_eq!(
-        forged.as_database_error().and_then(|e| e.constraint()),
-        Some("ledger_pending_checks_guard")
-    );
+    assert_eq!(constraint_of(&forged), Some("ledger_pending_checks_guard"));
     drop(tx);
     assert_eq!(db.count("transfers").await, 3);
     assert_eq!(db.available("bob", "ETH").await, "995");
@@ -557,11 +541,7 @@ async fn contradicting_decimals_are_refused_and_zero_amounts_recorded() {
 #[tokio::test]
 async fn deferred_entries_are_applied_once_or_the_commit_is_refused() {
     let db = TestDb::new().await;
-    let deposit = confirmed("alice", "BTC", "100", 8);
-    assert!(matches!(
-        deposits::apply(&db.pool, &deposit).await,
-        Ok(Outcome::Credited { .. })
-    ));
+    credit(&db, "alice", "BTC", "100", 8).await;
     let member = || "alice".parse().expect("member");
     let available = AccountKey::available(member(), asset_symbol("BTC"));
     let locked = AccountKey::locked(member(), asset_symbol("BTC"));
@@ -944,11 +924,7 @@ async fn ledger_functions_look_rows_up_by_key() {
 #[tokio::test]
 async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
     let db = TestDb::new().await;
-    let deposit = confirmed("alice", "BTC", "100", 8);
-    assert!(matches!(
-        deposits::apply(&db.pool, &deposit).await,
-        Ok(Outcome::Credited { .. })
-    ));
+    credit(&db, "alice", "BTC", "100", 8).await;
     let id: i64 = sqlx::query_scalar(
         "SELECT id FROM accounts WHERE member_id = 'alice' AND kind = 'available'",
     )
@@ -1000,7 +976,7 @@ async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
     .await
     .expect_err("accounts open at zero");
     assert_eq!(
-        opened.as_database_error().and_then(|e| e.constraint()),
+        constraint_of(&opened),
         Some("accounts_balance_from_entries")
     );
     assert_eq!(db.available("alice", "BTC").await, "100");
@@ -1018,11 +994,7 @@ async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
 #[tokio::test]
 async fn concurrent_overdraws_are_refused_after_the_wait() {
     let db = TestDb::new().await;
-    let deposit = confirmed("alice", "BTC", "100", 8);
-    assert!(matches!(
-        deposits::apply(&db.pool, &deposit).await,
-        Ok(Outcome::Credited { .. })
-    ));
+    credit(&db, "alice", "BTC", "100", 8).await;
     let available = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
     let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
     let mut conn = db.pool.acquire().await.expect("connection");

@@ -146,20 +146,7 @@ impl Changes {
 mod tests {
     use super::{Available, Changes, Held, MemberId};
     use crate::ledger::AccountKey;
-    use crate::markets::Market;
-
-    fn market() -> Market {
-        Market {
-            name: "btc_usdt".into(),
-            base: "BTC".parse().expect("symbol"),
-            quote: "USDT".parse().expect("symbol"),
-            tick_size: 1,
-            lot_size: 1,
-            min_lots: 1,
-            maker_fee_bps: 10,
-            taker_fee_bps: 20,
-        }
-    }
+    use crate::markets::sample_market;
 
     /// A lock, a trade and an unlock end up as one net change per ledger account, named as
     /// the ledger names them; an account credited and debited alike stays at (x, x); an
@@ -182,7 +169,7 @@ mod tests {
         changes.credit(&bob, Held::Available, false, 89);
         changes.credit_fees(3);
         changes.credit(&bob, Held::Available, true, 0);
-        let market = market();
+        let market = sample_market();
         let accounts = changes.accounts(&market);
         let (btc, usdt) = (market.base.clone(), market.quote.clone());
         let expected = [

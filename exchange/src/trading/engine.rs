@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts::AccountIds;
-use super::funds::{Available, Changes, Held, slot};
+use super::funds::{Available, BASE, Changes, Held, QUOTE, slot};
 use super::projection;
 use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
@@ -888,7 +888,7 @@ impl Worker {
             store::read_balances(&self.pool, &self.state.market, &members).await?;
         for batch in in_flight {
             if batch.last_seq().is_some_and(|last| last > committed) {
-                batch.carry_forward(&mut available);
+                batch.changes.carry_forward(&mut available);
             }
         }
         Ok(available)
@@ -1201,12 +1201,6 @@ impl Batch {
     /// The batch's last command, if it has any.
     pub(crate) fn last_seq(&self) -> Option<u64> {
         self.commands.last().map(|(seq, _)| *seq)
-    }
-
-    /// Adds this batch's net change of each available account to `available`: the balances
-    /// a batch that runs after this one (before it commits) starts from.
-    fn carry_forward(&self, available: &mut Available) {
-        self.changes.carry_forward(available);
     }
 
     fn asset(&self, base: bool) -> &AssetSymbol {
@@ -1573,14 +1567,14 @@ impl Batch {
             self.orders.insert(order_id, row);
         }
         // Buyer: locked quote pays notional + fee, receives base.
-        self.changes.debit(&buyer, Held::Locked, false, buyer_pays);
-        self.changes.credit(&buyer, Held::Available, true, base);
-        self.add_available(&buyer, true, base);
+        self.changes.debit(&buyer, Held::Locked, QUOTE, buyer_pays);
+        self.changes.credit(&buyer, Held::Available, BASE, base);
+        self.add_available(&buyer, BASE, base);
         // Seller: locked base goes, receives notional − fee.
-        self.changes.debit(&seller, Held::Locked, true, base);
+        self.changes.debit(&seller, Held::Locked, BASE, base);
         self.changes
-            .credit(&seller, Held::Available, false, seller_gets);
-        self.add_available(&seller, false, seller_gets);
+            .credit(&seller, Held::Available, QUOTE, seller_gets);
+        self.add_available(&seller, QUOTE, seller_gets);
         self.changes.credit_fees(maker_fee + taker_fee);
         let maker_member = state.open[&maker_id].member.clone();
         let taker_member = state.open[&taker_id].member.clone();

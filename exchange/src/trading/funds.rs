@@ -5,9 +5,9 @@
 //! [`slot`]), so that every lock, unlock and trade of a command is a hash lookup by member.
 //! A batch makes several such changes per command; keyed by [`AccountKey`] they were a
 //! search of an ordered map comparing member ids, with an account key built and dropped each
-//! time (~1.5 µs a trade on the market's task at 200 members, docs/benchmarks.md). The
-//! ledger's view, one net change per account, is built once per batch by
-//! [`Changes::accounts`], on the batch's writer.
+//! time (the market's task took 3.4–3.6 µs a command at 200 members, now 2.9–3.0;
+//! docs/benchmarks.md). The ledger's view, one net change per account, is built once per
+//! batch by [`Changes::accounts`], on the batch's writer.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,6 +20,11 @@ pub(crate) type Available = HashMap<MemberId, [u128; 2]>;
 
 /// (credits, debits) to an account, base units, on its normal (credit) side.
 pub(crate) type Change = (u128, u128);
+
+/// The `base` argument that names a market's base asset.
+pub(crate) const BASE: bool = true;
+/// The `base` argument that names a market's quote asset.
+pub(crate) const QUOTE: bool = false;
 
 /// The index of the base asset (`true`) or the quote asset in a `[quote, base]` pair.
 pub(crate) fn slot(base: bool) -> usize {
@@ -144,7 +149,7 @@ impl Changes {
 
 #[cfg(test)]
 mod tests {
-    use super::{Available, Changes, Held, MemberId};
+    use super::{Available, BASE, Changes, Held, MemberId, QUOTE};
     use crate::ledger::AccountKey;
     use crate::markets::sample_market;
 
@@ -159,16 +164,16 @@ mod tests {
         assert!(changes.is_empty());
         // Alice locks 100 quote for a buy, pays 90 + 1 fee to bob's sale of 5 base, and gets
         // 9 back when her order is done.
-        changes.debit(&alice, Held::Available, false, 100);
-        changes.credit(&alice, Held::Locked, false, 100);
-        changes.debit(&alice, Held::Locked, false, 91);
-        changes.credit(&alice, Held::Available, true, 5);
-        changes.debit(&alice, Held::Locked, false, 9);
-        changes.credit(&alice, Held::Available, false, 9);
-        changes.debit(&bob, Held::Locked, true, 5);
-        changes.credit(&bob, Held::Available, false, 89);
+        changes.debit(&alice, Held::Available, QUOTE, 100);
+        changes.credit(&alice, Held::Locked, QUOTE, 100);
+        changes.debit(&alice, Held::Locked, QUOTE, 91);
+        changes.credit(&alice, Held::Available, BASE, 5);
+        changes.debit(&alice, Held::Locked, QUOTE, 9);
+        changes.credit(&alice, Held::Available, QUOTE, 9);
+        changes.debit(&bob, Held::Locked, BASE, 5);
+        changes.credit(&bob, Held::Available, QUOTE, 89);
         changes.credit_fees(3);
-        changes.credit(&bob, Held::Available, true, 0);
+        changes.credit(&bob, Held::Available, BASE, 0);
         let market = sample_market();
         let accounts = changes.accounts(&market);
         let (btc, usdt) = (market.base.clone(), market.quote.clone());
@@ -194,10 +199,10 @@ mod tests {
         let member = |id: &str| -> MemberId { id.parse().expect("member id") };
         let (alice, bob, carol) = (member("alice"), member("bob"), member("carol"));
         let mut changes = Changes::default();
-        changes.debit(&alice, Held::Available, false, 100);
-        changes.credit(&alice, Held::Available, true, 5);
-        changes.credit(&alice, Held::Locked, false, 100);
-        changes.debit(&bob, Held::Available, true, 50);
+        changes.debit(&alice, Held::Available, QUOTE, 100);
+        changes.credit(&alice, Held::Available, BASE, 5);
+        changes.credit(&alice, Held::Locked, QUOTE, 100);
+        changes.debit(&bob, Held::Available, BASE, 50);
         let mut available: Available = [
             (alice.clone(), [1_000, 0]),
             (bob.clone(), [7, 20]),

@@ -280,7 +280,7 @@ pub(crate) fn decode(form: i16, outcome: &[u8]) -> Result<BatchOutcome, String> 
 }
 
 /// Forms 1 and 2, read and converted to form 3.
-pub(crate) mod legacy {
+mod legacy {
     use serde::{Deserialize, Serialize};
     use uuid::Uuid;
 

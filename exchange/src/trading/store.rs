@@ -182,9 +182,10 @@ async fn stage_netted(
 }
 
 /// Applies the entries [`stage_netted`] wrote to the balances: deleting the transfer's
-/// `ledger_unapplied` row locks its accounts in id order, checks that none goes below zero
-/// and updates them by the net changes the row carries (migrations 0016, 0025). The only part of a batch's write that waits for the
-/// batch ahead to commit (its accounts' row locks), then `COMMIT`.
+/// `ledger_unapplied` row applies the net change per account it carries, in one `UPDATE` that
+/// locks the accounts in id order and refuses a balance below zero (migrations 0016, 0025,
+/// 0026). The only part of a batch's write that waits for the batch ahead to commit (its
+/// accounts' row locks), then `COMMIT`.
 ///
 /// Errors: [`JournalError::InsufficientBalance`] (a balance went below zero), the database's.
 async fn apply_staged(conn: &mut PgConnection, transfer: &Transfer) -> Result<(), JournalError> {

@@ -724,6 +724,89 @@ async fn apply_deferred(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<u64, sq
     Ok(done.rows_affected())
 }
 
+/// Proves: a deferred statement's per-account deltas, too large for a row uncompressed, are
+/// stored compressed with LZ4 (migration 0028) and applied exactly.
+///
+/// Steps: credit alice 5 BTC by a deposit (the asset is recorded, the hot wallet holds 5);
+/// open 240 other members' BTC `available` accounts; in one
+/// transaction write a deferred transfer crediting each member 1 and debiting the hot wallet
+/// 240 (241 entries, ~4 KB of deltas); read the compression method of the queued row's
+/// arrays; apply it and commit; then every member has 1, the hot wallet 245, and the journal
+/// is consistent.
+#[tokio::test]
+async fn large_deferred_deltas_are_stored_with_lz4_and_applied_exactly() {
+    const MEMBERS: usize = 240;
+    let db = TestDb::new().await;
+    credit(&db, "alice", "BTC", "5", 8).await;
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let hot_wallet = AccountKey::hot_wallet(asset_symbol("BTC"));
+    let mut ids = vec![
+        journal::ensure_account(&mut conn, &hot_wallet)
+            .await
+            .expect("account"),
+    ];
+    let mut members = Vec::with_capacity(MEMBERS);
+    for n in 0..MEMBERS {
+        let key = AccountKey::available(
+            format!("member-{n}").parse().expect("member id"),
+            asset_symbol("BTC"),
+        );
+        ids.push(
+            journal::ensure_account(&mut conn, &key)
+                .await
+                .expect("account"),
+        );
+        members.push(key);
+    }
+    drop(conn);
+    // The hot wallet is debit-normal (+ raises it), a member's account credit-normal.
+    let mut amounts = vec![i64::try_from(MEMBERS).expect("small")];
+    amounts.extend(std::iter::repeat_n(-1_i64, MEMBERS));
+
+    let mut tx = db.pool.begin().await.expect("begin");
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO transfers (id, kind, reference) VALUES ($1, 'deposit', 'lz4')")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("transfer");
+    sqlx::query("SET LOCAL coinhub.ledger_apply = 'deferred'")
+        .execute(&mut *tx)
+        .await
+        .expect("deferred");
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account_id, amount)
+         SELECT $1, a, m FROM UNNEST($2::bigint[], $3::bigint[]) AS u(a, m)",
+    )
+    .bind(id)
+    .bind(&ids)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await
+    .expect("entries");
+    let methods: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT pg_column_compression(account_ids), pg_column_compression(amounts)
+           FROM ledger_unapplied WHERE transfer_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("queued row");
+    assert_eq!(methods, (Some("lz4".into()), Some("lz4".into())));
+    assert_eq!(apply_deferred(&mut tx, id).await.expect("applied"), 1);
+    tx.commit().await.expect("commit");
+
+    for key in &members {
+        let balance = journal::balance(&db.pool, key).await.expect("balance");
+        assert_eq!(balance.to_string(), "1", "{key:?}");
+    }
+    let hot = journal::balance(&db.pool, &hot_wallet)
+        .await
+        .expect("balance");
+    assert_eq!(hot.to_string(), (MEMBERS + 5).to_string());
+    db.assert_consistent().await;
+}
+
 /// Proves: balance updates of busy accounts stay heap-only (no new index entries) while
 /// another transaction keeps their old versions from being pruned, as the read models'
 /// projector does during settlement (migration 0017's fill factor).

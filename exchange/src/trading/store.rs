@@ -687,12 +687,71 @@ fn settlement_transfer(
         assert!(legs.is_empty(), "a single leg cannot balance");
         return Ok(None);
     }
+    // Time-ordered (RFC 9562 UUID version 7), so each settlement's entries go to the right
+    // end of `entries`' primary key (transfer_id, id), where PostgreSQL appends without
+    // searching the tree; a random (version 4) id put every one of them at a random place.
     Transfer::new(
-        Uuid::new_v4(),
+        Uuid::now_v7(),
         TRADE_SETTLEMENT,
         &format!("{}:{first}-{last}", market.name),
         legs,
     )
     .map(Some)
     .map_err(|e| TradingError::Database(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::settlement_transfer;
+    use crate::ledger::{AccountKey, Side};
+    use crate::markets::sample_market;
+    use coinhub_events::BaseUnits;
+
+    /// A batch's transfer has one leg per account that changed, by its net change (an account
+    /// credited and debited alike has none), and its id is a UUID version 7: a later batch's
+    /// sorts after an earlier one's, so its entries go to the right end of `entries`' key.
+    #[test]
+    fn settlement_transfers_net_per_account_and_sort_by_time() {
+        let market = sample_market();
+        let (btc, usdt) = (market.base.clone(), market.quote.clone());
+        let member = |id: &str| id.parse().expect("member id");
+        let alice_locked = AccountKey::locked(member("alice"), usdt.clone());
+        let bob_available = AccountKey::available(member("bob"), usdt.clone());
+        let fees = AccountKey::fee_revenue(usdt);
+        let changes = BTreeMap::from([
+            (alice_locked.clone(), (100, 191)),
+            (bob_available.clone(), (90, 0)),
+            (AccountKey::locked(member("carol"), btc), (7, 7)),
+            (fees.clone(), (1, 0)),
+        ]);
+        let first = settlement_transfer(&market, &changes, 1, 2)
+            .expect("balances")
+            .expect("not netted away");
+        let expected = [
+            (alice_locked, Side::Debit, 91_u128),
+            (bob_available, Side::Credit, 90),
+            (fees, Side::Credit, 1),
+        ];
+        assert_eq!(first.legs().len(), expected.len(), "{:?}", first.legs());
+        for (account, side, amount) in expected {
+            let leg = first.legs().iter().find(|leg| leg.account == account);
+            assert_eq!(
+                leg.map(|leg| (leg.side, &leg.amount)),
+                Some((side, &BaseUnits::from(amount))),
+                "{account:?}"
+            );
+        }
+        assert_eq!(first.id().get_version_num(), 7);
+        let second = settlement_transfer(&market, &changes, 3, 4)
+            .expect("balances")
+            .expect("not netted away");
+        assert!(
+            second.id() > first.id(),
+            "{} then {}",
+            first.id(),
+            second.id()
+        );
+    }
 }

@@ -964,8 +964,10 @@ async fn open_account(
 /// The ledger's trigger functions are planned with key lookups whatever the tables'
 /// statistics (migration 0022): each carries `enable_seqscan`, `enable_hashjoin` and
 /// `enable_mergejoin` off. PL/pgSQL keeps a session's plans, so a plan made while the tables
-/// were small (a sequential scan of `entries`) would otherwise outlive their growth; a later
-/// `CREATE OR REPLACE FUNCTION` that forgets the settings fails here.
+/// were small (a sequential scan of `entries`) would otherwise outlive their growth. They also
+/// carry `jit` off (0029): a scan they cannot avoid would otherwise be priced past the JIT
+/// threshold and compiled at every call. A later `CREATE OR REPLACE FUNCTION` that forgets
+/// the settings fails here.
 #[tokio::test]
 async fn ledger_functions_look_rows_up_by_key() {
     let db = TestDb::new().await;
@@ -988,6 +990,7 @@ async fn ledger_functions_look_rows_up_by_key() {
             "enable_seqscan=off",
             "enable_hashjoin=off",
             "enable_mergejoin=off",
+            "jit=off",
         ] {
             assert!(
                 settings.iter().any(|s| s == setting),

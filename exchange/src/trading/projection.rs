@@ -48,12 +48,14 @@ pub async fn project_next(pool: &PgPool, market: &str) -> Result<Option<u64>, Tr
     // The update joins a few thousand order ids against `orders`: probe its primary key for
     // each. With the table's statistics behind its growth (autovacuum has not analyzed it
     // yet), PostgreSQL otherwise scans all of `orders` once per updated order (measured:
-    // 0.6-1.6 s for 5,000 updates at 100 k orders, against 31 ms by the index).
+    // 0.6-1.6 s for 5,000 updates at 100 k orders, against 31 ms by the index). JIT off: a
+    // scan the settings cannot avoid would be priced past the JIT threshold and compiled
+    // (~45 ms) in every projection (migration 0029 says the same of the ledger's functions).
     let started = std::time::Instant::now();
     let mut tx = pool
         .begin_with(
             "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
-             SET LOCAL enable_mergejoin = off",
+             SET LOCAL enable_mergejoin = off; SET LOCAL jit = off",
         )
         .await?;
     // One projector per market at a time. An advisory lock, not `FOR UPDATE` on the

@@ -1,6 +1,6 @@
 //! The engine: one task per market owns the book and settles batches of commands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -9,6 +9,7 @@ use coinhub_matcher::{
     MemberId as MatcherMember, OrderBook, OrderId, OrderKind as MatcherKind, RejectReason,
     Side as MatcherSide, TimeInForce as MatcherTif,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -575,9 +576,9 @@ pub(crate) struct MarketState {
     /// Last committed command.
     pub(crate) seq: u64,
     /// Open orders by id.
-    pub(crate) open: HashMap<u64, OrderRow>,
+    pub(crate) open: FxHashMap<u64, OrderRow>,
     /// Ids of each member's open orders (the keys of `open`, by member).
-    open_by_member: HashMap<MemberId, BTreeSet<u64>>,
+    open_by_member: FxHashMap<MemberId, BTreeSet<u64>>,
     /// The last command included in a saved (or being saved) book snapshot; 0 for none.
     snapshot_seq: u64,
     /// How the book was rebuilt at load.
@@ -600,8 +601,8 @@ impl MarketState {
             market,
             book,
             seq,
-            open: HashMap::new(),
-            open_by_member: HashMap::new(),
+            open: FxHashMap::default(),
+            open_by_member: FxHashMap::default(),
             snapshot_seq: 0,
             rebuild: BookRebuild::default(),
         }
@@ -836,7 +837,7 @@ impl Worker {
                 for reply in replies {
                     let _ = reply.send(Err(TradingError::Database(error.to_string())));
                 }
-                (Vec::new(), Vec::new(), HashMap::new())
+                (Vec::new(), Vec::new(), Available::default())
             }
         };
         let read = started.elapsed();
@@ -876,12 +877,12 @@ impl Worker {
         in_flight: &[&Batch],
     ) -> Result<Available, TradingError> {
         if commands.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(Available::default());
         }
         let members: Vec<MemberId> = commands
             .iter()
             .map(|command| command.member().clone())
-            .collect::<HashSet<_>>()
+            .collect::<FxHashSet<_>>()
             .into_iter()
             .collect();
         let (mut available, committed) =
@@ -1177,7 +1178,9 @@ pub(crate) struct Batch {
     /// Net change of each account the batch touched.
     pub(crate) changes: Changes,
     pub(crate) commands: Vec<(u64, Command)>,
-    pub(crate) orders: BTreeMap<u64, OrderRow>,
+    /// Each order's last state in the batch, by id (unordered: `write_batch` sorts them by id
+    /// for the outcome, off the market's task).
+    pub(crate) orders: FxHashMap<u64, OrderRow>,
     pub(crate) trades: Vec<TradeRow>,
     events: Vec<Event>,
 }
@@ -1192,7 +1195,7 @@ impl Batch {
             available,
             changes: Changes::default(),
             commands: Vec::new(),
-            orders: BTreeMap::new(),
+            orders: FxHashMap::default(),
             trades: Vec::new(),
             events: Vec::new(),
         }

@@ -9,14 +9,16 @@
 //! docs/benchmarks.md). The ledger's view, one net change per account, is built once per
 //! batch by [`Changes::accounts`], on the batch's writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use super::MemberId;
 use crate::ledger::AccountKey;
 use crate::markets::Market;
 
 /// Available balances of a batch's members: `[quote, base]` in base units of each asset.
-pub(crate) type Available = HashMap<MemberId, [u128; 2]>;
+pub(crate) type Available = FxHashMap<MemberId, [u128; 2]>;
 
 /// (credits, debits) to an account, base units, on its normal (credit) side.
 pub(crate) type Change = (u128, u128);
@@ -51,7 +53,7 @@ struct MemberChanges {
 /// revenue.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    members: HashMap<MemberId, MemberChanges>,
+    members: FxHashMap<MemberId, MemberChanges>,
     fees: Change,
 }
 

@@ -576,13 +576,11 @@ pub(crate) async fn write_batch(
         let (market, batch) = (market.clone(), batch.clone());
         let transfer_id = transfer.as_ref().map(Transfer::id);
         tokio::task::spawn_blocking(move || {
-            outcome::encode(
-                &market,
-                &batch.trades,
-                batch.orders.values(),
-                batch.now,
-                transfer_id,
-            )
+            // By id: the outcome's orders, their messages and the projection's rows in the
+            // order the orders were placed.
+            let mut orders: Vec<&OrderRow> = batch.orders.values().collect();
+            orders.sort_unstable_by_key(|order| order.id);
+            outcome::encode(&market, &batch.trades, orders, batch.now, transfer_id)
         })
     };
     insert_commands(conn, market, batch, first, last).await?;

@@ -12,14 +12,19 @@
 //!   and the book allocates only when a slab grows past its largest size so far;
 //! - levels live in a slab too (`levels`, reused through `free_levels`), and the price ladders
 //!   hold 4-byte slab indices;
-//! - the index is an `FxHashMap`: a fixed hash function (no random seed), and the book never
-//!   iterates it, so results do not depend on hashing. Its entries are 16 bytes (id, node
-//!   index). [`OrderBook::with_capacity`] sizes it and the order slab up front.
+//! - the index is a `HashMap` with a fixed hash function (no random seed, `book/id_hash.rs`)
+//!   that puts consecutive ids in consecutive buckets, so new orders (ascending ids) are
+//!   probed and inserted in memory order; the book never iterates it, so results do not depend
+//!   on hashing. Its entries are 16 bytes (id, node index). [`OrderBook::with_capacity`] sizes
+//!   it and the order slab up front.
 
+mod id_hash;
 mod ladder;
 
+use std::collections::HashMap;
+
+use id_hash::BuildOrderIdHasher;
 use ladder::Ladder;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -143,7 +148,7 @@ pub struct OrderBook {
     /// Slab of order nodes: the resting orders, and free ones.
     orders: Vec<Resting>,
     free_orders: Vec<NodeId>,
-    index: FxHashMap<OrderId, NodeId>,
+    index: HashMap<OrderId, NodeId, BuildOrderIdHasher>,
 }
 
 /// Takes a free level from the slab (or adds one) for a new price.
@@ -276,7 +281,7 @@ impl OrderBook {
             free_levels: Vec::with_capacity(levels_reserved),
             orders: Vec::with_capacity(orders),
             free_orders: Vec::with_capacity(orders),
-            index: FxHashMap::with_capacity_and_hasher(orders, Default::default()),
+            index: HashMap::with_capacity_and_hasher(orders, BuildOrderIdHasher::default()),
         }
     }
 

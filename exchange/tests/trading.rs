@@ -1532,15 +1532,17 @@ async fn a_ledger_from_before_0020_upgrades_and_trades_exactly() {
     db.assert_consistent().await;
 }
 
-/// Proves: migration 0019 gives the `orders` and `trades` rows written before it their
-/// members' numbers (which the member indexes now key on), and `trades` stays append-only
-/// after that backfill.
+/// Proves: `orders` and `trades` rows written before 0019 (without member numbers) are found
+/// by member after every migration: 0019 gives them their members' numbers and 0030 their
+/// posting lists (`orders_by_member`, `trades_by_member`), which the order history and the
+/// trades read; and `trades` stays append-only after those backfills.
 ///
 /// Steps: migrate a fresh database up to 0018; write two members, an order of alice's and a
-/// trade of alice (maker) with bob (taker) as the engine did; run every migration; the rows
-/// carry alice's and bob's numbers, and an update of the trade is refused.
+/// trade of alice (maker) with bob (taker) as the engine did; run every migration; start the
+/// engine; alice's history holds her order, the trade is alice's as maker and bob's as taker;
+/// an update of the trade is refused.
 #[tokio::test]
-async fn rows_from_before_0019_get_their_member_numbers() {
+async fn rows_from_before_0019_are_found_by_member_after_every_migration() {
     let db = TestDb::create_empty().await;
     migrate_before(&db, "0019").await;
     sqlx::raw_sql(
@@ -1561,21 +1563,37 @@ async fn rows_from_before_0019_get_their_member_numbers() {
 
     coinhub_exchange::db::migrate(&db.pool)
         .await
-        .expect("0019 applies");
-    let numbered: (i64, i64) = sqlx::query_as(
-        "WITH a AS (SELECT number FROM trading_members WHERE member_id = 'alice'),
-              b AS (SELECT number FROM trading_members WHERE member_id = 'bob')
-         SELECT (SELECT count(*) FROM orders WHERE member_number = (SELECT number FROM a)),
-                (SELECT count(*) FROM trades WHERE maker_number = (SELECT number FROM a)
-                                               AND taker_number = (SELECT number FROM b))",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("numbers");
+        .expect("0019 and later apply");
+    let engine = TradingEngine::start(db.pool.clone(), markets(), EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    let history = engine
+        .order_history(&alice, None, 10)
+        .await
+        .expect("history");
     assert_eq!(
-        numbered,
-        (1, 1),
-        "the order and the trade carry their members' numbers"
+        history.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [1],
+        "alice's order is found by her number"
+    );
+    let alices = engine.trades(&alice, None, 10).await.expect("trades");
+    let bobs = engine.trades(&bob, None, 10).await.expect("trades");
+    assert_eq!(
+        (alices.len(), alices[0].id, alices[0].liquidity.as_str()),
+        (1, 1, "maker")
+    );
+    assert_eq!(
+        (bobs.len(), bobs[0].id, bobs[0].liquidity.as_str()),
+        (1, 1, "taker")
+    );
+    assert!(
+        engine
+            .order_history(&bob, None, 10)
+            .await
+            .expect("history")
+            .is_empty(),
+        "bob placed no order before the migration"
     );
     let edit = sqlx::query("UPDATE trades SET maker_fee = 0")
         .execute(&db.pool)
@@ -1584,4 +1602,114 @@ async fn rows_from_before_0019_get_their_member_numbers() {
         edit.is_err(),
         "trades are append-only again after the backfill"
     );
+}
+
+/// Proves: the order history and the trades list a member's newest rows across markets and
+/// projections, newest first, whatever the limit and the market filter (they are read through
+/// posting lists, one row per member, market and projection, whose id ranges overlap across
+/// markets: migration 0030).
+///
+/// Steps: two markets; 12 rounds, every third on eth_usdt: bob sells 1 lot, alice buys it
+/// (one trade). btc_usdt is projected after every round; eth_usdt only at the end (the test
+/// holds its projection lock meanwhile), so each member has one btc_usdt posting row a round
+/// and one eth_usdt row whose ids span them all.
+/// Then each member's history and trades at limits 1, 5 and all, with and without the market
+/// filter, are exactly the newest ids of the answers, descending.
+#[tokio::test]
+async fn history_and_trades_are_the_newest_rows_across_markets_and_projections() {
+    let db = TestDb::new().await;
+    deposit(&db, "alice", "USDT", "1000000000").await;
+    deposit(&db, "bob", "BTC", "100000000").await;
+    deposit(&db, "bob", "ETH", "100000000").await;
+    let mut config = markets();
+    config.0.insert(
+        "eth_usdt".to_owned(),
+        common::trading::market("ETH", "USDT"),
+    );
+    let engine = TradingEngine::start(db.pool.clone(), config, EventsSink::Outbox)
+        .await
+        .expect("engine starts");
+    let (alice, bob) = (member("alice"), member("bob"));
+    // (market, order id) of each member's orders.
+    let (mut alices, mut bobs) = (Vec::new(), Vec::new());
+    // The key the projector locks a market's projection with (`projection.rs`).
+    const ETH_PROJECTION: &str = "(hashtext('coinhub.trading_projection'), hashtext('eth_usdt'))";
+    let mut holder = db.pool.acquire().await.expect("a connection");
+    sqlx::query(&format!("SELECT pg_advisory_lock{ETH_PROJECTION}"))
+        .execute(&mut *holder)
+        .await
+        .expect("eth_usdt's projection held");
+    for round in 0..12 {
+        let market = if round % 3 == 0 {
+            "eth_usdt"
+        } else {
+            "btc_usdt"
+        };
+        let on = |side| NewOrder {
+            market: market.into(),
+            ..limit(side, "100000", "1000")
+        };
+        let sell = engine.place(&bob, on(Side::Sell)).await.expect("sell");
+        let buy = engine.place(&alice, on(Side::Buy)).await.expect("buy");
+        assert_eq!(buy.status, "filled", "round {round}");
+        bobs.push((market, sell.id));
+        alices.push((market, buy.id));
+        coinhub_exchange::trading::projection::catch_up(&db.pool, "btc_usdt")
+            .await
+            .expect("btc_usdt projected");
+    }
+    let eth_projected: i64 = sqlx::query_scalar(
+        "SELECT projected_seq FROM trading_projection WHERE market = 'eth_usdt'",
+    )
+    .fetch_one(&mut *holder)
+    .await
+    .expect("watermark");
+    assert_eq!(eth_projected, 0, "no eth_usdt batch projected while held");
+    sqlx::query(&format!("SELECT pg_advisory_unlock{ETH_PROJECTION}"))
+        .execute(&mut *holder)
+        .await
+        .expect("eth_usdt's projection released");
+    drop(holder);
+    common::trading::project(&db).await;
+    // Every trade is alice's (taker) and bob's (maker).
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT market, id FROM trades")
+        .fetch_all(&db.pool)
+        .await
+        .expect("trades");
+    assert_eq!(rows.len(), 12, "one trade a round");
+    let trades: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|(market, id)| (market.as_str(), u64::try_from(*id).expect("positive")))
+        .collect();
+    let newest = |rows: &[(&str, u64)], market: Option<&str>, limit: usize| -> Vec<u64> {
+        let mut ids: Vec<u64> = rows
+            .iter()
+            .filter(|(m, _)| market.is_none_or(|want| want == *m))
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
+        ids
+    };
+    for market in [None, Some("btc_usdt"), Some("eth_usdt")] {
+        for limit in [1, 5, 100] {
+            for (who, orders) in [(&alice, &alices), (&bob, &bobs)] {
+                let history = engine
+                    .order_history(who, market, limit)
+                    .await
+                    .expect("history");
+                assert_eq!(
+                    history.iter().map(|o| o.id).collect::<Vec<_>>(),
+                    newest(orders, market, limit as usize),
+                    "{who:?}'s orders in {market:?}, limit {limit}"
+                );
+                let listed = engine.trades(who, market, limit).await.expect("trades");
+                assert_eq!(
+                    listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+                    newest(&trades, market, limit as usize),
+                    "{who:?}'s trades in {market:?}, limit {limit}"
+                );
+            }
+        }
+    }
 }

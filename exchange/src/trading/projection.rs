@@ -6,7 +6,9 @@
 //! outcome row: those are the record, and a batch is settled when they commit. Its order and
 //! trade rows follow here, several batches per transaction, from the outcome rows. Each
 //! market has a watermark (`trading_projection.projected_seq`): every batch whose commands
-//! end at or before it is in `orders` and `trades`. A projector holds the market's advisory
+//! end at or before it is in `orders` and `trades`, and their ids in each member's posting
+//! lists (`orders_by_member`, `trades_by_member`: one row per member a projection touches,
+//! instead of member indexes with an entry per row; migration 0030). A projector holds the market's advisory
 //! lock (transaction-scoped) while it reads the watermark and writes, so a market's batches
 //! are projected one at a time and in command order, by however many projectors run (the
 //! engine's background task, and every reader that catches up).
@@ -261,8 +263,8 @@ impl Projection {
     }
 
     /// The rows to write: new orders (placed after `watermark`) and trades as binary `COPY`
-    /// streams, earlier orders as update columns. `numbers` maps each member id to its
-    /// number (`trading_members`), which the member indexes key on.
+    /// streams, earlier orders as update columns, and the members' posting lists. `numbers`
+    /// maps each member id to its number (`trading_members`), which the posting lists key on.
     ///
     /// Errors: a member without a number; an asset the rows need that no batch named.
     fn rows(
@@ -288,6 +290,7 @@ impl Projection {
         };
         let mut orders = BinaryRows::with_capacity(self.orders.len() * 256);
         let mut updates = OrderUpdates::default();
+        let mut postings = Postings::default();
         for OutcomeOrder { member, seq, order } in self.orders.into_values() {
             if seq <= watermark {
                 updates.push(order);
@@ -295,7 +298,8 @@ impl Projection {
             }
             let hold_asset = order.hold_asset(&self.base, &self.quote);
             asset(hold_asset)?;
-            orders.row(20);
+            postings.orders.push(number(&member)?, order.id);
+            orders.row(19);
             orders.int8(i64_of(order.id));
             orders.text(market);
             orders.text(&member);
@@ -315,14 +319,15 @@ impl Projection {
             orders.int8(i64_of(seq));
             orders.timestamptz(order.created_at);
             orders.timestamptz(order.updated_at);
-            orders.int8(number(&member)?);
         }
         if !self.trades.is_empty() {
             asset(&self.quote)?;
         }
         let mut trades = BinaryRows::with_capacity(self.trades.len() * 256);
         for (created_at, transfer_id, t) in &self.trades {
-            trades.row(19);
+            postings.trades.push(number(&t.maker_member)?, t.trade_id);
+            postings.trades.push(number(&t.taker_member)?, t.trade_id);
+            trades.row(17);
             trades.int8(i64_of(t.trade_id));
             trades.text(market);
             trades.int8(i64_of(t.command_seq));
@@ -340,19 +345,18 @@ impl Projection {
             trades.text(&self.quote);
             trades.uuid_or_null(*transfer_id);
             trades.timestamptz(*created_at);
-            trades.int8(number(&t.maker_member)?);
-            trades.int8(number(&t.taker_member)?);
         }
         Ok(ProjectionRows {
             orders,
             updates,
             trades,
+            postings,
         })
     }
 }
 
 /// The number of each of `members` (`trading_members`, migration 0004), which the read
-/// models' member indexes key on (migration 0019).
+/// models' posting lists key on (migration 0030).
 ///
 /// Errors: the database's.
 async fn member_numbers(
@@ -385,20 +389,23 @@ struct ProjectionRows {
     orders: BinaryRows,
     updates: OrderUpdates,
     trades: BinaryRows,
+    /// Who the new orders and the trades belong to.
+    postings: Postings,
 }
 
 impl ProjectionRows {
-    /// Writes the rows in the caller's transaction: two `COPY`s and one `UPDATE`.
+    /// Writes the rows in the caller's transaction: two `COPY`s, one `UPDATE` and the posting
+    /// lists (two `INSERT`s).
     ///
     /// Errors: [`TradingError::Database`], also when an earlier order has no row.
     async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), TradingError> {
+        self.postings.write(conn, market).await?;
         if self.orders.rows() > 0 {
             copy_in(
                 conn,
                 "COPY orders (id, market, member_id, side, kind, price, quantity, quote_amount,
                               time_in_force, client_order_id, filled, filled_quote, hold,
-                              hold_asset, status, reason, seq, created_at, updated_at,
-                              member_number)
+                              hold_asset, status, reason, seq, created_at, updated_at)
                  FROM STDIN (FORMAT binary)",
                 self.orders,
             )
@@ -412,12 +419,62 @@ impl ProjectionRows {
             conn,
             "COPY trades (id, market, seq, ordinal, price, quantity, quote_quantity,
                           maker_order_id, taker_order_id, maker_member, taker_member,
-                          taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at,
-                          maker_number, taker_number)
+                          taker_side, maker_fee, taker_fee, fee_asset, transfer_id, created_at)
              FROM STDIN (FORMAT binary)",
             self.trades,
         )
         .await
+    }
+}
+
+/// The posting lists of a projection (migration 0030): which member each new order and each
+/// trade belongs to (a trade to its maker and to its taker).
+#[derive(Default)]
+struct Postings {
+    orders: MemberIds,
+    trades: MemberIds,
+}
+
+/// (member number, order or trade id) pairs, as two columns.
+#[derive(Default)]
+struct MemberIds {
+    numbers: Vec<i64>,
+    ids: Vec<i64>,
+}
+
+impl MemberIds {
+    fn push(&mut self, number: i64, id: u64) {
+        self.numbers.push(number);
+        self.ids.push(i64_of(id));
+    }
+}
+
+impl Postings {
+    /// Writes one `orders_by_member` and one `trades_by_member` row per member: its ids,
+    /// ascending, and the largest.
+    ///
+    /// Errors: the database's.
+    async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), sqlx::Error> {
+        for (table, pairs) in [
+            ("orders_by_member", self.orders),
+            ("trades_by_member", self.trades),
+        ] {
+            if pairs.ids.is_empty() {
+                continue;
+            }
+            sqlx::query(&format!(
+                "INSERT INTO {table} (member_number, last_id, market, ids)
+                 SELECT member, max(id), $3, array_agg(id ORDER BY id)
+                   FROM UNNEST($1::bigint[], $2::bigint[]) AS t(member, id)
+                  GROUP BY member"
+            ))
+            .bind(&pairs.numbers)
+            .bind(&pairs.ids)
+            .bind(market)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 }
 

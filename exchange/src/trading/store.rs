@@ -396,7 +396,7 @@ pub(crate) async fn load_orders_by_id(
     rows.iter().map(|row| order_from_row(row, market)).collect()
 }
 
-/// `member`'s orders, newest first (found by the member's number: `orders_member`, 0019).
+/// `member`'s orders, newest first (found through `orders_by_member`, 0030: [`newest_ids`]).
 pub(crate) async fn load_orders(
     pool: &PgPool,
     member: &MemberId,
@@ -404,15 +404,11 @@ pub(crate) async fn load_orders(
     limit: u32,
     lookup: impl Fn(&str) -> Option<Arc<Market>>,
 ) -> Result<Vec<OrderView>, TradingError> {
+    let ids = newest_ids(pool, Postings::Orders, member, market, limit).await?;
     let rows = sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders
-          WHERE member_number = (SELECT number FROM trading_members WHERE member_id = $1)
-            AND ($2::text IS NULL OR market = $2)
-          ORDER BY id DESC LIMIT $3"
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id DESC"
     ))
-    .bind(member.as_str())
-    .bind(market)
-    .bind(i64::from(limit))
+    .bind(&ids)
     .fetch_all(pool)
     .await?;
     let mut views = Vec::with_capacity(rows.len());
@@ -426,28 +422,22 @@ pub(crate) async fn load_orders(
     Ok(views)
 }
 
-/// `member`'s trades, newest first (found by the member's number: `trades_maker_member`
-/// and `trades_taker_member`, 0019).
+/// `member`'s trades, newest first (found through `trades_by_member`, 0030: [`newest_ids`]).
 pub(crate) async fn load_trades(
     pool: &PgPool,
     member: &MemberId,
     market: Option<&str>,
     limit: u32,
 ) -> Result<Vec<TradeView>, TradingError> {
+    let ids = newest_ids(pool, Postings::Trades, member, market, limit).await?;
     let rows = sqlx::query(
         "SELECT id, market, price::text AS price, quantity::text AS quantity,
                 quote_quantity::text AS quote_quantity, maker_order_id, taker_order_id,
                 maker_member, taker_side, maker_fee::text AS maker_fee,
                 taker_fee::text AS taker_fee, fee_asset, created_at
-           FROM trades
-          WHERE (maker_number = (SELECT number FROM trading_members WHERE member_id = $1)
-                 OR taker_number = (SELECT number FROM trading_members WHERE member_id = $1))
-            AND ($2::text IS NULL OR market = $2)
-          ORDER BY id DESC LIMIT $3",
+           FROM trades WHERE id = ANY($1) ORDER BY id DESC",
     )
-    .bind(member.as_str())
-    .bind(market)
-    .bind(i64::from(limit))
+    .bind(&ids)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -473,6 +463,98 @@ pub(crate) async fn load_trades(
             })
         })
         .collect()
+}
+
+/// A member's posting lists of one read model (migration 0030): one row per projection and
+/// market that wrote the member's orders (trades), holding their ids.
+#[derive(Clone, Copy)]
+enum Postings {
+    Orders,
+    Trades,
+}
+
+impl Postings {
+    fn table(self) -> &'static str {
+        match self {
+            Postings::Orders => "orders_by_member",
+            Postings::Trades => "trades_by_member",
+        }
+    }
+}
+
+/// Posting rows a reader takes per round trip.
+const POSTING_ROWS_PER_READ: i64 = 64;
+
+/// The ids of `member`'s newest `limit` orders or trades (in `market`, or in every market),
+/// newest first: the member's posting rows are read by their largest id, descending, until no
+/// later row can hold one of the newest `limit` ([`NewestIds`]). Empty for a member who never
+/// traded.
+///
+/// Errors: [`TradingError::Database`].
+async fn newest_ids(
+    pool: &PgPool,
+    postings: Postings,
+    member: &MemberId,
+    market: Option<&str>,
+    limit: u32,
+) -> Result<Vec<i64>, TradingError> {
+    let mut newest = NewestIds::new(usize::try_from(limit).expect("u32 fits usize"));
+    let mut before = i64::MAX;
+    while !newest.is_full_below(before) {
+        let rows: Vec<(i64, Vec<i64>)> = sqlx::query_as(&format!(
+            "SELECT last_id, ids FROM {}
+              WHERE member_number = (SELECT number FROM trading_members WHERE member_id = $1)
+                AND ($2::text IS NULL OR market = $2) AND last_id < $3
+              ORDER BY last_id DESC LIMIT $4",
+            postings.table()
+        ))
+        .bind(member.as_str())
+        .bind(market)
+        .bind(before)
+        .bind(POSTING_ROWS_PER_READ)
+        .fetch_all(pool)
+        .await?;
+        let last_page = rows.len() < POSTING_ROWS_PER_READ as usize;
+        for (last_id, ids) in rows {
+            if newest.is_full_below(last_id) {
+                return Ok(newest.ids);
+            }
+            newest.add(ids);
+            before = last_id;
+        }
+        if last_page {
+            break;
+        }
+    }
+    Ok(newest.ids)
+}
+
+/// The largest `limit` ids of posting rows added in descending order of their largest id.
+struct NewestIds {
+    limit: usize,
+    /// Descending, at most `limit`.
+    ids: Vec<i64>,
+}
+
+impl NewestIds {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Whether a row whose ids are all at most `last_id` (and every row after it) can add
+    /// nothing: `limit` ids are held and all of them are above `last_id`.
+    fn is_full_below(&self, last_id: i64) -> bool {
+        self.ids.len() >= self.limit && self.ids.last().is_none_or(|&least| least > last_id)
+    }
+
+    fn add(&mut self, ids: Vec<i64>) {
+        self.ids.extend(ids);
+        self.ids.sort_unstable_by(|a, b| b.cmp(a));
+        self.ids.truncate(self.limit);
+    }
 }
 
 /// What [`read_balances`] returns: the members' available balances (`[quote, base]`, base
@@ -702,7 +784,7 @@ fn settlement_transfer(
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::settlement_transfer;
+    use super::{NewestIds, settlement_transfer};
     use crate::ledger::{AccountKey, Side};
     use crate::markets::sample_market;
     use coinhub_events::BaseUnits;
@@ -750,6 +832,25 @@ mod tests {
             "{} then {}",
             first.id(),
             second.id()
+        );
+    }
+
+    /// Posting rows come by their largest id, descending, but rows of different markets
+    /// overlap: the newest ids are merged across rows, and reading stops only once no later
+    /// row can hold one of them.
+    #[test]
+    fn newest_ids_merge_overlapping_rows_and_stop_when_none_can_follow() {
+        let mut newest = NewestIds::new(3);
+        assert!(!newest.is_full_below(i64::MAX), "nothing held yet");
+        newest.add(vec![10, 40, 50]); // one market's row: largest 50
+        assert!(!newest.is_full_below(45), "a row up to 45 may beat 10");
+        newest.add(vec![20, 30, 45]); // another market's, overlapping: largest 45
+        assert_eq!(newest.ids, [50, 45, 40]);
+        assert!(!newest.is_full_below(41), "a row up to 41 may hold 41");
+        assert!(newest.is_full_below(39), "a row up to 39 cannot beat 40");
+        assert!(
+            NewestIds::new(0).is_full_below(i64::MAX),
+            "a limit of 0 reads nothing"
         );
     }
 }

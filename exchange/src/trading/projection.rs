@@ -22,7 +22,7 @@
 //! watermark; otherwise its row exists and is updated. Each order is written once per
 //! projection, in its state at the end of the last batch projected.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
@@ -218,7 +218,9 @@ pub(crate) async fn run(pool: PgPool, markets: Vec<String>, mut committed: mpsc:
 struct Projection {
     /// (batch time, µs since the Unix epoch; the batch's ledger transfer; the trade).
     trades: Vec<(i64, Option<uuid::Uuid>, OutcomeTrade)>,
-    orders: BTreeMap<u64, OutcomeOrder>,
+    /// Every state of the batches' orders, in the order the batches ran ([`last_states`]
+    /// keeps each order's last).
+    orders: Vec<OutcomeOrder>,
     /// The market's base and quote assets (the first batch that names them).
     base: String,
     quote: String,
@@ -246,15 +248,13 @@ impl Projection {
                 .into_iter()
                 .map(|trade| (occurred_at, transfer_id, trade)),
         );
-        for order in orders {
-            self.orders.insert(order.order.id, order);
-        }
+        self.orders.extend(orders);
     }
 
     /// Every member of the projection's orders and trades, once each.
     fn members(&self) -> Vec<String> {
-        let mut members: HashSet<&str> = HashSet::new();
-        members.extend(self.orders.values().map(|order| order.member.as_str()));
+        let mut members: FxHashSet<&str> = FxHashSet::default();
+        members.extend(self.orders.iter().map(|order| order.member.as_str()));
         for (_, _, trade) in &self.trades {
             members.insert(&trade.maker_member);
             members.insert(&trade.taker_member);
@@ -271,7 +271,7 @@ impl Projection {
         self,
         market: &str,
         watermark: u64,
-        numbers: &HashMap<String, i64>,
+        numbers: &FxHashMap<String, i64>,
     ) -> Result<ProjectionRows, String> {
         let number = |member: &str| {
             numbers
@@ -291,7 +291,7 @@ impl Projection {
         let mut orders = BinaryRows::with_capacity(self.orders.len() * 256);
         let mut updates = OrderUpdates::default();
         let mut postings = Postings::default();
-        for OutcomeOrder { member, seq, order } in self.orders.into_values() {
+        for OutcomeOrder { member, seq, order } in last_states(self.orders) {
             if seq <= watermark {
                 updates.push(order);
                 continue;
@@ -355,6 +355,21 @@ impl Projection {
     }
 }
 
+/// Each order's last state, by id: `orders` are the states of consecutive batches in the
+/// order the batches ran, so of an order's states the last is its latest. (A stable sort:
+/// each batch's orders are already by id, so it merges runs.)
+fn last_states(mut orders: Vec<OutcomeOrder>) -> Vec<OutcomeOrder> {
+    orders.sort_by_key(|state| state.order.id);
+    let mut last: Vec<OutcomeOrder> = Vec::with_capacity(orders.len());
+    for state in orders {
+        match last.last_mut() {
+            Some(previous) if previous.order.id == state.order.id => *previous = state,
+            _ => last.push(state),
+        }
+    }
+    last
+}
+
 /// The number of each of `members` (`trading_members`, migration 0004), which the read
 /// models' posting lists key on (migration 0030).
 ///
@@ -362,7 +377,7 @@ impl Projection {
 async fn member_numbers(
     conn: &mut PgConnection,
     members: Vec<String>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
+) -> Result<FxHashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT member_id, number FROM trading_members WHERE member_id = ANY($1)")
             .bind(&members)
@@ -553,4 +568,57 @@ async fn copy_in(
     }
     copy.finish().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_states;
+    use crate::trading::outcome::{OrderStatus, OrderUnits, OutcomeOrder};
+    use crate::trading::{OrderKind, Side, TimeInForce};
+
+    /// Order `id`'s state with `filled` base units filled, as batch `seq` left it.
+    fn state(id: u64, seq: u64, filled: u128) -> OutcomeOrder {
+        OutcomeOrder {
+            member: "alice".into(),
+            seq,
+            order: OrderUnits {
+                id,
+                side: Side::Sell,
+                kind: OrderKind::Limit,
+                price: Some(100_000),
+                quantity: Some(5_000),
+                quote_amount: None,
+                time_in_force: Some(TimeInForce::Gtc),
+                client_order_id: None,
+                filled,
+                filled_quote: 0,
+                hold: 0,
+                status: OrderStatus::Open,
+                reason: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+        }
+    }
+
+    /// A projection writes each order once, in the state of the last batch that changed it,
+    /// and the orders by id, whatever batches they came from.
+    #[test]
+    fn last_states_keep_each_orders_latest_state_by_id() {
+        // Three batches, each by id: order 2 placed in the first, filled in part in the
+        // second and further in the third; orders 1, 3 and 4 once each.
+        let batches = vec![
+            state(2, 10, 0),
+            state(3, 11, 0),
+            state(1, 9, 0),
+            state(2, 10, 1_000),
+            state(4, 13, 0),
+            state(2, 10, 3_000),
+        ];
+        let last: Vec<(u64, u128)> = last_states(batches)
+            .iter()
+            .map(|s| (s.order.id, s.order.filled))
+            .collect();
+        assert_eq!(last, [(1, 0), (2, 3_000), (3, 0), (4, 0)]);
+    }
 }

@@ -1,5 +1,5 @@
 //! Rows for PostgreSQL's binary `COPY … FROM STDIN (FORMAT binary)`: how the read models'
-//! projection (`projection.rs`) writes `orders` and `trades`.
+//! projection (`projection.rs`) writes `orders`, `trades` and their posting lists.
 //!
 //! Why binary: with a text `COPY` PostgreSQL parses every field with its column type's input
 //! function (decimal text into `numeric`, RFC 3339 into `timestamptz`), on the database's
@@ -11,7 +11,8 @@
 //! Format (PostgreSQL documentation, "COPY", section "Binary Format"): an 11-byte signature,
 //! a 32-bit flags field and a 32-bit header extension length (both 0 here); per row a 16-bit
 //! field count, then per field a 32-bit byte length (−1 for NULL) and the value in its type's
-//! binary form (`int8send`, `textsend`, `numeric_send`, `timestamptz_send`, `uuid_send`); a
+//! binary form (`int8send`, `textsend`, `numeric_send`, `timestamptz_send`, `uuid_send`,
+//! `array_send`); a
 //! 16-bit −1 ends the data. Integers are big-endian. The server checks every field's length
 //! and form, and refuses the `COPY` (nothing written) if a value does not fit its column.
 
@@ -70,6 +71,30 @@ impl BinaryRows {
     /// An `integer` field.
     pub(crate) fn int4(&mut self, value: i32) {
         self.field(&value.to_be_bytes());
+    }
+
+    /// A `bigint[]` field: a one-dimensional array of `values`, none NULL (`array_send`'s
+    /// form: the number of dimensions, a has-NULLs flag, the element type `int8` (OID 20),
+    /// then per dimension its length and lower bound 1, then each element with its length; an
+    /// empty array has no dimension).
+    pub(crate) fn int8_array(&mut self, values: &[i64]) {
+        const INT8_OID: i32 = 20;
+        let dimensions = i32::from(!values.is_empty());
+        let length = 12 + 8 * usize::from(!values.is_empty()) + 12 * values.len();
+        let length = i32::try_from(length).expect("a field is below 2 GiB");
+        self.buffer.extend_from_slice(&length.to_be_bytes());
+        self.buffer.extend_from_slice(&dimensions.to_be_bytes());
+        self.buffer.extend_from_slice(&0_i32.to_be_bytes()); // no NULLs
+        self.buffer.extend_from_slice(&INT8_OID.to_be_bytes());
+        if values.is_empty() {
+            return;
+        }
+        let count = i32::try_from(values.len()).expect("below 2 GiB");
+        self.buffer.extend_from_slice(&count.to_be_bytes());
+        self.buffer.extend_from_slice(&1_i32.to_be_bytes()); // lower bound
+        for value in values {
+            self.int8(*value);
+        }
     }
 
     /// A `text` field (UTF-8, the database's encoding).
@@ -241,6 +266,20 @@ mod tests {
         assert_eq!(micros("2000-01-01T00:00:00.0000005Z"), Ok(0));
         assert_eq!(micros("2000-01-01T00:00:00.0000015Z"), Ok(2));
         assert_eq!(micros("2000-01-01T00:00:00.0000006Z"), Ok(1));
+    }
+
+    /// `bigint[]` fields are what PostgreSQL 15's `array_send` returns for the same arrays
+    /// (`SELECT encode(array_send(ARRAY[7, 300]::bigint[]), 'hex')`).
+    #[test]
+    fn int8_arrays_match_array_send() {
+        assert_eq!(
+            field_bytes(|rows| rows.int8_array(&[7, 300])),
+            "000000010000000000000014000000020000000100000008000000000000000700000008000000000000012c"
+        );
+        assert_eq!(
+            field_bytes(|rows| rows.int8_array(&[])),
+            "000000000000000000000014"
+        );
     }
 
     /// A stream is the signature, two zero words, its rows and the −1 trailer; NULL is a

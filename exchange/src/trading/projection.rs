@@ -409,8 +409,8 @@ struct ProjectionRows {
 }
 
 impl ProjectionRows {
-    /// Writes the rows in the caller's transaction: two `COPY`s, one `UPDATE` and the posting
-    /// lists (two `INSERT`s).
+    /// Writes the rows in the caller's transaction: the posting lists, the new orders and the
+    /// trades (four `COPY`s), and one `UPDATE` of the earlier orders.
     ///
     /// Errors: [`TradingError::Database`], also when an earlier order has no row.
     async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), TradingError> {
@@ -450,44 +450,49 @@ struct Postings {
     trades: MemberIds,
 }
 
-/// (member number, order or trade id) pairs, as two columns.
+/// Each member's ids (orders or trades), by member number.
 #[derive(Default)]
-struct MemberIds {
-    numbers: Vec<i64>,
-    ids: Vec<i64>,
-}
+struct MemberIds(FxHashMap<i64, Vec<i64>>);
 
 impl MemberIds {
     fn push(&mut self, number: i64, id: u64) {
-        self.numbers.push(number);
-        self.ids.push(i64_of(id));
+        self.0.entry(number).or_default().push(i64_of(id));
+    }
+
+    /// One row per member for `COPY … (member_number, last_id, market, ids)`: its ids,
+    /// ascending, and the largest.
+    fn rows(self, market: &str) -> BinaryRows {
+        let mut rows = BinaryRows::with_capacity(self.0.len() * 64);
+        for (number, mut ids) in self.0 {
+            ids.sort_unstable();
+            let last = *ids.last().expect("a member is added with an id");
+            rows.row(4);
+            rows.int8(number);
+            rows.int8(last);
+            rows.text(market);
+            rows.int8_array(&ids);
+        }
+        rows
     }
 }
 
 impl Postings {
-    /// Writes one `orders_by_member` and one `trades_by_member` row per member: its ids,
-    /// ascending, and the largest.
+    /// Writes one `orders_by_member` and one `trades_by_member` row per member it holds, by
+    /// binary `COPY`.
     ///
-    /// Errors: the database's.
-    async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), sqlx::Error> {
-        for (table, pairs) in [
+    /// Errors: [`TradingError::Database`].
+    async fn write(self, conn: &mut PgConnection, market: &str) -> Result<(), TradingError> {
+        for (table, members) in [
             ("orders_by_member", self.orders),
             ("trades_by_member", self.trades),
         ] {
-            if pairs.ids.is_empty() {
+            if members.0.is_empty() {
                 continue;
             }
-            sqlx::query(&format!(
-                "INSERT INTO {table} (member_number, last_id, market, ids)
-                 SELECT member, max(id), $3, array_agg(id ORDER BY id)
-                   FROM UNNEST($1::bigint[], $2::bigint[]) AS t(member, id)
-                  GROUP BY member"
-            ))
-            .bind(&pairs.numbers)
-            .bind(&pairs.ids)
-            .bind(market)
-            .execute(&mut *conn)
-            .await?;
+            let statement = format!(
+                "COPY {table} (member_number, last_id, market, ids) FROM STDIN (FORMAT binary)"
+            );
+            copy_in(conn, &statement, members.rows(market)).await?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The engine: one task per market owns the book and settles batches of commands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -45,7 +45,7 @@ pub struct TradingEngine {
 struct Inner {
     pool: PgPool,
     markets: BTreeMap<String, MarketHandle>,
-    members: Mutex<HashMap<String, u64>>,
+    members: Mutex<FxHashMap<String, u64>>,
 }
 
 struct MarketHandle {
@@ -231,7 +231,7 @@ impl TradingEngine {
             inner: Arc::new(Inner {
                 pool,
                 markets: handles,
-                members: Mutex::new(HashMap::new()),
+                members: Mutex::new(FxHashMap::default()),
             }),
         })
     }
@@ -841,7 +841,7 @@ impl Worker {
             }
         };
         let read = started.elapsed();
-        let mut batch = Batch::new(&market, balances, now_micros());
+        let mut batch = Batch::new(&market, balances, now_micros(), commands.len());
         let outcomes = commands
             .iter()
             .map(|command| batch.run(&mut self.state, &self.ids, command.clone()))
@@ -1188,16 +1188,23 @@ pub(crate) struct Batch {
 type Outcome = Result<OrderView, TradingError>;
 
 impl Batch {
-    pub(crate) fn new(market: &Arc<Market>, available: Available, now: OffsetDateTime) -> Self {
+    /// An empty batch with room for about `commands` commands (its maps and lists are sized
+    /// once instead of growing, and rehashing, while the batch runs).
+    pub(crate) fn new(
+        market: &Arc<Market>,
+        available: Available,
+        now: OffsetDateTime,
+        commands: usize,
+    ) -> Self {
         Self {
             market: market.clone(),
             now,
             available,
             changes: Changes::default(),
-            commands: Vec::new(),
-            orders: FxHashMap::default(),
-            trades: Vec::new(),
-            events: Vec::new(),
+            commands: Vec::with_capacity(commands),
+            orders: FxHashMap::with_capacity_and_hasher(commands, Default::default()),
+            trades: Vec::with_capacity(commands),
+            events: Vec::with_capacity(commands),
         }
     }
 

@@ -80,6 +80,14 @@ impl MemberId {
     }
 }
 
+/// A map keyed by member ids can be searched with the id's text (equality and hash are the
+/// text's), without parsing it into a `MemberId`.
+impl std::borrow::Borrow<str> for MemberId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for MemberId {
     type Err = String;
 

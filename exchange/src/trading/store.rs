@@ -577,42 +577,52 @@ pub(crate) async fn read_balances(
     members: &[MemberId],
 ) -> Result<Balances, TradingError> {
     let names: Vec<&str> = members.iter().map(MemberId::as_str).collect();
-    // (member, asset, balance) of an account, or only `last_seq` in the one marker row.
-    type BalanceRow = (Option<String>, Option<String>, Option<String>, Option<i64>);
-    let rows: Vec<BalanceRow> = sqlx::query_as(
-        "SELECT NULL::text, NULL::text, NULL::text,
-                    (SELECT coalesce(max(last_seq), 0) FROM trading_command_batches
-                      WHERE market = $4)
-             UNION ALL
-             SELECT member_id, asset, balance::text, NULL::bigint FROM accounts
-              WHERE member_id = ANY($1) AND asset IN ($2, $3) AND kind = 'available'",
+    // One row: the last committed command, and the accounts as three columns (member id,
+    // whether the asset is the base, balance as decimal text; NULL when none has an account
+    // yet). Arrays, not a row per account: decoding a row is most of reading it.
+    type BalanceColumns = (
+        i64,
+        Option<Vec<String>>,
+        Option<Vec<bool>>,
+        Option<Vec<String>>,
+    );
+    let (committed, owners, is_base, balances): BalanceColumns = sqlx::query_as(
+        "SELECT (SELECT coalesce(max(last_seq), 0) FROM trading_command_batches
+                  WHERE market = $4),
+                array_agg(member_id::text), array_agg(asset = $2), array_agg(balance::text)
+           FROM accounts
+          WHERE member_id = ANY($1) AND asset IN ($2, $3) AND kind = 'available'",
     )
     .bind(&names)
     .bind(market.base.as_str())
     .bind(market.quote.as_str())
     .bind(&market.name)
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await?;
     let mut available: Available = members
         .iter()
         .map(|member| (member.clone(), [0, 0]))
         .collect();
-    let mut committed = 0;
-    for (member, asset, balance, last_seq) in rows {
-        match (member, asset, balance, last_seq) {
-            (None, None, None, Some(last_seq)) => committed = u64_of(last_seq)?,
-            (Some(member), Some(asset), Some(balance), None) => {
-                let member: MemberId = member.parse().map_err(TradingError::Database)?;
-                let base = asset == market.base.as_str();
-                available.entry(member).or_default()[slot(base)] = u128_of(&balance)?;
-            }
-            row => {
-                return Err(TradingError::Database(format!(
-                    "unexpected balance row {row:?}"
-                )));
-            }
-        }
+    let (owners, is_base, balances) = (
+        owners.unwrap_or_default(),
+        is_base.unwrap_or_default(),
+        balances.unwrap_or_default(),
+    );
+    if owners.len() != is_base.len() || owners.len() != balances.len() {
+        return Err(TradingError::Database(format!(
+            "balance columns of unequal lengths: {} members, {} assets, {} balances",
+            owners.len(),
+            is_base.len(),
+            balances.len()
+        )));
     }
+    for ((owner, base), balance) in owners.iter().zip(is_base).zip(&balances) {
+        let slots = available.get_mut(owner.as_str()).ok_or_else(|| {
+            TradingError::Database(format!("balance of {owner:?}, who was not asked for"))
+        })?;
+        slots[slot(base)] = u128_of(balance)?;
+    }
+    let committed = u64_of(committed)?;
     Ok((available, committed))
 }
 

@@ -426,12 +426,37 @@ mod legacy {
     }
 }
 
+/// A sample order state, for tests: alice's sell of 5,000 base units at 100,000 a lot, 3,000
+/// of it filled, placed by command 1 (the golden samples of the stored forms hold it).
+#[cfg(test)]
+pub(crate) fn sample_order() -> OutcomeOrder {
+    OutcomeOrder {
+        member: "alice".into(),
+        seq: 1,
+        order: OrderUnits {
+            id: 1,
+            side: Side::Sell,
+            kind: OrderKind::Limit,
+            price: Some(100_000),
+            quantity: Some(5_000),
+            quote_amount: None,
+            time_in_force: Some(TimeInForce::Gtc),
+            client_order_id: Some("c-1".into()),
+            filled: 3_000,
+            filled_quote: 300_000,
+            hold: 2_000,
+            status: OrderStatus::Open,
+            reason: None,
+            created_at: 1_796_612_399_000_000,
+            updated_at: 1_796_612_400_000_001,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::legacy::{Form2, StoredBatch, StoredTrade};
-    use super::{
-        BatchOutcome, OUTCOME_FORM, OrderStatus, OrderUnits, OutcomeOrder, OutcomeTrade, decode,
-    };
+    use super::{BatchOutcome, OUTCOME_FORM, OutcomeTrade, decode};
     use crate::trading::{OrderKind, OrderView, Side, TimeInForce};
 
     /// A form-1 batch of one trade and one order update, every field set.
@@ -516,27 +541,7 @@ mod tests {
                 maker_fee: 300,
                 taker_fee: 600,
             }],
-            orders: vec![OutcomeOrder {
-                member: "alice".into(),
-                seq: 1,
-                order: OrderUnits {
-                    id: 1,
-                    side: Side::Sell,
-                    kind: OrderKind::Limit,
-                    price: Some(100_000),
-                    quantity: Some(5_000),
-                    quote_amount: None,
-                    time_in_force: Some(TimeInForce::Gtc),
-                    client_order_id: Some("c-1".into()),
-                    filled: 3_000,
-                    filled_quote: 300_000,
-                    hold: 2_000,
-                    status: OrderStatus::Open,
-                    reason: None,
-                    created_at: 1_796_612_399_000_000,
-                    updated_at: 1_796_612_400_000_001,
-                },
-            }],
+            orders: vec![super::sample_order()],
         }
     }
 

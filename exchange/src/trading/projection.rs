@@ -578,32 +578,15 @@ async fn copy_in(
 #[cfg(test)]
 mod tests {
     use super::last_states;
-    use crate::trading::outcome::{OrderStatus, OrderUnits, OutcomeOrder};
-    use crate::trading::{OrderKind, Side, TimeInForce};
+    use crate::trading::outcome::{OutcomeOrder, sample_order};
 
     /// Order `id`'s state with `filled` base units filled, as batch `seq` left it.
     fn state(id: u64, seq: u64, filled: u128) -> OutcomeOrder {
-        OutcomeOrder {
-            member: "alice".into(),
-            seq,
-            order: OrderUnits {
-                id,
-                side: Side::Sell,
-                kind: OrderKind::Limit,
-                price: Some(100_000),
-                quantity: Some(5_000),
-                quote_amount: None,
-                time_in_force: Some(TimeInForce::Gtc),
-                client_order_id: None,
-                filled,
-                filled_quote: 0,
-                hold: 0,
-                status: OrderStatus::Open,
-                reason: None,
-                created_at: 0,
-                updated_at: 0,
-            },
-        }
+        let mut state = sample_order();
+        state.seq = seq;
+        state.order.id = id;
+        state.order.filled = filled;
+        state
     }
 
     /// A projection writes each order once, in the state of the last batch that changed it,

@@ -8,10 +8,10 @@
 //! market has a watermark (`trading_projection.projected_seq`): every batch whose commands
 //! end at or before it is in `orders` and `trades`, and their ids in each member's posting
 //! lists (`orders_by_member`, `trades_by_member`: one row per member a projection touches,
-//! instead of member indexes with an entry per row; migration 0030). A projector holds the market's advisory
-//! lock (transaction-scoped) while it reads the watermark and writes, so a market's batches
-//! are projected one at a time and in command order, by however many projectors run (the
-//! engine's background task, and every reader that catches up).
+//! instead of member indexes with an entry per row; migration 0030). A projector holds the
+//! market's advisory lock (transaction-scoped) while it reads the watermark and writes, so a
+//! market's batches are projected one at a time and in command order, by however many
+//! projectors run (the engine's background task, and every reader that catches up).
 //!
 //! Readers that need what a committed batch did catch up first ([`catch_up`]): the order
 //! history and trades of the API (read-your-writes), and the book reload at start and after

@@ -15,9 +15,13 @@
 //! projector and the clients) and the rest of the machine's (PostgreSQL, when it runs here).
 //!
 //! Run: `cargo bench -p coinhub-exchange --bench settlement`. Environment (optional):
-//! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`; a fresh
-//! database is created and dropped), `SETTLEMENT_TRADES` (default 200000),
-//! `SETTLEMENT_CLIENTS` (default 2000), `SETTLEMENT_MEMBERS` (default 200),
+//! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`:
+//! the server is on this host, reached over loopback without TLS, as a service next to its
+//! database connects, e.g. by a Unix socket; `?sslmode=prefer` measures with TLS, sqlx's default;
+//! a fresh database is created and dropped, with the URL's options), `SETTLEMENT_TRADES`
+//! (default 200000), `SETTLEMENT_CLIENTS` (default 4000: the closed loop's concurrency, which
+//! sets the batch size; docs/benchmarks.md has the rate and latency at 2,000–6,000),
+//! `SETTLEMENT_MEMBERS` (default 200),
 //! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_WARMUP_MS` (default
 //! 1000: trades settled in the first second are left out of the steady-state rate and
 //! percentiles; the whole run's are printed too), `SETTLEMENT_RELAY_AMQP_URL`
@@ -104,18 +108,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let trades_total = env_u64("SETTLEMENT_TRADES", 200_000);
     let warmup = Duration::from_millis(env_u64("SETTLEMENT_WARMUP_MS", 1_000));
-    let clients = env_u64("SETTLEMENT_CLIENTS", 2_000);
+    let clients = env_u64("SETTLEMENT_CLIENTS", 4_000);
     let members = env_u64("SETTLEMENT_MEMBERS", 200).max(2) & !1;
     let events = match std::env::var("SETTLEMENT_EVENTS").as_deref() {
         Ok("off") => EventsSink::Disabled,
         _ => EventsSink::Outbox,
     };
-    let admin = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let server = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(s, _)| s)
-        .to_owned();
+    let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_owned()
+    });
+    // The bench's database: the admin URL's, renamed; its options (`?sslmode=…`) kept.
+    let (path, options) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), String::new()), |(p, o)| {
+            (p, format!("?{o}"))
+        });
+    let server = path.rsplit_once('/').map_or(path, |(s, _)| s).to_owned();
     let name = format!("coinhub_bench_{}", Uuid::new_v4().simple());
     let mut admin_conn = PgConnection::connect(&admin).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -123,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
-        .connect(&format!("{server}/{name}"))
+        .connect(&format!("{server}/{name}{options}"))
         .await?;
     let result = run(&pool, trades_total, clients, members, events, warmup).await;
     pool.close().await;
@@ -142,13 +150,15 @@ async fn run(
     warmup: Duration,
 ) -> anyhow::Result<()> {
     db::migrate(pool).await?;
-    let (fsync, sync_commit): (String, String) =
-        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
-            .fetch_one(pool)
-            .await?;
+    let (fsync, sync_commit, tls): (String, String, bool) = sqlx::query_as(
+        "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+                coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+    )
+    .fetch_one(pool)
+    .await?;
     println!(
         "exchange settlement: trades={trades_total} clients={clients} members={members} \
-         events={events:?} fsync={fsync} synchronous_commit={sync_commit}"
+         events={events:?} fsync={fsync} synchronous_commit={sync_commit} tls={tls}"
     );
     for i in 0..members {
         let who = format!("m{i}");

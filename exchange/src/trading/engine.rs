@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::accounts::AccountIds;
 use super::funds::{Available, BASE, Changes, Held, QUOTE, slot};
+use super::outcome::OrderUnits;
 use super::projection;
 use super::snapshot;
 use super::store::{self, OrderRow, TradeRow};
@@ -122,7 +123,7 @@ enum Request {
 /// A command and where its outcome goes.
 struct CommandRequest {
     command: MemberCommand,
-    reply: oneshot::Sender<Result<OrderView, TradingError>>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// A member's command, kept until its batch commits so a batch that lost a conflict can run
@@ -446,12 +447,15 @@ impl TradingEngine {
     }
 }
 
+/// Queues a command for the market's task and formats its answer.
 async fn send(
     handle: &MarketHandle,
     request: Request,
-    answer: oneshot::Receiver<Result<OrderView, TradingError>>,
+    answer: oneshot::Receiver<Outcome>,
 ) -> Result<OrderView, TradingError> {
-    ask(handle, request, answer).await?
+    let market = &handle.market;
+    let order = ask(handle, request, answer).await??;
+    Ok(order.view(&market.name, market.base.as_str(), market.quote.as_str()))
 }
 
 /// Queues `request` for the market's task and waits for its answer.
@@ -1185,7 +1189,11 @@ pub(crate) struct Batch {
     events: Vec<Event>,
 }
 
-type Outcome = Result<OrderView, TradingError>;
+/// A command's answer: the order after it, in base units. The caller formats it into an
+/// [`OrderView`] ([`send`]), so the market's task, which runs one command at a time, does not
+/// spend its time on text (the view's amounts and times were ~18 % of that task's time in the
+/// settlement bench).
+type Outcome = Result<OrderUnits, TradingError>;
 
 impl Batch {
     /// An empty batch with room for about `commands` commands (its maps and lists are sized
@@ -1400,7 +1408,7 @@ impl Batch {
                 order: Box::new(row.view(&m)),
             });
         }
-        Ok(row.view(&m))
+        Ok(OrderUnits::of(row, &m))
     }
 
     fn cancel(
@@ -1432,7 +1440,7 @@ impl Batch {
             row.status, "cancelled",
             "a cancel of an open order cancels it"
         );
-        Ok(row.view(&self.market))
+        Ok(OrderUnits::of(row, &self.market))
     }
 
     /// Applies `command` to the book and turns its events into order, trade and ledger

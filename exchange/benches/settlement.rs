@@ -15,13 +15,14 @@
 //! projector and the clients) and the rest of the machine's (PostgreSQL, when it runs here).
 //!
 //! Run: `cargo bench -p coinhub-exchange --bench settlement`. Environment (optional):
-//! `DATABASE_URL` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`:
-//! the server is on this host, reached over loopback without TLS, as a service next to its
-//! database connects, e.g. by a Unix socket; `?sslmode=prefer` measures with TLS, sqlx's default;
-//! a fresh database is created and dropped, with the URL's options), `SETTLEMENT_TRADES`
-//! (default 200000), `SETTLEMENT_CLIENTS` (default 4000: the closed loop's concurrency, which
-//! sets the batch size; docs/benchmarks.md has the rate and latency at 2,000–6,000),
-//! `SETTLEMENT_MEMBERS` (default 200),
+//! `DATABASE_URL` (admin URL, default
+//! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`: the server is on this host,
+//! reached over loopback without TLS, as a service next to its database connects, e.g. by a
+//! Unix socket; `?sslmode=prefer` measures with TLS, sqlx's default; a fresh database is
+//! created and dropped, with the URL's options), `SETTLEMENT_TRADES` (default 200000),
+//! `SETTLEMENT_CLIENTS` (default 4000: the closed loop's concurrency, which sets the batch
+//! size; docs/benchmarks.md has the rate and latency at 2,000–6,000), `SETTLEMENT_MEMBERS`
+//! (default 200),
 //! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_WARMUP_MS` (default
 //! 1000: trades settled in the first second are left out of the steady-state rate and
 //! percentiles; the whole run's are printed too), `SETTLEMENT_RELAY_AMQP_URL`

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use coinhub_events::{BaseUnits, DepositEvent, DepositEventKind, SCHEMA_VERSION};
 use coinhub_exchange::markets::{MarketConfig, MarketsConfig, UnitsValue};
 use coinhub_exchange::trading::{EventsSink, MemberId, NewOrder, OrderKind, Side, TradingEngine};
-use coinhub_exchange::{db, deposits, journal};
+use coinhub_exchange::{db, deposits, journal, memory};
 use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
@@ -95,12 +95,14 @@ fn order(side: Side) -> NewOrder {
     }
 }
 
-/// The same allocator as the `coinhub-exchange` binary.
+/// The same allocator as the `coinhub-exchange` binary, also without transparent huge pages
+/// (`run` turns them off first, as the binary's `main` does).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    memory::disable_transparent_huge_pages()?;
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -157,9 +159,11 @@ async fn run(
     )
     .fetch_one(pool)
     .await?;
+    let thp_off = rustix::thread::transparent_huge_pages_are_disabled()?;
     println!(
         "exchange settlement: trades={trades_total} clients={clients} members={members} \
-         events={events:?} fsync={fsync} synchronous_commit={sync_commit} tls={tls}"
+         events={events:?} fsync={fsync} synchronous_commit={sync_commit} tls={tls} \
+         thp_disabled={thp_off}"
     );
     for i in 0..members {
         let who = format!("m{i}");

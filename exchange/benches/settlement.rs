@@ -96,7 +96,7 @@ fn order(side: Side) -> NewOrder {
 }
 
 /// The same allocator as the `coinhub-exchange` binary, also without transparent huge pages
-/// (`run` turns them off first, as the binary's `main` does).
+/// (`main` turns them off first, as the binary's does).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

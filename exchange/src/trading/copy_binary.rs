@@ -12,9 +12,9 @@
 //! a 32-bit flags field and a 32-bit header extension length (both 0 here); per row a 16-bit
 //! field count, then per field a 32-bit byte length (−1 for NULL) and the value in its type's
 //! binary form (`int8send`, `textsend`, `numeric_send`, `timestamptz_send`, `uuid_send`,
-//! `array_send`); a
-//! 16-bit −1 ends the data. Integers are big-endian. The server checks every field's length
-//! and form, and refuses the `COPY` (nothing written) if a value does not fit its column.
+//! `array_send`); a 16-bit −1 ends the data. Integers are big-endian. The server checks every
+//! field's length and form, and refuses the `COPY` (nothing written) if a value does not fit
+//! its column.
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -593,12 +593,12 @@ mod tests {
     /// and the orders by id, whatever batches they came from.
     #[test]
     fn last_states_keep_each_orders_latest_state_by_id() {
-        // Three batches, each by id: order 2 placed in the first, filled in part in the
-        // second and further in the third; orders 1, 3 and 4 once each.
+        // Three batches, each by id as the engine encodes them: order 2 placed in the first,
+        // filled in part in the second and further in the third; orders 1, 3 and 4 once each.
         let batches = vec![
+            state(1, 9, 0),
             state(2, 10, 0),
             state(3, 11, 0),
-            state(1, 9, 0),
             state(2, 10, 1_000),
             state(4, 13, 0),
             state(2, 10, 3_000),

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use crate::api::keys::{ApiKeyInfo, KeyId};
 use crate::journal::Balance;
+use crate::ledger::{AccountKind, AssetSymbol};
+use crate::statement::{self, Statement};
 use crate::trading::status::MarketStatus;
 use crate::withdrawals::Withdrawal;
 
@@ -42,6 +44,9 @@ pub enum Command {
     Run,
     /// Print balances: one line per asset and account kind, base units and whole units.
     Balances(BalancesArgs),
+    /// Print an account's journal entries, newest first, each with its transfer and the
+    /// balance after it.
+    Statement(StatementArgs),
     /// Lock a member's funds and request a withdrawal from coinhubd (sent by `run`).
     Withdraw(WithdrawArgs),
     /// List a member's withdrawals and their status.
@@ -184,6 +189,159 @@ fn parse_member(value: &str) -> Result<MemberId, String> {
     value.parse()
 }
 
+/// `statement` options: the account is (`--member` or `--platform`, `--asset`, `--kind`).
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("owner").required(true).args(["member", "platform"]))]
+pub struct StatementArgs {
+    /// The member whose account to print.
+    #[arg(long, value_parser = parse_member)]
+    pub member: Option<MemberId>,
+    /// Print a platform account (`hot_wallet`, `fee_revenue`, `network_fees`) instead.
+    #[arg(long)]
+    pub platform: bool,
+    /// Asset symbol as the ledger records it, e.g. `BTC`.
+    #[arg(long, value_parser = parse_asset)]
+    pub asset: AssetSymbol,
+    /// Account kind: `available` or `locked` for a member; `hot_wallet`, `fee_revenue` or
+    /// `network_fees` for the platform.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: AccountKind,
+    /// Entries to print (1-1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=i64::from(statement::LIMIT_MAX)))]
+    pub limit: u32,
+    /// Print entries older than this entry id (the next page: the `more` hint names it).
+    #[arg(long, value_name = "ENTRY_ID")]
+    pub before: Option<i64>,
+    /// Print JSON (one object) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_asset(value: &str) -> Result<AssetSymbol, String> {
+    value
+        .parse()
+        .map_err(|e: crate::ledger::LedgerError| e.to_string())
+}
+
+fn parse_kind(value: &str) -> Result<AccountKind, String> {
+    value
+        .parse()
+        .map_err(|e: crate::ledger::LedgerError| e.to_string())
+}
+
+/// `statement` as text: a heading line with the account and its balance, then one line per
+/// entry, e.g. `2026-12-08T00:51:02.123456Z entry 7 credit 10000 (0.0001) balance 10000
+/// (0.0001) deposit 5d4c…`, then `more: --before 7` when older entries exist.
+pub fn statement_text(statement: &Statement) -> String {
+    let decimals = statement.decimals;
+    let mut text = format!(
+        "{} balance {} ({})\n",
+        statement.account,
+        statement.balance,
+        statement.balance.to_decimal_string(decimals)
+    );
+    for line in &statement.lines {
+        text.push_str(&format!(
+            "{} entry {} {} {} ({}) balance {} ({}) {} {}\n",
+            rfc3339(line.posted_at),
+            line.entry_id,
+            line.side.as_str(),
+            line.amount,
+            line.amount.to_decimal_string(decimals),
+            line.balance_after,
+            line.balance_after.to_decimal_string(decimals),
+            line.transfer_kind,
+            line.reference
+        ));
+    }
+    if let (true, Some(oldest)) = (statement.more, statement.lines.last()) {
+        text.push_str(&format!("more: --before {}\n", oldest.entry_id));
+    }
+    text
+}
+
+/// The object printed by `statement --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementJson {
+    /// The member id, or `"platform"`.
+    pub owner: String,
+    /// Asset symbol, e.g. `"BTC"`.
+    pub asset: String,
+    /// Account kind, e.g. `"available"`.
+    pub kind: String,
+    /// The asset's decimals.
+    pub decimals: u8,
+    /// The balance now, base units (decimal digits).
+    pub balance: String,
+    /// Newest first.
+    pub entries: Vec<StatementEntryJson>,
+    /// The `--before` value for the next page, when older entries exist.
+    pub next_before: Option<i64>,
+}
+
+/// One entry of `statement --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementEntryJson {
+    /// The entry's id (journal order).
+    pub entry_id: i64,
+    /// Its transfer's id.
+    pub transfer_id: Uuid,
+    /// The transfer's kind, e.g. `"deposit"`.
+    pub transfer_kind: String,
+    /// The transfer's reference.
+    pub reference: String,
+    /// When the transfer was written, RFC 3339.
+    pub posted_at: String,
+    /// `"debit"` or `"credit"`.
+    pub side: &'static str,
+    /// The entry's amount, base units (decimal digits).
+    pub base_units: String,
+    /// The entry's amount in whole units, exact, e.g. `"1.5"`.
+    pub amount: String,
+    /// The balance right after the entry, base units (decimal digits).
+    pub balance_after: String,
+}
+
+/// The `--json` object of `statement`.
+pub fn statement_json(statement: &Statement) -> StatementJson {
+    let account = &statement.account;
+    StatementJson {
+        owner: account
+            .owner()
+            .member()
+            .map_or_else(|| "platform".to_owned(), |member| member.to_string()),
+        asset: account.asset().to_string(),
+        kind: account.kind().to_string(),
+        decimals: statement.decimals,
+        balance: statement.balance.to_string(),
+        entries: statement
+            .lines
+            .iter()
+            .map(|line| StatementEntryJson {
+                entry_id: line.entry_id,
+                transfer_id: line.transfer_id,
+                transfer_kind: line.transfer_kind.clone(),
+                reference: line.reference.clone(),
+                posted_at: rfc3339(line.posted_at),
+                side: line.side.as_str(),
+                base_units: line.amount.to_string(),
+                amount: line.amount.to_decimal_string(statement.decimals),
+                balance_after: line.balance_after.to_string(),
+            })
+            .collect(),
+        next_before: statement
+            .lines
+            .last()
+            .filter(|_| statement.more)
+            .map(|line| line.entry_id),
+    }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
 /// One balance line of `balances --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BalanceJson {
@@ -263,10 +421,6 @@ pub struct WithdrawalsJson<'a> {
 
 /// One text line per API key: `<key id> <member> created <time> [revoked <time>] [label]`.
 pub fn api_key_text(key: &ApiKeyInfo) -> String {
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| t.to_string())
-    };
     let mut line = format!(
         "{} {} created {}",
         key.key_id,

@@ -3,6 +3,7 @@
 //!
 //! - [`ledger`]: the journal's rules without I/O (accounts, transfers, balancing).
 //! - [`journal`]: the journal in PostgreSQL (posting transfers, reading balances).
+//! - [`statement`]: an account's entries, newest first, with the balance after each.
 //! - [`deposits`]: the `deposit.confirmed` / `deposit.orphaned` handler (exactly-once credit).
 //! - [`withdrawals`]: requesting a withdrawal (lock + `withdrawal.request` in the outbox) and
 //!   the `withdrawal.confirmed` / `withdrawal.failed` handler (settle or unlock, once).
@@ -44,5 +45,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod retention;
 pub mod service;
+pub mod statement;
 pub mod trading;
 pub mod withdrawals;

@@ -1,20 +1,21 @@
 //! `coinhub-exchange`: migrate the ledger, run the consumers, the outbox relay, the member
 //! API, `/metrics` and the retention of published messages, print
-//! balances, request and list withdrawals.
+//! balances and account statements, request and list withdrawals.
 //! See `coinhub-exchange --help`.
 
 use anyhow::Context;
 use clap::Parser;
 use coinhub_exchange::api::{self, ApiState, keys, secrets::ApiSecrets};
 use coinhub_exchange::cli::{
-    self, ApiKeyCommand, BalancesArgs, Cli, Command, TradingStatusArgs, WithdrawArgs,
-    WithdrawalsArgs,
+    self, ApiKeyCommand, BalancesArgs, Cli, Command, StatementArgs, TradingStatusArgs,
+    WithdrawArgs, WithdrawalsArgs,
 };
 use coinhub_exchange::config::Config;
+use coinhub_exchange::ledger::{AccountKey, Owner};
 use coinhub_exchange::metrics::Metrics;
 use coinhub_exchange::service::{self, ConsumerSettings};
 use coinhub_exchange::withdrawals::{self, NewWithdrawal};
-use coinhub_exchange::{db, journal, memory, outbox, retention};
+use coinhub_exchange::{db, journal, memory, outbox, retention, statement};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::Run => run(&config).await,
         Command::Balances(args) => balances(&config, &args).await,
+        Command::Statement(args) => statement(&config, &args).await,
         Command::Withdraw(args) => withdraw(&config, args).await,
         Command::Withdrawals(args) => list_withdrawals(&config, &args).await,
         Command::ApiKey(command) => api_key(&config, command).await,
@@ -259,6 +261,31 @@ async fn trading_status(config: &Config, args: &TradingStatusArgs) -> anyhow::Re
         eprintln!("no market recorded yet (the trading engine records its markets when it starts)");
     } else {
         print!("{}", cli::trading_status_text(&markets));
+    }
+    Ok(())
+}
+
+async fn statement(config: &Config, args: &StatementArgs) -> anyhow::Result<()> {
+    let owner = match &args.member {
+        Some(member) => Owner::Member(member.clone()),
+        None => Owner::Platform,
+    };
+    let account = AccountKey::new(owner, args.asset.clone(), args.kind)
+        .context("--kind does not fit the owner")?;
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let statement = statement::read(&pool, &account, args.before, args.limit).await;
+    pool.close().await;
+    let Some(statement) = statement.context("reading the statement")? else {
+        anyhow::bail!("no account {account}: it has never had an entry");
+    };
+    if args.json {
+        let json = serde_json::to_string_pretty(&cli::statement_json(&statement))
+            .context("serializing the statement")?;
+        println!("{json}");
+    } else {
+        print!("{}", cli::statement_text(&statement));
     }
     Ok(())
 }

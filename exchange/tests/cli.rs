@@ -1,4 +1,5 @@
-//! The `coinhub-exchange` binary: configuration, `migrate`, `balances`, `trading-status`, and
+//! The `coinhub-exchange` binary: configuration, `migrate`, `balances`, `statement`,
+//! `trading-status`, and
 //! `run` with a graceful stop on SIGTERM. Real PostgreSQL and RabbitMQ; see `common/mod.rs`.
 
 mod common;
@@ -236,6 +237,173 @@ async fn withdraw_locks_and_withdrawals_lists() {
     assert!(bob.status.success(), "{}", stderr(&bob));
     assert_eq!(db.available("bob", "BTC").await, "3");
     std::fs::remove_file(config).expect("remove config file");
+}
+
+/// Proves: `statement` lists an account's entries newest first with the transfer each
+/// belongs to and the exact balance after it, pages with `--limit` / `--before` (the text's
+/// `more:` hint and the JSON's `next_before` name the next page), reads member and platform
+/// accounts, and refuses an account that never had an entry, a kind the owner cannot have
+/// and a limit out of range.
+///
+/// Steps: credit alice 10000 sat (a deposit); lock 1000 + a 25 sat fee with `withdraw`;
+/// read alice's available BTC as JSON and as text (the text compared line by line with the
+/// JSON's ids and times), then a page of one entry and the page before it, her locked BTC
+/// and the platform's hot wallet; then the refusals.
+#[tokio::test]
+async fn statement_lists_entries_with_the_balance_after_each() {
+    let db = TestDb::new().await;
+    deposits::apply(&db.pool, &confirmed("alice", "BTC", "10000", 8))
+        .await
+        .expect("credit alice");
+    let statement = |args: &[&str]| {
+        run(binary()
+            .arg("statement")
+            .args(args)
+            .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url))
+    };
+    let json_of = |output: &Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", stderr(output));
+        serde_json::from_slice(&output.stdout).expect("JSON output")
+    };
+    let lock = run(binary()
+        .args([
+            "withdraw",
+            "--member",
+            "alice",
+            "--asset",
+            "BTC",
+            "--amount",
+            "1000",
+            "--destination",
+            "bcrt1qxyz",
+        ])
+        .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url)
+        .env("COINHUB_EXCHANGE__ASSETS__BTC__WITHDRAW_FEE", "25"));
+    assert!(lock.status.success(), "{}", stderr(&lock));
+
+    let available = ["--member", "alice", "--asset", "BTC", "--kind", "available"];
+    let all = json_of(&statement(&[&available[..], &["--json"]].concat()));
+    assert_eq!(all["owner"], "alice");
+    assert_eq!(all["asset"], "BTC");
+    assert_eq!(all["kind"], "available");
+    assert_eq!(all["decimals"], 8);
+    assert_eq!(all["balance"], "8975");
+    assert_eq!(all["next_before"], serde_json::Value::Null);
+    let entries = all["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{all}");
+    let (lock_entry, deposit_entry) = (&entries[0], &entries[1]);
+    assert_eq!(lock_entry["transfer_kind"], "withdrawal_lock");
+    assert_eq!(lock_entry["side"], "debit");
+    assert_eq!(lock_entry["base_units"], "1025");
+    assert_eq!(lock_entry["amount"], "0.00001025");
+    assert_eq!(lock_entry["balance_after"], "8975");
+    assert_eq!(deposit_entry["transfer_kind"], "deposit");
+    assert_eq!(deposit_entry["side"], "credit");
+    assert_eq!(deposit_entry["base_units"], "10000");
+    assert_eq!(deposit_entry["balance_after"], "10000");
+    let lock_id = lock_entry["entry_id"].as_i64().expect("entry id");
+    assert!(deposit_entry["entry_id"].as_i64().expect("entry id") < lock_id);
+
+    let line = |entry: &serde_json::Value, figures: &str| {
+        format!(
+            "{} entry {} {figures} {} {}",
+            entry["posted_at"].as_str().expect("time"),
+            entry["entry_id"],
+            entry["transfer_kind"].as_str().expect("kind"),
+            entry["reference"].as_str().expect("reference"),
+        )
+    };
+    let text = statement(&available);
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert_eq!(
+        stdout(&text),
+        format!(
+            "member alice/BTC/available balance 8975 (0.00008975)\n{}\n{}\n",
+            line(
+                lock_entry,
+                "debit 1025 (0.00001025) balance 8975 (0.00008975)"
+            ),
+            line(
+                deposit_entry,
+                "credit 10000 (0.0001) balance 10000 (0.0001)"
+            ),
+        )
+    );
+
+    let newest = statement(&[&available[..], &["--limit", "1"]].concat());
+    assert!(newest.status.success(), "{}", stderr(&newest));
+    assert!(
+        stdout(&newest).ends_with(&format!("more: --before {lock_id}\n")),
+        "{}",
+        stdout(&newest)
+    );
+    let first_page = json_of(&statement(
+        &[&available[..], &["--limit", "1", "--json"]].concat(),
+    ));
+    assert_eq!(first_page["entries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(first_page["next_before"], lock_id);
+    let lock_id = lock_id.to_string();
+    let second_page = json_of(&statement(
+        &[
+            &available[..],
+            &["--limit", "1", "--before", &lock_id, "--json"],
+        ]
+        .concat(),
+    ));
+    assert_eq!(second_page["balance"], "8975");
+    assert_eq!(second_page["entries"], serde_json::json!([deposit_entry]));
+    assert_eq!(second_page["next_before"], serde_json::Value::Null);
+
+    let locked = json_of(&statement(&[
+        "--member", "alice", "--asset", "BTC", "--kind", "locked", "--json",
+    ]));
+    assert_eq!(locked["balance"], "1025");
+    assert_eq!(locked["entries"][0]["side"], "credit");
+    assert_eq!(locked["entries"][0]["balance_after"], "1025");
+    assert_eq!(
+        locked["entries"][0]["transfer_id"],
+        lock_entry["transfer_id"]
+    );
+    let hot_wallet = json_of(&statement(&[
+        "--platform",
+        "--asset",
+        "BTC",
+        "--kind",
+        "hot_wallet",
+        "--json",
+    ]));
+    assert_eq!(hot_wallet["owner"], "platform");
+    assert_eq!(hot_wallet["entries"][0]["side"], "debit");
+    assert_eq!(hot_wallet["entries"][0]["balance_after"], "10000");
+
+    let unknown = statement(&["--member", "bob", "--asset", "BTC", "--kind", "available"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no account member bob/BTC/available"),
+        "{}",
+        stderr(&unknown)
+    );
+    let wrong_kind = statement(&[
+        "--member",
+        "alice",
+        "--asset",
+        "BTC",
+        "--kind",
+        "hot_wallet",
+    ]);
+    assert!(!wrong_kind.status.success());
+    assert!(
+        stderr(&wrong_kind).contains("--kind does not fit the owner"),
+        "{}",
+        stderr(&wrong_kind)
+    );
+    let no_limit = statement(&[&available[..], &["--limit", "0"]].concat());
+    assert!(!no_limit.status.success());
+    assert!(
+        stderr(&no_limit).contains("--limit"),
+        "{}",
+        stderr(&no_limit)
+    );
 }
 
 /// Proves: an invalid configuration stops the binary at start with a message naming the

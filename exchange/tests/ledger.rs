@@ -7,6 +7,7 @@ mod common;
 use coinhub_exchange::deposits::{self, Outcome};
 use coinhub_exchange::journal::{self, JournalError, Posted};
 use coinhub_exchange::ledger::{AccountKey, Leg, Transfer};
+use coinhub_exchange::statement;
 use common::{TestDb, asset_symbol, confirmed, orphaned};
 use uuid::Uuid;
 
@@ -1136,4 +1137,83 @@ async fn concurrent_overdraws_are_refused_after_the_wait() {
         "60"
     );
     db.assert_consistent().await;
+}
+
+/// Proves: an account's statement refuses a cached balance its entries do not explain,
+/// naming the account and the entry, whether the balance worked back from it ends above zero
+/// before the first entry or goes below zero on the way; a page that does not reach the
+/// first entry cannot tell and is listed.
+///
+/// Steps: credit alice 10000 then 500; with the triggers off for one session
+/// (`session_replication_role = replica`, what only a superuser can do) set her balance to
+/// 10501, read her statement (refused), read its newest page of one entry (listed); set it to
+/// 400, read it again (refused at the first deposit); the journal audit reports the drift.
+#[tokio::test]
+async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
+    let db = TestDb::new().await;
+    credit(&db, "alice", "BTC", "10000", 8).await;
+    credit(&db, "alice", "BTC", "500", 8).await;
+    let key = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
+    let listed = statement::read(&db.pool, &key, None, 10)
+        .await
+        .expect("a consistent account reads")
+        .expect("alice's account exists");
+    assert_eq!(listed.balance.to_string(), "10500");
+    let first_entry = listed.lines.last().expect("two entries").entry_id;
+    let set_balance = |balance: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("connection");
+            sqlx::query("SET session_replication_role = replica")
+                .execute(&mut *conn)
+                .await
+                .expect("triggers off for this session");
+            sqlx::query(
+                "UPDATE accounts SET balance = $1::numeric
+                  WHERE member_id = 'alice' AND asset = 'BTC' AND kind = 'available'",
+            )
+            .bind(balance)
+            .execute(&mut *conn)
+            .await
+            .expect("set the balance behind the ledger's back");
+            sqlx::query("RESET session_replication_role")
+                .execute(&mut *conn)
+                .await
+                .expect("triggers back on");
+        }
+    };
+    let refusal = |result: Result<Option<statement::Statement>, JournalError>| match result {
+        Err(JournalError::Corrupt(message)) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    set_balance("10501").await;
+    let message = refusal(statement::read(&db.pool, &key, None, 10).await);
+    assert!(
+        message.contains("member alice/BTC/available")
+            && message.contains(&format!(
+                "worked back to 1 before its first entry {first_entry}"
+            )),
+        "{message}"
+    );
+    let newest = statement::read(&db.pool, &key, None, 1)
+        .await
+        .expect("a page short of the first entry cannot tell")
+        .expect("alice's account exists");
+    assert_eq!(newest.lines[0].balance_after.to_string(), "10501");
+    assert!(newest.more);
+
+    set_balance("400").await;
+    let message = refusal(statement::read(&db.pool, &key, None, 10).await);
+    assert!(
+        message.contains(&format!("worked back to -100 at entry {first_entry}")),
+        "{message}"
+    );
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let findings = journal::audit(&mut conn).await.expect("audit runs");
+    assert!(
+        matches!(&findings[..], [journal::AuditFinding::BalanceDrift { cached, from_entries, .. }]
+            if cached == "400" && from_entries == "10500"),
+        "{findings:?}"
+    );
 }

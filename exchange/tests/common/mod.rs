@@ -20,9 +20,9 @@ use std::time::Duration;
 use coinhub_events::publisher::{ConfirmingPublisher, OutgoingMessage};
 use coinhub_events::topology::EVENTS_EXCHANGE;
 use coinhub_events::{BaseUnits, DepositEvent, DepositEventKind, SCHEMA_VERSION};
-use coinhub_exchange::ledger::{AccountKey, AssetSymbol};
+use coinhub_exchange::ledger::{AccountKey, AssetSymbol, Owner};
 use coinhub_exchange::service::ConsumerSettings;
-use coinhub_exchange::{db, journal};
+use coinhub_exchange::{db, journal, statement};
 use lapin::{Connection, ConnectionProperties};
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
@@ -141,11 +141,50 @@ impl TestDb {
     }
 
     /// Asserts the journal is consistent: every transfer sums to zero, every cached balance
-    /// equals its entries.
+    /// equals its entries, and every account's statement, read a page at a time, works its
+    /// balance back to zero before its first entry (`statement::read` refuses otherwise)
+    /// and lists each of its entries once.
     pub async fn assert_consistent(&self) {
         let mut conn = self.pool.acquire().await.expect("connection");
         let findings = journal::audit(&mut conn).await.expect("audit runs");
         assert!(findings.is_empty(), "journal inconsistent: {findings:?}");
+        let accounts: Vec<(i64, Option<String>, String, String, i64)> = sqlx::query_as(
+            "SELECT a.id, a.member_id::text, a.asset, a.kind,
+                    (SELECT count(*) FROM entries e WHERE e.account_id = a.id)
+               FROM accounts a ORDER BY a.id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .expect("read accounts");
+        for (id, member, asset, kind, entries) in accounts {
+            let owner = match member {
+                Some(member) => Owner::Member(member.parse().expect("member id")),
+                None => Owner::Platform,
+            };
+            let key = AccountKey::new(
+                owner,
+                asset_symbol(&asset),
+                kind.parse().expect("account kind"),
+            )
+            .expect("account key");
+            let (mut listed, mut before) = (0, None);
+            loop {
+                let page = statement::read(&self.pool, &key, before, 7)
+                    .await
+                    .unwrap_or_else(|e| panic!("statement of account {id} ({key}): {e}"))
+                    .expect("the account exists");
+                listed += page.lines.len();
+                match page.lines.last() {
+                    Some(last) if page.more => before = Some(last.entry_id),
+                    _ => break,
+                }
+            }
+            assert_eq!(
+                i64::try_from(listed).expect("count"),
+                entries,
+                "statement of account {id} ({key})"
+            );
+        }
     }
 }
 

@@ -538,6 +538,66 @@ mod tests {
     }
 
     #[test]
+    fn parses_statement_commands() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["coinhub-exchange", "statement"][..], args].concat())
+        };
+        let platform =
+            parse(&["--platform", "--asset", "BTC", "--kind", "hot_wallet"]).expect("parses");
+        assert!(matches!(
+            platform.command,
+            Command::Statement(StatementArgs {
+                member: None,
+                platform: true,
+                kind: AccountKind::HotWallet,
+                limit: 20,
+                before: None,
+                ..
+            })
+        ));
+        let paged = parse(&[
+            "--member", "bob", "--asset", "ETH", "--kind", "locked", "--limit", "1000", "--before",
+            "42",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            paged.command,
+            Command::Statement(StatementArgs {
+                member: Some(_),
+                limit: 1000,
+                before: Some(42),
+                ..
+            })
+        ));
+        for refused in [
+            &["--asset", "BTC", "--kind", "available"][..],
+            &[
+                "--member",
+                "bob",
+                "--platform",
+                "--asset",
+                "BTC",
+                "--kind",
+                "available",
+            ],
+            &["--member", "bob", "--asset", "BTC", "--kind", "savings"],
+            &["--member", "bob", "--asset", "B TC", "--kind", "available"],
+            &[
+                "--member",
+                "bob",
+                "--asset",
+                "BTC",
+                "--kind",
+                "available",
+                "--limit",
+                "1001",
+            ],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn parses_api_key_commands() {
         let create = Cli::try_parse_from([
             "coinhub-exchange",

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use bigdecimal::num_bigint::{BigInt, Sign};
 use clap::{Args, Parser, Subcommand};
-use coinhub_events::MemberId;
+use coinhub_events::{BaseUnits, MemberId};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -230,7 +231,7 @@ fn parse_kind(value: &str) -> Result<AccountKind, String> {
 }
 
 /// `statement` as text: a heading line with the account and its balance, then one line per
-/// entry, e.g. `2026-12-08T00:51:02.123456Z entry 7 credit 10000 (0.0001) balance 10000
+/// entry with the running balance after it, e.g. `2026-12-08T00:51:02.123456Z entry 7 credit 10000 (0.0001) balance 10000
 /// (0.0001) deposit 5d4c…`, then `more: --before 7` when older entries exist.
 pub fn statement_text(statement: &Statement) -> String {
     let decimals = statement.decimals;
@@ -249,7 +250,7 @@ pub fn statement_text(statement: &Statement) -> String {
             line.amount,
             line.amount.to_decimal_string(decimals),
             line.balance_after,
-            line.balance_after.to_decimal_string(decimals),
+            signed_decimal(&line.balance_after, decimals),
             line.transfer_kind,
             line.reference
         ));
@@ -298,7 +299,8 @@ pub struct StatementEntryJson {
     pub base_units: String,
     /// The entry's amount in whole units, exact, e.g. `"1.5"`.
     pub amount: String,
-    /// The balance right after the entry, base units (decimal digits).
+    /// The running balance right after the entry in journal order, base units (decimal
+    /// digits, with a leading `-` where concurrent transfers committed out of that order).
     pub balance_after: String,
 }
 
@@ -334,6 +336,20 @@ pub fn statement_json(statement: &Statement) -> StatementJson {
             .last()
             .filter(|_| statement.more)
             .map(|line| line.entry_id),
+    }
+}
+
+/// `value` base units in whole units, exact, with a leading `-` when below zero (in base
+/// units when wider than [`BaseUnits`] holds, which only a corrupt journal could give).
+fn signed_decimal(value: &BigInt, decimals: u8) -> String {
+    let Ok(magnitude) = value.magnitude().to_string().parse::<BaseUnits>() else {
+        return value.to_string();
+    };
+    let whole = magnitude.to_decimal_string(decimals);
+    if value.sign() == Sign::Minus {
+        format!("-{whole}")
+    } else {
+        whole
     }
 }
 
@@ -535,6 +551,13 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn running_balances_below_zero_keep_their_sign_in_whole_units() {
+        assert_eq!(signed_decimal(&BigInt::from(-1025), 8), "-0.00001025");
+        assert_eq!(signed_decimal(&BigInt::from(150), 2), "1.5");
+        assert_eq!(signed_decimal(&BigInt::ZERO, 8), "0");
     }
 
     #[test]

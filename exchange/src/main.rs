@@ -278,7 +278,7 @@ async fn statement(config: &Config, args: &StatementArgs) -> anyhow::Result<()> 
     let statement = statement::read(&pool, &account, args.before, args.limit).await;
     pool.close().await;
     let Some(statement) = statement.context("reading the statement")? else {
-        anyhow::bail!("no account {account}: it has never had an entry");
+        anyhow::bail!("no account {account}: it has never been opened");
     };
     if args.json {
         let json = serde_json::to_string_pretty(&cli::statement_json(&statement))

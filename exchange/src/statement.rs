@@ -1,20 +1,25 @@
 //! An account's statement: its journal entries, newest first, each with the transfer it
-//! belongs to and the account's balance after it. What an operator reads to explain a
-//! balance (`coinhub-exchange statement`).
+//! belongs to and the account's running balance after it. What an operator reads to explain
+//! a balance (`coinhub-exchange statement`).
 //!
-//! The balances after each entry are worked back from the account's balance, exactly
-//! (integers of base units, no floats): the newest listed entry's balance-after is the
-//! balance less the changes of the entries after the page (none on the first page), and each
-//! older one's is the next one's less that entry's change. The balance and the entries are
-//! read in one snapshot (`REPEATABLE READ`, read only), so they agree while transfers are
-//! being written. A balance worked back below zero, or to anything but zero before the
-//! account's first entry, means the cached balance and the entries disagree: refused as
-//! [`JournalError::Corrupt`] (`journal::audit` then names the account).
+//! The running balances are worked back from the account's balance, exactly (integers of
+//! base units, no floats): the newest listed entry's is the balance less the changes of the
+//! entries after the page (none on the first page), and each older one's is the next one's
+//! less that entry's change. The balance and the entries are read in one snapshot
+//! (`REPEATABLE READ`, read only), so they agree while transfers are being written.
 //!
-//! Entries are listed in journal order (entry id). A trade settlement's entry is the net of a
-//! whole batch of trades on the account (`trading::store`), its reference naming the market
-//! and the batch's commands. Entries are found through the `entries_account_id` index
-//! (migration 0001).
+//! Entries are listed in journal order (entry id). Ids are drawn when entries are written,
+//! and a trade settlement writes its entries before it waits for the batch ahead (another
+//! market's, or a deposit) to release the accounts (migration 0016), so two transfers that
+//! were being written at the same time may have committed in the other order. The running
+//! balance between them is then one the account never had, and can even be below zero
+//! (hence signed); the newest is the balance, and before the account's first entry it is
+//! zero. That last one is checked: anything else means the cached balance and the entries
+//! disagree, refused as [`JournalError::Corrupt`] (`journal::audit` then names the account).
+//!
+//! A trade settlement's entry is the net of a whole batch of trades on the account
+//! (`trading::store`), its reference naming the market and the batch's commands. Entries are
+//! found through the `entries_account_id` index (migration 0001).
 
 use bigdecimal::num_bigint::{BigInt, Sign};
 use coinhub_events::BaseUnits;
@@ -63,18 +68,19 @@ pub struct StatementLine {
     pub side: Side,
     /// The entry's amount, base units of the account's asset (never zero).
     pub amount: BaseUnits,
-    /// The account's balance right after this entry, base units on its normal side.
-    pub balance_after: BaseUnits,
+    /// The account's running balance right after this entry in journal order, base units on
+    /// its normal side; below zero only where concurrent transfers committed out of journal
+    /// order (see the module's documentation).
+    pub balance_after: BigInt,
 }
 
 /// Up to `limit` (taken as 1 when 0, as [`LIMIT_MAX`] when above it) of `account`'s entries
 /// with an id below `before` (all when `None`), newest first, with the balance after each.
-/// `Ok(None)`: the account was never opened (no entry ever named it).
+/// `Ok(None)`: no such account (accounts are opened by their first transfer).
 ///
-/// Errors: [`JournalError::Corrupt`] when the cached balance and the entries disagree (a
-/// balance worked back below zero, or not to zero before the first entry) or a stored value
-/// breaks an invariant;
-/// [`JournalError::Database`].
+/// Errors: [`JournalError::Corrupt`] when the cached balance and the entries disagree (the
+/// balance worked back to anything but zero before the account's first entry; checked on
+/// the page that reaches it) or a stored value breaks an invariant; [`JournalError::Database`].
 pub async fn read(
     pool: &PgPool,
     account: &AccountKey,
@@ -150,7 +156,7 @@ pub async fn read(
     for row in rows.iter().take(limit as usize) {
         let entry_id: i64 = row.try_get("id")?;
         let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
-        let balance_after = non_negative(account, entry_id, &after)?;
+        let balance_after = after.clone();
         after -= normal(amount.clone());
         let (side, magnitude) = if amount.sign() == Sign::Minus {
             (Side::Credit, -amount)
@@ -168,17 +174,17 @@ pub async fn read(
             balance_after,
         });
     }
-    // The balance before the oldest listed entry must not be negative either, and before the
-    // account's first entry it is zero (accounts open at zero, migration 0023).
-    if let Some(oldest) = lines.last() {
-        non_negative(account, oldest.entry_id, &after)?;
-        if !more && after != BigInt::ZERO {
-            return Err(JournalError::Corrupt(format!(
-                "{account}: its balance and its entries disagree (worked back to {after} before \
-                 its first entry {}); run the journal audit",
-                oldest.entry_id
-            )));
-        }
+    // Before the account's first entry (or with no entry at all) the balance is zero:
+    // accounts open at zero (migration 0023).
+    if !more && after != BigInt::ZERO {
+        let place = match lines.last() {
+            Some(oldest) => format!("before its first entry {}", oldest.entry_id),
+            None => "with no entries".to_owned(),
+        };
+        return Err(JournalError::Corrupt(format!(
+            "{account}: its balance and its entries disagree (worked back to {after} {place}); \
+             run the journal audit"
+        )));
     }
     Ok(Some(Statement {
         account: account.clone(),
@@ -197,20 +203,4 @@ fn parse_units(text: &str) -> Result<BaseUnits, JournalError> {
 fn parse_signed(text: &str) -> Result<BigInt, JournalError> {
     text.parse()
         .map_err(|e| JournalError::Corrupt(format!("amount {text:?}: {e}")))
-}
-
-/// `balance` as base units, or [`JournalError::Corrupt`] naming the account and the entry
-/// around which the worked-back balance went below zero.
-fn non_negative(
-    account: &AccountKey,
-    entry_id: i64,
-    balance: &BigInt,
-) -> Result<BaseUnits, JournalError> {
-    if balance.sign() == Sign::Minus {
-        return Err(JournalError::Corrupt(format!(
-            "{account}: its balance and its entries disagree (worked back to {balance} at entry \
-             {entry_id}); run the journal audit"
-        )));
-    }
-    parse_units(&balance.to_string())
 }

@@ -1140,14 +1140,14 @@ async fn concurrent_overdraws_are_refused_after_the_wait() {
 }
 
 /// Proves: an account's statement refuses a cached balance its entries do not explain,
-/// naming the account and the entry, whether the balance worked back from it ends above zero
-/// before the first entry or goes below zero on the way; a page that does not reach the
-/// first entry cannot tell and is listed.
+/// naming the account and its first entry, whether the balance worked back from it ends
+/// above or below zero before the first entry; a page that does not reach the first entry
+/// cannot tell and is listed.
 ///
 /// Steps: credit alice 10000 then 500; with the triggers off for one session
 /// (`session_replication_role = replica`, what only a superuser can do) set her balance to
 /// 10501, read her statement (refused), read its newest page of one entry (listed); set it to
-/// 400, read it again (refused at the first deposit); the journal audit reports the drift.
+/// 400, read it again (refused); the journal audit reports the drift.
 #[tokio::test]
 async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
     let db = TestDb::new().await;
@@ -1206,7 +1206,9 @@ async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
     set_balance("400").await;
     let message = refusal(statement::read(&db.pool, &key, None, 10).await);
     assert!(
-        message.contains(&format!("worked back to -100 at entry {first_entry}")),
+        message.contains(&format!(
+            "worked back to -10100 before its first entry {first_entry}"
+        )),
         "{message}"
     );
     let mut conn = db.pool.acquire().await.expect("connection");
@@ -1216,4 +1218,79 @@ async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
             if cached == "400" && from_entries == "10500"),
         "{findings:?}"
     );
+}
+
+/// Proves: a statement lists entries in journal order even where two transfers committed in
+/// the other order, so the running balance between them is one the account never had (here
+/// below zero), while the newest is the balance and the account still works back to zero.
+///
+/// Steps: credit alice 100; transaction 1 writes a deferred unlock of 100 (locked → available;
+/// lower entry ids) and waits; transaction 2 writes a deferred lock of 100 (available →
+/// locked), applies it and commits; transaction 1 applies (locked now holds 100) and
+/// commits; read the statement of alice's locked account.
+#[tokio::test]
+async fn a_statement_keeps_journal_order_when_commits_went_the_other_way() {
+    let db = TestDb::new().await;
+    credit(&db, "alice", "BTC", "100", 8).await;
+    let member = || "alice".parse().expect("member");
+    let locked = AccountKey::locked(member(), asset_symbol("BTC"));
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let available_id = journal::ensure_account(
+        &mut conn,
+        &AccountKey::available(member(), asset_symbol("BTC")),
+    )
+    .await
+    .expect("account");
+    let locked_id = journal::ensure_account(&mut conn, &locked)
+        .await
+        .expect("account");
+    drop(conn);
+
+    let mut unlock = db.pool.begin().await.expect("transaction 1");
+    let unlock_id = write_deferred(&mut unlock, (locked_id, available_id), 100)
+        .await
+        .expect("unlock written first");
+    let mut lock = db.pool.begin().await.expect("transaction 2");
+    let lock_id = write_deferred(&mut lock, (available_id, locked_id), 100)
+        .await
+        .expect("lock written second");
+    assert_eq!(
+        apply_deferred(&mut lock, lock_id)
+            .await
+            .expect("lock applies"),
+        1
+    );
+    lock.commit().await.expect("lock commits first");
+    assert_eq!(
+        apply_deferred(&mut unlock, unlock_id)
+            .await
+            .expect("unlock applies on the locked 100"),
+        1
+    );
+    unlock.commit().await.expect("unlock commits second");
+
+    let statement = statement::read(&db.pool, &locked, None, 10)
+        .await
+        .expect("the account works back to zero")
+        .expect("alice's locked account exists");
+    assert_eq!(statement.balance.to_string(), "0");
+    let lines: Vec<(Uuid, &str, String)> = statement
+        .lines
+        .iter()
+        .map(|line| {
+            (
+                line.transfer_id,
+                line.side.as_str(),
+                line.balance_after.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (lock_id, "credit", "0".to_owned()),
+            (unlock_id, "debit", "-100".to_owned()),
+        ]
+    );
+    db.assert_consistent().await;
 }

@@ -716,6 +716,23 @@ async fn write_deferred(
     Ok(id)
 }
 
+/// Credits alice `amount` satoshi by a deposit and returns the ids of her BTC `available`
+/// and `locked` accounts (opening `locked`).
+async fn alice_with_btc(db: &TestDb, amount: &str) -> (i64, i64) {
+    credit(db, "alice", "BTC", amount, 8).await;
+    let member = || "alice".parse().expect("member");
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let mut open = async |key: AccountKey| {
+        journal::ensure_account(&mut conn, &key)
+            .await
+            .expect("account")
+    };
+    (
+        open(AccountKey::available(member(), asset_symbol("BTC"))).await,
+        open(AccountKey::locked(member(), asset_symbol("BTC"))).await,
+    )
+}
+
 /// Applies transfer `id`'s deferred entries; returns how many queued rows it applied.
 async fn apply_deferred(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM ledger_unapplied WHERE transfer_id = $1")
@@ -1081,19 +1098,9 @@ async fn account_keys_are_fixed_and_balances_move_only_by_entries() {
 #[tokio::test]
 async fn concurrent_overdraws_are_refused_after_the_wait() {
     let db = TestDb::new().await;
-    credit(&db, "alice", "BTC", "100", 8).await;
+    let accounts = alice_with_btc(&db, "100").await;
     let available = AccountKey::available("alice".parse().expect("member"), asset_symbol("BTC"));
     let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
-    let mut conn = db.pool.acquire().await.expect("connection");
-    let accounts = (
-        journal::ensure_account(&mut conn, &available)
-            .await
-            .expect("account"),
-        journal::ensure_account(&mut conn, &locked)
-            .await
-            .expect("account"),
-    );
-    drop(conn);
 
     let mut first = db.pool.begin().await.expect("begin");
     let id = write_deferred(&mut first, accounts, 60)
@@ -1231,20 +1238,8 @@ async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
 #[tokio::test]
 async fn a_statement_keeps_journal_order_when_commits_went_the_other_way() {
     let db = TestDb::new().await;
-    credit(&db, "alice", "BTC", "100", 8).await;
-    let member = || "alice".parse().expect("member");
-    let locked = AccountKey::locked(member(), asset_symbol("BTC"));
-    let mut conn = db.pool.acquire().await.expect("connection");
-    let available_id = journal::ensure_account(
-        &mut conn,
-        &AccountKey::available(member(), asset_symbol("BTC")),
-    )
-    .await
-    .expect("account");
-    let locked_id = journal::ensure_account(&mut conn, &locked)
-        .await
-        .expect("account");
-    drop(conn);
+    let (available_id, locked_id) = alice_with_btc(&db, "100").await;
+    let locked = AccountKey::locked("alice".parse().expect("member"), asset_symbol("BTC"));
 
     let mut unlock = db.pool.begin().await.expect("transaction 1");
     let unlock_id = write_deferred(&mut unlock, (locked_id, available_id), 100)

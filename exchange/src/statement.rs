@@ -25,9 +25,9 @@
 //! every entry the account ever had (77 ms for an account with ~10,000 entries, `psql`, cold
 //! cache; a busy member gets one a batch it trades in). An index that reads only the page
 //! costs every settlement instead: a B-tree on (account_id, id) made the entries' `INSERT`
-//! 1.0–1.6 ms slower for 800 entries, a BRIN on `id` 0.7–0.9 ms (PostgreSQL 15 reads the
-//! index's metapage at each insert), ~1–2 µs a trade, for a read operators make now and
-//! then (docs/benchmarks.md, 2026-12-08).
+//! 1.0–1.6 ms slower for 800 entries, a BRIN on `id` 0.7–0.9 ms (PostgreSQL 15 looks each
+//! insert's block range up in it), ~1–2 µs a trade, for a read operators make now and then
+//! (docs/benchmarks.md, 2026-12-08).
 
 use bigdecimal::num_bigint::{BigInt, Sign};
 use coinhub_events::BaseUnits;

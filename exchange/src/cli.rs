@@ -46,7 +46,7 @@ pub enum Command {
     /// Print balances: one line per asset and account kind, base units and whole units.
     Balances(BalancesArgs),
     /// Print an account's journal entries, newest first, each with its transfer and the
-    /// balance after it.
+    /// running balance after it.
     Statement(StatementArgs),
     /// Lock a member's funds and request a withdrawal from coinhubd (sent by `run`).
     Withdraw(WithdrawArgs),
@@ -208,7 +208,11 @@ pub struct StatementArgs {
     #[arg(long, value_parser = parse_kind)]
     pub kind: AccountKind,
     /// Entries to print (1-1000).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=i64::from(statement::LIMIT_MAX)))]
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(statement::LIMIT_MAX))
+    )]
     pub limit: u32,
     /// Print entries older than this entry id (the next page: the `more` hint names it).
     #[arg(long, value_name = "ENTRY_ID")]
@@ -231,8 +235,9 @@ fn parse_kind(value: &str) -> Result<AccountKind, String> {
 }
 
 /// `statement` as text: a heading line with the account and its balance, then one line per
-/// entry with the running balance after it, e.g. `2026-12-08T00:51:02.123456Z entry 7 credit 10000 (0.0001) balance 10000
-/// (0.0001) deposit 5d4c…`, then `more: --before 7` when older entries exist.
+/// entry with the running balance after it, e.g. `2026-12-08T00:51:02.123456Z entry 7
+/// credit 10000 (0.0001) balance 10000 (0.0001) deposit 5d4c…`, then `more: --before 7`
+/// when older entries exist.
 pub fn statement_text(statement: &Statement) -> String {
     let decimals = statement.decimals;
     let mut text = format!(

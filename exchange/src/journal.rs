@@ -200,7 +200,7 @@ pub async fn ensure_account(
 /// The `accounts` condition on the owner bound as `$1` (`NULL` for a platform account),
 /// written so the `accounts_key` index is used: `member_id IS NOT DISTINCT FROM $1` is not
 /// indexable and scanned the whole table.
-fn owner_condition(member: Option<&str>) -> &'static str {
+pub(crate) fn owner_condition(member: Option<&str>) -> &'static str {
     if member.is_some() {
         "member_id = $1"
     } else {

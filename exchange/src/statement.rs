@@ -101,15 +101,12 @@ pub async fn read(
         .execute(&mut *tx)
         .await?;
     let member = account.owner().member().map(|member| member.as_str());
-    // Spelled out per owner so that the account's key (member_id, asset, kind) is used.
-    let owner = match member {
-        Some(_) => "a.member_id = $1",
-        None => "a.member_id IS NULL AND $1::text IS NULL",
-    };
+    // (`member_id` is only a column of `accounts`, so the condition needs no alias.)
     let found = sqlx::query(&format!(
         "SELECT a.id, a.balance::text AS balance, s.decimals
            FROM accounts a JOIN assets s ON s.symbol = a.asset
-          WHERE {owner} AND a.asset = $2 AND a.kind = $3"
+          WHERE {} AND a.asset = $2 AND a.kind = $3",
+        crate::journal::owner_condition(member)
     ))
     .bind(member)
     .bind(account.asset().as_str())

@@ -23,7 +23,12 @@
 //! `SETTLEMENT_CLIENTS` (default 4000: the closed loop's concurrency, which sets the batch
 //! size; docs/benchmarks.md has the rate and latency at 2,000–6,000), `SETTLEMENT_MEMBERS`
 //! (default 200),
-//! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_WARMUP_MS` (default
+//! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_HISTORY_TRADES`
+//! (default 0: trades settled first by the same loop, unmeasured, then projected, vacuumed and
+//! checkpointed,
+//! so that the measured run writes into a journal and read models as large as a long-lived
+//! exchange's; the checks count them too), `SETTLEMENT_KEEP_DATABASE` (if set, the bench's
+//! database is kept, and its name printed, to be looked into), `SETTLEMENT_WARMUP_MS` (default
 //! 1000: trades settled in the first second are left out of the steady-state rate and
 //! percentiles; the whole run's are printed too), `SETTLEMENT_RELAY_AMQP_URL`
 //! (if set, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`: after settling, the stored
@@ -136,11 +141,24 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(8)
         .connect(&format!("{server}/{name}{options}"))
         .await?;
-    let result = run(&pool, trades_total, clients, members, events, warmup).await;
+    let result = run(
+        &pool,
+        trades_total,
+        clients,
+        members,
+        events,
+        warmup,
+        env_u64("SETTLEMENT_HISTORY_TRADES", 0),
+    )
+    .await;
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin_conn)
-        .await?;
+    if std::env::var_os("SETTLEMENT_KEEP_DATABASE").is_some() {
+        println!("database {name} kept (SETTLEMENT_KEEP_DATABASE): drop it when done");
+    } else {
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&mut admin_conn)
+            .await?;
+    }
     result
 }
 
@@ -151,6 +169,7 @@ async fn run(
     members: u64,
     events: EventsSink,
     warmup: Duration,
+    history: u64,
 ) -> anyhow::Result<()> {
     db::migrate(pool).await?;
     let (fsync, sync_commit, tls): (String, String, bool) = sqlx::query_as(
@@ -161,8 +180,8 @@ async fn run(
     .await?;
     let thp_off = rustix::thread::transparent_huge_pages_are_disabled()?;
     println!(
-        "exchange settlement: trades={trades_total} clients={clients} members={members} \
-         events={events:?} fsync={fsync} synchronous_commit={sync_commit} tls={tls} \
+        "exchange settlement: trades={trades_total} history={history} clients={clients} \
+         members={members} events={events:?} fsync={fsync} synchronous_commit={sync_commit} tls={tls} \
          thp_disabled={thp_off}"
     );
     for i in 0..members {
@@ -184,73 +203,34 @@ async fn run(
         },
     );
     let engine = TradingEngine::start(pool.clone(), MarketsConfig(markets), events).await?;
-    let issued = Arc::new(AtomicU64::new(0));
+    // (trades, settlement transactions) before the measured run.
+    let (trades_before, batches_before) = if history > 0 {
+        settle_history(pool, &engine, history, clients, members).await?
+    } else {
+        (0, 0)
+    };
     let cpu_before = CpuTicks::now();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for client in 0..clients {
-        let engine = engine.clone();
-        let issued = issued.clone();
-        let maker: MemberId = format!("m{}", (2 * client) % members)
-            .parse()
-            .expect("member");
-        let taker: MemberId = format!("m{}", (2 * client + 1) % members)
-            .parse()
-            .expect("member");
-        tasks.push(tokio::spawn(async move {
-            // Raw samples, merged into histograms at the end: a histogram per client
-            // (~400 KB each) would cost thousands of page faults the engine then competes with.
-            let mut samples = Vec::new();
-            while issued.fetch_add(1, Ordering::Relaxed) < trades_total {
-                engine
-                    .place(&maker, order(Side::Sell))
-                    .await
-                    .expect("sell rests");
-                let at = Instant::now();
-                let buy = engine
-                    .place(&taker, order(Side::Buy))
-                    .await
-                    .expect("buy settles");
-                let answered = OffsetDateTime::now_utc();
-                assert_eq!(buy.status, "filled", "every buy takes one resting sell");
-                let accepted = OffsetDateTime::parse(&buy.created_at, &Rfc3339)
-                    .expect("created_at is RFC 3339");
-                samples.push(Sample {
-                    done_us: micros(started.elapsed()),
-                    submitted_us: micros(at.elapsed()),
-                    accepted_us: micros((answered - accepted).unsigned_abs()),
-                });
-            }
-            samples
-        }));
-    }
-    let mut samples = Vec::with_capacity(usize::try_from(trades_total)?);
-    for task in tasks {
-        samples.extend(task.await?);
-    }
+    let samples = drive(&engine, clients, members, trades_total, started).await?;
     let elapsed = started.elapsed();
     let cpu_used = cpu_before
         .zip(CpuTicks::now())
         .map(|(before, after)| after.since(before));
     // `orders` and `trades` are projected after the commits, in the background: how long
     // until they hold everything settled.
-    let projected: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
-        .fetch_one(pool)
-        .await?;
+    let projected = count_trades(pool).await? - trades_before;
     let projecting = Instant::now();
     coinhub_exchange::trading::projection::catch_up_all(pool).await?;
     let projection_lag = projecting.elapsed();
-    let trades: i64 = sqlx::query_scalar("SELECT count(*) FROM trades")
-        .fetch_one(pool)
-        .await?;
-    let batches: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM transfers WHERE kind = 'trade_settlement'")
-            .fetch_one(pool)
-            .await?;
+    let trades_in_all = count_trades(pool).await?;
+    let settled_in_all = history + trades_total;
     anyhow::ensure!(
-        trades as u64 == trades_total,
-        "{trades} trades settled, expected {trades_total}"
+        trades_in_all as u64 == settled_in_all,
+        "{trades_in_all} trades settled, expected {settled_in_all}"
     );
+    // The measured run's.
+    let trades = trades_in_all - trades_before;
+    let batches = count_settlements(pool).await? - batches_before;
     let fees: String = sqlx::query_scalar(
         "SELECT balance::text FROM accounts WHERE kind = 'fee_revenue' AND asset = 'USDT'",
     )
@@ -258,7 +238,7 @@ async fn run(
     .await?;
     // Each trade: notional 100,000; maker 10 bps = 100, taker 20 bps = 200.
     anyhow::ensure!(
-        fees == (trades_total * 300).to_string(),
+        fees == (settled_in_all * 300).to_string(),
         "fee revenue {fees}"
     );
     let mut conn = pool.acquire().await?;
@@ -305,6 +285,118 @@ async fn run(
         relay(pool, &url).await?;
     }
     Ok(())
+}
+
+/// Runs the closed loop of `clients` until `trades_total` trades have settled: each client
+/// places a resting sell for its maker, then a buy for its taker that takes the oldest resting
+/// sell. Returns each buy's latency sample, times measured from `started`.
+async fn drive(
+    engine: &TradingEngine,
+    clients: u64,
+    members: u64,
+    trades_total: u64,
+    started: Instant,
+) -> anyhow::Result<Vec<Sample>> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let engine = engine.clone();
+        let issued = issued.clone();
+        let maker: MemberId = format!("m{}", (2 * client) % members)
+            .parse()
+            .expect("member");
+        let taker: MemberId = format!("m{}", (2 * client + 1) % members)
+            .parse()
+            .expect("member");
+        tasks.push(tokio::spawn(async move {
+            // Raw samples, merged into histograms at the end: a histogram per client
+            // (~400 KB each) would cost thousands of page faults the engine then competes with.
+            let mut samples = Vec::new();
+            while issued.fetch_add(1, Ordering::Relaxed) < trades_total {
+                engine
+                    .place(&maker, order(Side::Sell))
+                    .await
+                    .expect("sell rests");
+                let at = Instant::now();
+                let buy = engine
+                    .place(&taker, order(Side::Buy))
+                    .await
+                    .expect("buy settles");
+                let answered = OffsetDateTime::now_utc();
+                assert_eq!(buy.status, "filled", "every buy takes one resting sell");
+                let accepted = OffsetDateTime::parse(&buy.created_at, &Rfc3339)
+                    .expect("created_at is RFC 3339");
+                samples.push(Sample {
+                    done_us: micros(started.elapsed()),
+                    submitted_us: micros(at.elapsed()),
+                    accepted_us: micros((answered - accepted).unsigned_abs()),
+                });
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::with_capacity(usize::try_from(trades_total)?);
+    for task in tasks {
+        samples.extend(task.await?);
+    }
+    Ok(samples)
+}
+
+/// The history of a long-lived exchange (`SETTLEMENT_HISTORY_TRADES`): settles `trades` by
+/// the same loop, unmeasured, projects them, runs `VACUUM (ANALYZE)` as autovacuum would have
+/// by then, and a `CHECKPOINT` (superuser), so that the measured run writes into a journal and read models that already
+/// hold that many rows. Prints their sizes. Returns the trades and settlement transactions
+/// (`trade_settlement` transfers) written.
+async fn settle_history(
+    pool: &sqlx::PgPool,
+    engine: &TradingEngine,
+    trades: u64,
+    clients: u64,
+    members: u64,
+) -> anyhow::Result<(i64, i64)> {
+    let started = Instant::now();
+    drive(engine, clients, members, trades, started).await?;
+    let settled = started.elapsed();
+    coinhub_exchange::trading::projection::catch_up_all(pool).await?;
+    sqlx::query("VACUUM (ANALYZE)").execute(pool).await?;
+    // The vacuum's WAL would otherwise start a checkpoint during the measured run, whose
+    // first change to each page then logs the whole page.
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    let (entries, orders, journal_bytes, read_model_bytes): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM orders),
+                    pg_total_relation_size('entries') + pg_total_relation_size('transfers'),
+                    pg_total_relation_size('orders') + pg_total_relation_size('trades')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let trades_written = count_trades(pool).await?;
+    let batches = count_settlements(pool).await?;
+    println!(
+        "history: {trades_written} trades settled in {:.1} s ({batches} transactions), \
+         projected and vacuumed in {:.1} s in all; journal {entries} entries ({} MiB with \
+         transfers and indexes), read models {orders} orders ({} MiB with trades and indexes)",
+        settled.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        journal_bytes >> 20,
+        read_model_bytes >> 20,
+    );
+    Ok((trades_written, batches))
+}
+
+/// Rows in the `trades` read model.
+async fn count_trades(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM trades")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Settlement transactions so far: one `trade_settlement` journal transfer each.
+async fn count_settlements(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM transfers WHERE kind = 'trade_settlement'")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// One settled buy, in microseconds.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bigdecimal::BigDecimal;
 use coinhub_events::{BaseUnits, MemberId};
 use sqlx::postgres::PgDatabaseError;
-use sqlx::{Executor, PgConnection, PgExecutor, Row};
+use sqlx::{Executor, PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use crate::ledger::{AccountKey, AccountKind, AssetSymbol, LedgerError, Owner, Transfer};
@@ -370,11 +370,25 @@ pub async fn balance<'e>(
 }
 
 fn balance_from_row(row: &sqlx::postgres::PgRow) -> Result<Balance, JournalError> {
+    let account = account_key_from_row(row)?;
+    let stored: BigDecimal = row.try_get("balance")?;
+    let decimals: i16 = row.try_get("decimals")?;
+    let decimals = u8::try_from(decimals)
+        .map_err(|e| JournalError::Corrupt(format!("account {account}: decimals {e}")))?;
+    Ok(Balance {
+        account,
+        decimals,
+        amount: numeric::from_numeric(&stored)?,
+    })
+}
+
+/// The account key of an `accounts` row read with its `member_id`, `asset` and `kind`.
+///
+/// Errors: [`JournalError::Corrupt`] for a stored value the ledger's types refuse.
+fn account_key_from_row(row: &sqlx::postgres::PgRow) -> Result<AccountKey, JournalError> {
     let member: Option<String> = row.try_get("member_id")?;
     let asset: String = row.try_get("asset")?;
     let kind: String = row.try_get("kind")?;
-    let stored: BigDecimal = row.try_get("balance")?;
-    let decimals: i16 = row.try_get("decimals")?;
     let corrupt =
         |what: String| JournalError::Corrupt(format!("account {member:?}/{asset}/{kind}: {what}"));
     let owner = match &member {
@@ -387,14 +401,7 @@ fn balance_from_row(row: &sqlx::postgres::PgRow) -> Result<Balance, JournalError
     let kind_parsed: AccountKind = kind
         .parse()
         .map_err(|e: LedgerError| corrupt(e.to_string()))?;
-    let account =
-        AccountKey::new(owner, symbol, kind_parsed).map_err(|e| corrupt(e.to_string()))?;
-    let decimals = u8::try_from(decimals).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Balance {
-        account,
-        decimals,
-        amount: numeric::from_numeric(&stored)?,
-    })
+    AccountKey::new(owner, symbol, kind_parsed).map_err(|e| corrupt(e.to_string()))
 }
 
 /// A disagreement found by [`audit`].
@@ -414,6 +421,8 @@ pub enum AuditFinding {
     BalanceDrift {
         /// The account's id.
         account_id: i64,
+        /// The account: owner, asset and kind.
+        account: AccountKey,
         /// The cached balance.
         cached: String,
         /// The balance its entries give.
@@ -442,7 +451,7 @@ pub async fn audit(conn: &mut PgConnection) -> Result<Vec<AuditFinding>, Journal
         });
     }
     let drift = sqlx::query(
-        "SELECT a.id, a.balance::text AS cached,
+        "SELECT a.id, a.member_id, a.asset, a.kind, a.balance::text AS cached,
                 (CASE a.normal_side WHEN 'debit' THEN 1 ELSE -1 END
                   * coalesce(sum(e.amount), 0))::text AS from_entries
            FROM accounts a LEFT JOIN entries e ON e.account_id = a.id
@@ -455,9 +464,48 @@ pub async fn audit(conn: &mut PgConnection) -> Result<Vec<AuditFinding>, Journal
     for row in drift {
         findings.push(AuditFinding::BalanceDrift {
             account_id: row.try_get("id")?,
+            account: account_key_from_row(&row)?,
             cached: row.try_get("cached")?,
             from_entries: row.try_get("from_entries")?,
         });
     }
     Ok(findings)
+}
+
+/// What [`audit_snapshot`] checked, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Transfers in the journal, each checked to sum to zero per asset.
+    pub transfers: i64,
+    /// Entries summed.
+    pub entries: i64,
+    /// Accounts whose balance was recomputed from their entries.
+    pub accounts: i64,
+    /// The disagreements; empty when the journal is consistent.
+    pub findings: Vec<AuditFinding>,
+}
+
+/// [`audit`] in one read-only `REPEATABLE READ` transaction, so that its two checks and the
+/// counts see the same journal while settlements go on; `coinhub-exchange audit` runs it.
+/// Reads every entry twice (a full scan of `entries` per check).
+///
+/// Errors: [`JournalError::Database`].
+pub async fn audit_snapshot(pool: &PgPool) -> Result<AuditReport, JournalError> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let (transfers, entries, accounts): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM transfers), (SELECT count(*) FROM entries),
+                (SELECT count(*) FROM accounts)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let findings = audit(&mut tx).await?;
+    tx.commit().await?;
+    Ok(AuditReport {
+        transfers,
+        entries,
+        accounts,
+        findings,
+    })
 }

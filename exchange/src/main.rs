@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use coinhub_exchange::api::{self, ApiState, keys, secrets::ApiSecrets};
 use coinhub_exchange::cli::{
-    self, ApiKeyCommand, BalancesArgs, Cli, Command, StatementArgs, TradingStatusArgs,
+    self, ApiKeyCommand, AuditArgs, BalancesArgs, Cli, Command, StatementArgs, TradingStatusArgs,
     WithdrawArgs, WithdrawalsArgs,
 };
 use coinhub_exchange::config::Config;
@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => run(&config).await,
         Command::Balances(args) => balances(&config, &args).await,
         Command::Statement(args) => statement(&config, &args).await,
+        Command::Audit(args) => audit(&config, &args).await,
         Command::Withdraw(args) => withdraw(&config, args).await,
         Command::Withdrawals(args) => list_withdrawals(&config, &args).await,
         Command::ApiKey(command) => api_key(&config, command).await,
@@ -287,6 +288,29 @@ async fn statement(config: &Config, args: &StatementArgs) -> anyhow::Result<()> 
     } else {
         print!("{}", cli::statement_text(&statement));
     }
+    Ok(())
+}
+
+async fn audit(config: &Config, args: &AuditArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to the database")?;
+    let report = journal::audit_snapshot(&pool).await;
+    pool.close().await;
+    let report = report.context("auditing the journal")?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&cli::audit_json(&report))
+            .context("serializing the audit")?;
+        println!("{json}");
+    } else {
+        print!("{}", cli::audit_text(&report));
+    }
+    // Non-zero for monitoring and scripts: a disagreement is what the audit exists to catch.
+    anyhow::ensure!(
+        report.findings.is_empty(),
+        "the journal audit found {} disagreement(s)",
+        report.findings.len()
+    );
     Ok(())
 }
 

@@ -188,7 +188,7 @@ pub async fn read(
         };
         return Err(JournalError::Corrupt(format!(
             "{account}: its balance and its entries disagree (worked back to {after} {place}); \
-             run the journal audit"
+             run `coinhub-exchange audit`"
         )));
     }
     Ok(Some(Statement {

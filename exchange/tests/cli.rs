@@ -714,3 +714,105 @@ async fn metrics_answer_503_while_the_database_is_unreadable() {
         "database unavailable\n"
     );
 }
+
+/// Proves: `audit` passes a consistent journal (exit 0, with what it checked) and names an
+/// account whose balance its entries do not give (non-zero exit, as text and as JSON).
+///
+/// Steps: credit alice 10000 sat and bob 500 sat (deposits); `audit`: consistent, with the
+/// database's own counts of transfers, entries and accounts; set alice's available BTC to
+/// 10001 with the triggers off for one session (`session_replication_role = replica`, what
+/// only a superuser can do); `audit` and `audit --json` now fail and name her account, its
+/// balance and what its entries give.
+#[tokio::test]
+async fn audit_passes_a_consistent_journal_and_names_a_balance_its_entries_do_not_give() {
+    let db = TestDb::new().await;
+    deposits::apply(&db.pool, &confirmed("alice", "BTC", "10000", 8))
+        .await
+        .expect("credit alice");
+    deposits::apply(&db.pool, &confirmed("bob", "BTC", "500", 8))
+        .await
+        .expect("credit bob");
+    let audit = |json: bool| {
+        let mut command = binary();
+        command
+            .arg("audit")
+            .env("COINHUB_EXCHANGE__DATABASE__URL", &db.url);
+        if json {
+            command.arg("--json");
+        }
+        run(&mut command)
+    };
+    let (transfers, entries, accounts): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM transfers), (SELECT count(*) FROM entries),
+                (SELECT count(*) FROM accounts)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (transfers, entries),
+        (2, 4),
+        "two deposits of two legs each"
+    );
+    let checked = format!("{transfers} transfers, {entries} entries, {accounts} accounts checked");
+
+    let consistent = audit(false);
+    assert!(consistent.status.success(), "{}", stderr(&consistent));
+    assert_eq!(
+        stdout(&consistent),
+        format!("journal consistent: {checked}\n")
+    );
+
+    let mut conn = db.pool.acquire().await.expect("connection");
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .expect("triggers off for this session");
+    let alice_id: i64 = sqlx::query_scalar(
+        "UPDATE accounts SET balance = 10001
+          WHERE member_id = 'alice' AND asset = 'BTC' AND kind = 'available' RETURNING id",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("set the balance behind the ledger's back");
+    sqlx::query("RESET session_replication_role")
+        .execute(&mut *conn)
+        .await
+        .expect("triggers back on");
+    drop(conn);
+
+    let text = audit(false);
+    assert!(!text.status.success(), "a drift must fail the audit");
+    assert_eq!(
+        stdout(&text),
+        format!(
+            "account member alice/BTC/available (id {alice_id}) has balance 10001, its entries \
+             give 10000 (base units)\njournal audit found 1 disagreement(s): {checked}\n"
+        )
+    );
+    assert!(
+        stderr(&text).contains("the journal audit found 1 disagreement(s)"),
+        "{}",
+        stderr(&text)
+    );
+
+    let json = audit(true);
+    assert!(!json.status.success(), "a drift must fail the audit");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    assert_eq!(
+        report,
+        serde_json::json!({
+            "consistent": false,
+            "transfers": transfers,
+            "entries": entries,
+            "accounts": accounts,
+            "findings": [{
+                "finding": "balance_drift",
+                "account_id": alice_id,
+                "account": "member alice/BTC/available",
+                "balance": "10001",
+                "from_entries": "10000",
+            }],
+        })
+    );
+}

@@ -1167,34 +1167,12 @@ async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
         .expect("alice's account exists");
     assert_eq!(listed.balance.to_string(), "10500");
     let first_entry = listed.lines.last().expect("two entries").entry_id;
-    let set_balance = |balance: &'static str| {
-        let pool = db.pool.clone();
-        async move {
-            let mut conn = pool.acquire().await.expect("connection");
-            sqlx::query("SET session_replication_role = replica")
-                .execute(&mut *conn)
-                .await
-                .expect("triggers off for this session");
-            sqlx::query(
-                "UPDATE accounts SET balance = $1::numeric
-                  WHERE member_id = 'alice' AND asset = 'BTC' AND kind = 'available'",
-            )
-            .bind(balance)
-            .execute(&mut *conn)
-            .await
-            .expect("set the balance behind the ledger's back");
-            sqlx::query("RESET session_replication_role")
-                .execute(&mut *conn)
-                .await
-                .expect("triggers back on");
-        }
-    };
     let refusal = |result: Result<Option<statement::Statement>, JournalError>| match result {
         Err(JournalError::Corrupt(message)) => message,
         other => panic!("expected a refusal, got {other:?}"),
     };
 
-    set_balance("10501").await;
+    db.set_alice_btc_balance_behind_the_ledger("10501").await;
     let message = refusal(statement::read(&db.pool, &key, None, 10).await);
     assert!(
         message.contains("member alice/BTC/available")
@@ -1210,7 +1188,7 @@ async fn a_statement_refuses_a_balance_its_entries_do_not_explain() {
     assert_eq!(newest.lines[0].balance_after.to_string(), "10501");
     assert!(newest.more);
 
-    set_balance("400").await;
+    db.set_alice_btc_balance_behind_the_ledger("400").await;
     let message = refusal(statement::read(&db.pool, &key, None, 10).await);
     assert!(
         message.contains(&format!(

@@ -140,6 +140,30 @@ impl TestDb {
             .expect("read outcome")
     }
 
+    /// Sets alice's available BTC balance to `balance` (base units) behind the ledger's back:
+    /// with the triggers off for one session (`session_replication_role = replica`, what only
+    /// a superuser can do), so that no entry explains it. Returns the account's id.
+    pub async fn set_alice_btc_balance_behind_the_ledger(&self, balance: &str) -> i64 {
+        let mut conn = self.pool.acquire().await.expect("connection");
+        sqlx::query("SET session_replication_role = replica")
+            .execute(&mut *conn)
+            .await
+            .expect("triggers off for this session");
+        let id = sqlx::query_scalar(
+            "UPDATE accounts SET balance = $1::numeric
+              WHERE member_id = 'alice' AND asset = 'BTC' AND kind = 'available' RETURNING id",
+        )
+        .bind(balance)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("set the balance behind the ledger's back");
+        sqlx::query("RESET session_replication_role")
+            .execute(&mut *conn)
+            .await
+            .expect("triggers back on");
+        id
+    }
+
     /// Asserts the journal is consistent: every transfer sums to zero, every cached balance
     /// equals its entries, and every account's statement, read a page at a time, works its
     /// balance back to zero before its first entry (`statement::read` refuses otherwise)

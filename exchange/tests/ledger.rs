@@ -1267,3 +1267,102 @@ async fn a_statement_keeps_journal_order_when_commits_went_the_other_way() {
     );
     db.assert_consistent().await;
 }
+
+/// Proves: the entries' check that a statement's transfers were written in its own
+/// transaction looks each transfer up by its key however long the journal is (migration
+/// 0031). Before it, for a statement of a few hundred entries PostgreSQL planned the check as
+/// a read of all of `transfers_pkey`, each row's heap tuple included (docs/benchmarks.md,
+/// 2026-12-08), so every settlement read every transfer ever written.
+///
+/// Steps: credit alice; write 2,000 small balanced transfers, each in its own transaction as
+/// settlements are (so that `ANALYZE` sees as many transaction ids as transfers, which is
+/// what made the planner expect one row per transaction and prefer the read), then `ANALYZE`;
+/// on a new connection (no plan cached) write one transfer with 600 entries and count the
+/// heap blocks of `transfers` that transaction fetched: one for the key probe, not one per
+/// transfer.
+#[tokio::test]
+async fn the_same_transaction_check_probes_transfers_by_key_on_a_long_journal() {
+    let db = TestDb::new().await;
+    credit(&db, "alice", "BTC", "10000", 8).await;
+    let (hot, alice): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT id FROM accounts WHERE member_id IS NULL AND asset = 'BTC'
+                   AND kind = 'hot_wallet'),
+                (SELECT id FROM accounts WHERE member_id = 'alice' AND asset = 'BTC'
+                   AND kind = 'available')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("account ids");
+    // One transaction per transfer, without waiting for the WAL flush (this test does not
+    // need it). Ids sort before the probe's, as a UUID v7 of an earlier time would.
+    // Each a query of its own: a DO block may commit only outside a transaction block, which
+    // several statements in one query would open.
+    let mut writer = db.pool.acquire().await.expect("connection");
+    sqlx::raw_sql("SET synchronous_commit = off")
+        .execute(&mut *writer)
+        .await
+        .expect("no waiting for the WAL flush");
+    sqlx::raw_sql(&format!(
+        "DO $$ BEGIN
+           FOR g IN 1..2000 LOOP
+             INSERT INTO transfers (id, kind, reference)
+             VALUES (('00000000-0000-7000-8000-' || lpad(g::text, 12, '0'))::uuid, 'history',
+                     'h' || g);
+             INSERT INTO entries (transfer_id, account_id, amount)
+             VALUES (('00000000-0000-7000-8000-' || lpad(g::text, 12, '0'))::uuid, {hot}, 1),
+                    (('00000000-0000-7000-8000-' || lpad(g::text, 12, '0'))::uuid, {alice}, -1);
+             COMMIT;
+           END LOOP;
+         END $$"
+    ))
+    .execute(&mut *writer)
+    .await
+    .expect("2,000 transfers, one transaction each");
+    sqlx::raw_sql("RESET synchronous_commit; ANALYZE transfers")
+        .execute(&mut *writer)
+        .await
+        .expect("analyze");
+    drop(writer);
+
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .expect("a new connection");
+    let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
+    sqlx::query(
+        "INSERT INTO transfers (id, kind, reference)
+         VALUES ('ffffffff-ffff-7fff-bfff-ffffffffffff', 'history', 'probe')",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("probe transfer");
+    let before: i64 =
+        sqlx::query_scalar("SELECT pg_stat_get_xact_blocks_fetched('transfers'::regclass)")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("blocks fetched");
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account_id, amount)
+         SELECT 'ffffffff-ffff-7fff-bfff-ffffffffffff', a, m
+           FROM generate_series(1, 300) g, (VALUES ($1::bigint, 1), ($2::bigint, -1)) l(a, m)",
+    )
+    .bind(hot)
+    .bind(alice)
+    .execute(&mut *tx)
+    .await
+    .expect("600 entries");
+    let fetched: i64 =
+        sqlx::query_scalar("SELECT pg_stat_get_xact_blocks_fetched('transfers'::regclass)")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("blocks fetched");
+    tx.commit().await.expect("the probe commits");
+    let by_the_entries = fetched - before;
+    assert!(
+        by_the_entries <= 5,
+        "writing the entries fetched {by_the_entries} heap blocks of transfers: a scan"
+    );
+    // The audit only: `assert_consistent` would also page through alice's 2,301 entries.
+    let mut conn = db.pool.acquire().await.expect("connection");
+    let findings = journal::audit(&mut conn).await.expect("audit runs");
+    assert!(findings.is_empty(), "{findings:?}");
+}

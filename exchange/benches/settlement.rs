@@ -25,9 +25,8 @@
 //! (default 200),
 //! `SETTLEMENT_EVENTS` (`outbox` or `off`, default `outbox`), `SETTLEMENT_HISTORY_TRADES`
 //! (default 0: trades settled first by the same loop, unmeasured, then projected, vacuumed and
-//! checkpointed,
-//! so that the measured run writes into a journal and read models as large as a long-lived
-//! exchange's; the checks count them too), `SETTLEMENT_KEEP_DATABASE` (if set, the bench's
+//! checkpointed, so that the measured run writes into a journal and read models as large as a
+//! long-lived exchange's; the checks count them too), `SETTLEMENT_KEEP_DATABASE` (if set, the bench's
 //! database is kept, and its name printed, to be looked into), `SETTLEMENT_WARMUP_MS` (default
 //! 1000: trades settled in the first second are left out of the steady-state rate and
 //! percentiles; the whole run's are printed too), `SETTLEMENT_RELAY_AMQP_URL`
